@@ -751,7 +751,11 @@ class FallDetector:
         period = 1000.0 / rate
         lengths = batch.lengths[sel].astype(np.int64)
         t0 = batch.t0_ms[sel].astype(np.float64)
-        samples = batch.samples[sel, : int(lengths.max()) if lengths.size else 0]
+        width = int(lengths.max()) if lengths.size else 0
+        if sel.size == len(batch.device_ids):
+            samples = batch.samples[:, :width]  # one rate in the batch: a view, no copy
+        else:
+            samples = batch.samples[sel, :width]
 
         # 1. Continuity: a gap or clock jump restarts the buffer (the confirmation stays).
         n_seen = tab.n_seen[rows]
@@ -769,10 +773,18 @@ class FallDetector:
         max_n = samples.shape[1]
         valid_new = np.arange(max_n)[None, :] < lengths[:, None]
         mag_new = np.sqrt(np.einsum("ijk,ijk->ij", samples, samples))
-        pos = (n_seen[:, None] + np.arange(max_n)[None, :]) % ring
-        rr = np.broadcast_to(rows[:, None], pos.shape)
-        tab.buf[rr[valid_new], pos[valid_new]] = samples[valid_new]
-        tab.mag[rr[valid_new], pos[valid_new]] = mag_new[valid_new]
+        pos = (n_seen % ring)[:, None] + np.arange(max_n)[None, :]
+        pos[pos >= ring] -= ring  # max_n <= ring, so one wrap at most
+        rr = rows[:, None]
+        # Flat indices into the ring buffers are much cheaper than 2-D fancy indexing.
+        flat = rr * ring + pos
+        if np.all(lengths == max_n):
+            # The usual tick (every burst full length): no compress needed.
+            tab.buf.reshape(-1, 3)[flat.ravel()] = samples.reshape(-1, 3)
+            tab.mag.reshape(-1)[flat.ravel()] = mag_new.ravel()
+        else:
+            tab.buf.reshape(-1, 3)[flat[valid_new]] = samples[valid_new]
+            tab.mag.reshape(-1)[flat[valid_new]] = mag_new[valid_new]
         old_seen = n_seen
         n_seen = n_seen + lengths
         tab.n_seen[rows] = n_seen
@@ -797,7 +809,7 @@ class FallDetector:
             if span > 0:
                 abs_idx = lo[:, None] + np.arange(span)[None, :]
                 inside = (abs_idx < seen[:, None]) & idle[:, None]
-                m = np.take_along_axis(tab.mag[ra], abs_idx % ring, axis=1)
+                m = tab.mag[ra[:, None], abs_idx % ring]
                 hit = inside & (m > cfg.candidate_g)
                 found = hit.any(axis=1)
                 first = abs_idx[np.arange(active.size), np.argmax(hit, axis=1)]
@@ -851,6 +863,29 @@ class FallDetector:
         abs_idx = first[:, None] + np.arange(-pre, after)[None, :]
         seen = n_seen[idx]
         valid = (abs_idx >= 0) & (abs_idx >= seen[:, None] - ring) & (abs_idx < seen[:, None])
+        if self.candidates is None:
+            # Cheapest tests first: peak and intensity need only the magnitudes; the full
+            # context (orientation, stillness, the evidence window) only for what passes.
+            mwin = np.where(valid, tab.mag[r[:, None], abs_idx % ring], 0.0)
+            merge = max(1, cfg.samples(cfg.merge_s, rate))
+            j = pre + np.argmax(mwin[:, pre : pre + merge], axis=1)
+            rel = np.arange(abs_idx.shape[1])[None, :] - j[:, None]
+            half = cfg.samples(0.5, rate)
+            around = valid & (rel >= -half) & (rel < half)
+            dev = np.where(around, np.abs(mwin - 1.0), 0.0).sum(axis=1)
+            intensity = dev / np.maximum(around.sum(axis=1), 1)
+            peak = mwin[np.arange(j.size), j]
+            quick = (peak >= cfg.peak_g) & (intensity >= cfg.intensity_g)
+            quick &= tab.susp_deadline_ms[r] == _NONE
+            if not quick.any():
+                return []
+            idx, r, first, valid, abs_idx = (
+                idx[quick],
+                r[quick],
+                first[quick],
+                valid[quick],
+                abs_idx[quick],
+            )
         win = tab.buf[r[:, None], abs_idx % ring]
         win[~valid] = 0.0
         feats = fall_features(win, valid, first=pre, rate=rate, config=cfg)
