@@ -1,0 +1,180 @@
+"""The ``anxin`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from core.errors import AnxinError
+
+log = logging.getLogger("anxin")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from core import db  # noqa: PLC0415 - commands import what they use, so --help stays fast
+    from core.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    if args.db_command == "upgrade":
+        result = db.upgrade(settings.db.url)
+        applied = ", ".join(f"{v:04d}" for v in result.applied) or "none (up to date)"
+        print(f"schema at version {result.current} ({result.mode} mode); applied: {applied}")
+        return 0
+    info = db.info(settings.db.url)
+    print(f"database:   {db.redact_url(settings.db.url)}")
+    print(f"server:     PostgreSQL {info.server_version}")
+    print(f"timescale:  {info.timescale_version or 'not installed'}")
+    print(f"mode:       {info.mode or 'not migrated'}")
+    print(f"schema:     version {info.version} of {info.latest}")
+    if info.hypertables:
+        print(f"hypertables: {', '.join(info.hypertables)}")
+    for policy in info.policies:
+        print(f"policy:     {policy.table}: {policy.kind} {policy.detail}")
+    if info.aggregates:
+        kind = "continuous aggregates" if info.mode == "timescale" else "views"
+        print(f"{kind}: {', '.join(info.aggregates)}")
+    if info.mode == "native":
+        print("policies:   none in native mode (no compression; run `anxin db prune` for retention)")
+    return 0 if info.version == info.latest else 1
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _cmd_ingest(_args: argparse.Namespace) -> int:
+    from core.settings import load_settings  # noqa: PLC0415
+    from ingest.runner import run_ingest  # noqa: PLC0415
+
+    settings = load_settings()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run_ingest(settings, stop)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from core.settings import load_settings  # noqa: PLC0415
+    from simulators.cli import simulate  # noqa: PLC0415
+
+    settings = load_settings()
+    return simulate(
+        settings,
+        devices=args.devices,
+        seconds=args.seconds,
+        paced=not args.fast,
+        encoding=args.encoding,
+        register=args.register,
+        prefix_id=args.id_prefix,
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from api.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(devices=args.devices, embedded=args.embedded)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from core import db  # noqa: PLC0415
+    from core.settings import load_settings  # noqa: PLC0415
+    from devices.registry import register_device, set_status  # noqa: PLC0415
+
+    settings = load_settings()
+    with db.connect(settings.db.url) as conn:
+        if args.devices_command == "add":
+            new = register_device(conn, args.device_id, args.kind, gateway_id=args.gateway)
+            print(f"registered {new.device_id} ({new.kind})")
+            if new.secret:
+                print(f"secret (shown once, store it in the device): {new.secret}")
+        elif args.devices_command == "retire":
+            set_status(conn, args.device_id, "retired")
+            print(f"retired {args.device_id}")
+    return 0
+
+
+def _cmd_detectors(args: argparse.Namespace) -> int:
+    from detectors import evaluation  # noqa: PLC0415
+
+    return int(evaluation.main(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anxin", description="Anxin: smart home care backend.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_db = sub.add_parser("db", help="database schema")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply pending migrations (idempotent)")
+    db_sub.add_parser("info", help="storage mode, schema version, hypertables and policies")
+    p_db.set_defaults(func=_cmd_db)
+
+    p_ingest = sub.add_parser("ingest", help="run the MQTT ingester until Ctrl-C")
+    p_ingest.set_defaults(func=_cmd_ingest)
+
+    p_sim = sub.add_parser("simulate", help="simulated wristbands publishing vitals and accelerometer bursts")
+    p_sim.add_argument("--devices", type=int, default=10)
+    p_sim.add_argument("--seconds", type=int, default=60)
+    p_sim.add_argument("--fast", action="store_true", help="as fast as the broker takes them, not real time")
+    p_sim.add_argument("--encoding", choices=["i16", "json"], default="i16")
+    p_sim.add_argument("--register", action="store_true", help="register the simulated devices first")
+    p_sim.add_argument("--id-prefix", default="sim-wb")
+    p_sim.set_defaults(func=_cmd_simulate)
+
+    p_demo = sub.add_parser("demo", help="services, simulators and what they store, until Ctrl-C")
+    p_demo.add_argument("--devices", type=int, default=20)
+    p_demo.add_argument(
+        "--embedded", choices=["auto", "always", "never"], default="auto",
+        help="start an embedded PostgreSQL and broker when none is reachable (auto)",
+    )
+    p_demo.set_defaults(func=_cmd_demo)
+
+    p_dev = sub.add_parser("devices", help="device registry")
+    dev_sub = p_dev.add_subparsers(dest="devices_command", required=True)
+    p_add = dev_sub.add_parser("add", help="register a device; prints its secret once")
+    p_add.add_argument("device_id")
+    p_add.add_argument("--kind", default="wristband")
+    p_add.add_argument("--gateway", default=None)
+    p_ret = dev_sub.add_parser("retire", help="retire a device: its messages are refused")
+    p_ret.add_argument("device_id")
+    p_dev.set_defaults(func=_cmd_devices)
+
+    p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
+    p_det.add_argument("rest", nargs=argparse.REMAINDER)
+    p_det.set_defaults(func=_cmd_detectors)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except AnxinError as exc:
+        print(f"anxin: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

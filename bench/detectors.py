@@ -1,0 +1,165 @@
+"""Throughput of the vectorised detectors against a per-device loop of the same logic.
+
+Run: ``python bench/detectors.py``. Measures CPU time (``time.process_time``), so other load on
+the machine matters less; reports medians over repeats.
+
+* Falls: 1 s bursts at 50 Hz of a walking-like signal with occasional peaks above the candidate
+  threshold, for 1, 100 and 10,000 devices per call, in device-seconds of signal processed per
+  CPU-second. The baseline feeds the same detector one device per call.
+* NEWS2: a 10-minute window of readings (7 parameters, 10 readings each) per device, in devices
+  scored per CPU-second; the baseline scores one device per call.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.falls import FallBatch, FallDetector  # noqa: E402
+from detectors.vitals import N_PARAMS, VitalReadings, news2  # noqa: E402
+
+RATE = 50
+T0 = 1_700_000_000_000
+REPEATS = 3
+
+
+def _signal(n_dev: int, seconds: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(seconds * RATE) / RATE
+    phase = rng.uniform(0, 2 * np.pi, (n_dev, 1))
+    sig = np.zeros((n_dev, t.size, 3), np.float32)
+    sig[:, :, 1] = -1 + 0.35 * np.sin(2 * np.pi * 1.8 * t + phase)
+    sig[:, :, 2] = 0.15 * np.sin(2 * np.pi * 0.9 * t + phase)
+    sig += rng.normal(0, 0.05, sig.shape).astype(np.float32)
+    # About one step in 200 hits harder than the candidate threshold (1.5 g).
+    hits = rng.random((n_dev, t.size)) < 1 / 200
+    sig[hits, 1] -= 0.8
+    return sig
+
+
+def _batches(sig: np.ndarray, ids: list[str]) -> list[FallBatch]:
+    n = sig.shape[0]
+    out = []
+    for k in range(sig.shape[1] // RATE):
+        out.append(
+            FallBatch(
+                device_ids=ids,
+                resident_ids=[None] * n,
+                t0_ms=np.full(n, T0 + 1000 * k, np.int64),
+                rate_hz=RATE,
+                samples=np.ascontiguousarray(sig[:, k * RATE : (k + 1) * RATE]),
+                lengths=np.full(n, RATE, np.int32),
+            )
+        )
+    return out
+
+
+def bench_falls_vectorised(n_dev: int, seconds: int, rng: np.random.Generator) -> float:
+    ids = [f"d{i}" for i in range(n_dev)]
+    batches = _batches(_signal(n_dev, seconds + 4, rng), ids)
+    det = FallDetector()
+    for k, b in enumerate(batches[:4]):  # warm up: fill the buffers
+        det.process(b, now_ms=T0 + 1000 * (k + 1))
+    start = time.process_time()
+    for k, b in enumerate(batches[4:], start=4):
+        det.process(b, now_ms=T0 + 1000 * (k + 1))
+    cpu = time.process_time() - start
+    return n_dev * seconds / cpu
+
+
+def bench_falls_loop(n_dev: int, seconds: int, rng: np.random.Generator) -> float:
+    sig = _signal(n_dev, seconds + 4, rng)
+    per_dev = [_batches(sig[i : i + 1], [f"d{i}"]) for i in range(n_dev)]
+    det = FallDetector()
+    for k in range(4):
+        for i in range(n_dev):
+            det.process(per_dev[i][k], now_ms=T0 + 1000 * (k + 1))
+    start = time.process_time()
+    for k in range(4, 4 + seconds):
+        for i in range(n_dev):
+            det.process(per_dev[i][k], now_ms=T0 + 1000 * (k + 1))
+    cpu = time.process_time() - start
+    return n_dev * seconds / cpu
+
+
+def _readings(n_dev: int, rng: np.random.Generator) -> VitalReadings:
+    per = 10
+    row = np.repeat(np.arange(n_dev), N_PARAMS * per)
+    param = np.tile(np.repeat(np.arange(N_PARAMS), per), n_dev)
+    base = np.array([16, 97, 0, 125, 72, 0, 36.8])
+    noise = np.array([2, 1, 0, 8, 6, 0, 0.2])
+    value = base[param] + noise[param] * rng.standard_normal(row.size)
+    ts = T0 - rng.integers(0, 600_000, row.size)
+    return VitalReadings(
+        device_ids=[f"d{i}" for i in range(n_dev)],
+        resident_ids=[f"r{i}" for i in range(n_dev)],
+        row=row.astype(np.int64),
+        ts_ms=ts.astype(np.int64),
+        param=param.astype(np.int64),
+        value=value,
+    )
+
+
+def bench_news2(n_dev: int, rng: np.random.Generator, loop: bool) -> float:
+    if loop:
+        parts = [_readings(1, rng) for _ in range(n_dev)]
+        start = time.process_time()
+        for r in parts:
+            news2(r, T0)
+    else:
+        r = _readings(n_dev, rng)
+        start = time.process_time()
+        news2(r, T0)
+    return n_dev / (time.process_time() - start)
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _median(f, repeats: int = REPEATS) -> float:  # type: ignore[no-untyped-def]
+    return statistics.median(f() for _ in range(repeats))
+
+
+def main() -> int:
+    rng = np.random.default_rng(0)
+    import os
+
+    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, "
+          f"numpy {np.__version__}")
+    print(f"medians of {REPEATS} repeats, CPU time (time.process_time)\n")
+    print("| detector | devices per call | vectorised | per-device loop | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for n_dev, seconds, loop_seconds in ((1, 200, 200), (100, 60, 10), (10_000, 20, 1)):
+        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng))
+        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng))
+        print(
+            f"| falls (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
+            f"{base:,.0f} | {vec / base:.1f}x |"
+        )
+    for n_dev in (1, 100, 10_000):
+        vec = _median(lambda n=n_dev: bench_news2(n, rng, loop=False))
+        base = _median(lambda n=n_dev: bench_news2(min(n, 2000), rng, loop=True))
+        print(
+            f"| NEWS2 (devices scored per CPU-s) | {n_dev:,} | {vec:,.0f} | {base:,.0f} | "
+            f"{vec / base:.1f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""One settings object for every Anxin process.
+
+Values come from ``ANXIN_*`` environment variables (nested with ``__``, for example
+``ANXIN_INGEST__BATCH_SIZE=5000``) and optionally from a ``.env``-style file named by
+``ANXIN_ENV_FILE``. Nothing is read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+DEFAULT_DEVICE_SECRET_PEPPER = "dev-only-pepper-change-me"  # noqa: S105 - refused outside development
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/anxin",
+        description="libpq connection URL of the PostgreSQL/TimescaleDB database.",
+    )
+    pool_min: int = Field(1, ge=1, le=100, description="Connections the pool keeps open.")
+    pool_max: int = Field(8, ge=1, le=500, description="Most connections the pool opens.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one connection attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres"}:
+            raise ValueError(f"expected a postgresql:// URL, got scheme {scheme!r}")
+        return value
+
+
+class MqttSettings(_Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).",
+    )
+    username: str | None = Field(None, description="Username of the ingest service at the broker.")
+    password: SecretStr | None = Field(None, description="Password of the ingest service at the broker.")
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts://; system CAs when unset.")
+    client_id: str = Field(
+        "anxin-ingest",
+        min_length=1,
+        max_length=64,
+        description="Client id; with a persistent session the broker keeps unacknowledged "
+        "messages for this id while the ingester is down.",
+    )
+    topic_prefix: str = Field(
+        "anxin/v1",
+        pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$",
+        description="Prefix of every device topic, without a trailing slash.",
+    )
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="When set, subscribe as $share/<group>/... so several ingesters split the load.",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1",
+        description="MQTT version of the service's own connections. 3.1.1 by default: paho parses "
+        "MQTT 5 properties of every message in Python, which costs the ingester about a third of its "
+        "receive throughput. With 3.1.1 the broker's max_inflight_messages bounds the in-flight "
+        "window; with 5, receive_maximum below does.",
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="How long the broker keeps the ingester's session (and queued messages) "
+        "while it is disconnected.",
+    )
+    receive_maximum: int = Field(
+        20000,
+        ge=1,
+        le=65535,
+        description="MQTT 5 Receive Maximum: unacknowledged messages the broker may have in "
+        "flight to the ingester. Acknowledgement happens after commit, so this window bounds "
+        "the in-memory backlog and caps throughput when too small.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts", "tcp", "ssl"}:
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {value!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if self.tls else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in {"mqtts", "ssl"}
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(
+        4000, ge=1, le=200_000, description="Messages per database transaction at most."
+    )
+    flush_interval_s: float = Field(
+        0.05, gt=0, le=10, description="Longest a received message waits before its batch commits."
+    )
+    max_payload_bytes: int = Field(
+        65536, ge=256, le=1 << 20, description="Larger payloads are dead-lettered."
+    )
+    max_readings_per_message: int = Field(
+        600, ge=1, le=10_000, description="Most readings one telemetry message may carry."
+    )
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="A reading stamped further ahead of the server clock is refused."
+    )
+    max_age_days: float = Field(
+        30.0, gt=0, description="A reading older than this is refused (late backlog within it is kept)."
+    )
+    registry_refresh_s: float = Field(
+        10.0, gt=0, description="How often the device registry cache is reloaded."
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the ingester's /metrics endpoint; 0 disables it."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to.")
+    log_every_s: float = Field(5.0, gt=0, description="Interval of the one-line summary log.")
+    retry_max_s: float = Field(
+        10.0, gt=0, description="Longest back-off between database retries."
+    )
+
+
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API and console.")
+
+
+class Settings(BaseSettings):
+    """Everything an Anxin process can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ANXIN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT, description="development, test or production."
+    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    device_secret_pepper: SecretStr = Field(
+        SecretStr(DEFAULT_DEVICE_SECRET_PEPPER),
+        description="Server-side pepper mixed into device secret hashes. Must be set in production.",
+    )
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+
+    def check_production(self) -> None:
+        """Refuse development defaults for secrets outside development and test."""
+        if self.environment is not Environment.PRODUCTION:
+            return
+        if self.device_secret_pepper.get_secret_value() == DEFAULT_DEVICE_SECRET_PEPPER:
+            raise ConfigError(
+                "Config 'ANXIN_DEVICE_SECRET_PEPPER' has the development default. "
+                "Set a random secret in production."
+            )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = "ANXIN_" + "__".join(str(part).upper() for part in error.get("loc", ()))
+    value = error.get("input")
+    return f"Config {key!r} has value {value!r}. {error.get('msg', 'invalid')}."
+
+
+def load_settings(**overrides: Annotated[Any, "field values that win over the environment"]) -> Settings:
+    """Read the settings from the environment (and ``ANXIN_ENV_FILE``), with overrides.
+
+    Raises:
+        ConfigError: a value is missing or malformed; the message names the key, the value
+            and what was expected.
+    """
+    env_file = os.environ.get("ANXIN_ENV_FILE")
+    try:
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = [_describe(dict(err)) for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc
+    settings.check_production()
+    return settings

@@ -1,0 +1,34 @@
+"""Run the ingest service with its metrics endpoint until asked to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from prometheus_client import start_http_server
+
+from core import db
+from core.settings import Settings
+from ingest.service import IngestService
+
+log = logging.getLogger(__name__)
+
+
+def run_ingest(settings: Settings, stop: threading.Event, service: IngestService | None = None) -> None:
+    """Migrate, serve /metrics, and ingest until ``stop`` is set."""
+    db.upgrade(settings.db.url)
+    service = service or IngestService(settings)
+    if settings.ingest.metrics_port:
+        server, thread = start_http_server(
+            settings.ingest.metrics_port, addr=settings.ingest.metrics_host, registry=service.metrics.registry
+        )
+        log.info("metrics on http://%s:%d/metrics", settings.ingest.metrics_host, settings.ingest.metrics_port)
+    else:
+        server = None
+    watcher = threading.Thread(target=lambda: (stop.wait(), service.stop()), name="ingest-stop", daemon=True)
+    watcher.start()
+    try:
+        service.run()
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -1,0 +1,328 @@
+"""The ingest service: the I/O shell around :func:`ingest.pipeline.process_batch`.
+
+Two threads. paho's network thread receives messages and appends them to the inbox; the
+writer thread (the caller of :meth:`IngestService.run`) takes everything waiting, up to
+``batch_size``, processes it, writes it in one transaction and only then acknowledges each
+message to the broker. So:
+
+* nothing is acknowledged before it is committed (or dead-lettered), and the broker
+  redelivers what was not, after an ingester crash or a broker restart;
+* the inbox is bounded by MQTT flow control: the broker never has more than
+  ``receive_maximum`` unacknowledged messages in flight to us;
+* batches grow with the load (everything that arrived during the last commit goes into the
+  next), so latency stays low when idle and throughput high when busy;
+* a database outage makes the writer retry the same batch with back-off while the broker
+  holds the rest; nothing is lost and nothing is acknowledged early.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import psycopg
+
+from core.clock import Clock, SystemClock
+from core.mqtt import IncomingMessage, MqttClient, client_for
+from core.settings import Settings
+from devices.protocol import Limits, Reason, subscriptions
+from ingest.metrics import IngestMetrics, create_metrics
+from ingest.pipeline import Batch, DeadLetter, DeviceInfo, RawMessage, process_batch
+from ingest.store import PostgresStore, TelemetryStore, WriteResult
+
+log = logging.getLogger(__name__)
+
+
+class BatchSink(Protocol):
+    """Gets every committed batch (detectors, alerting). Runs on the writer thread."""
+
+    def __call__(self, batch: Batch, now_ms: int) -> None: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    msg: IncomingMessage
+    received_ms: int
+    generation: int
+
+
+class _Stopping(Exception):
+    """Raised inside the writer loop when a stop is asked during a database outage."""
+
+
+class IngestService:
+    """Subscribe, decode, validate, batch, write with COPY, acknowledge after commit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: TelemetryStore | None = None,
+        client: MqttClient | None = None,
+        clock: Clock | None = None,
+        metrics: IngestMetrics | None = None,
+        sinks: Sequence[BatchSink] = (),
+    ) -> None:
+        self.settings = settings
+        self._store = store or PostgresStore(settings.db.url, connect_timeout_s=settings.db.connect_timeout_s)
+        self._client = client or client_for(
+            settings.mqtt,
+            persistent=True,
+            manual_ack=True,
+            receive_maximum=settings.mqtt.receive_maximum,
+        )
+        self._clock = clock or SystemClock()
+        self.metrics = metrics or create_metrics()
+        self._sinks = list(sinks)
+        self._inbox: deque[_Pending] = deque()
+        self._wake = threading.Event()
+        self._devices: dict[str, DeviceInfo] = {}
+        self._devices_loaded_at = 0.0
+        self._stop = threading.Event()
+        self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
+        self._client.on_message(self._on_message)
+        self._client.on_connect(self._on_connect)
+        self._client.on_disconnect(self._on_disconnect)
+        self._received_by_channel = {
+            ch: self.metrics.received.labels(ch) for ch in ("telemetry", "event", "status", "other")
+        }
+
+    # -- network thread ----------------------------------------------------------------
+    def _on_message(self, msg: IncomingMessage) -> None:
+        self._inbox.append(_Pending(msg, self._clock.now_ms(), self._client.generation))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _on_connect(self, session_present: bool) -> None:
+        prefix = self.settings.mqtt.topic_prefix
+        topics = subscriptions(prefix)
+        group = self.settings.mqtt.shared_group
+        if group:
+            topics = [f"$share/{group}/{t}" for t in topics]
+        self._client.subscribe(topics, qos=1)
+        self.metrics.connected.set(1)
+        log.info("connected to the broker (session present: %s); subscribed to %s", session_present, topics)
+
+    def _on_disconnect(self, reason: str) -> None:
+        self.metrics.connected.set(0)
+        log.warning("disconnected from the broker: %s; paho reconnects with back-off", reason)
+
+    # -- writer thread -----------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _refresh_devices(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._devices_loaded_at < self.settings.ingest.registry_refresh_s:
+            return
+        self._devices = self._store.load_devices()
+        self._devices_loaded_at = now
+
+    def _limits(self, now_ms: int) -> Limits:
+        cfg = self.settings.ingest
+        return Limits(
+            now_ms=now_ms,
+            max_payload_bytes=cfg.max_payload_bytes,
+            max_readings=cfg.max_readings_per_message,
+            max_future_skew_ms=int(cfg.max_future_skew_s * 1000),
+            max_age_ms=int(cfg.max_age_days * 86_400_000),
+        )
+
+    def _take(self) -> list[_Pending]:
+        inbox = self._inbox
+        n = min(len(inbox), self.settings.ingest.batch_size)
+        return [inbox.popleft() for _ in range(n)]
+
+    def _process(self, pending: list[_Pending]) -> Batch:
+        raw = [RawMessage(p.msg.topic, p.msg.payload, p.received_ms) for p in pending]
+        limits = self._limits(self._clock.now_ms())
+        prefix = self.settings.mqtt.topic_prefix
+        batch = process_batch(raw, self._devices, limits, prefix)
+        unknown = any(d.reason is Reason.UNKNOWN_DEVICE for d in batch.dead_letters)
+        if unknown and time.monotonic() - self._devices_loaded_at > 1.0:
+            # A device registered since the last refresh: look again before dead-lettering it.
+            self._with_db_retry(lambda: self._refresh_devices(force=True))
+            batch = process_batch(raw, self._devices, limits, prefix)
+        return batch
+
+    def _with_db_retry(self, action: Callable[[], None]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                action()
+                return
+            except psycopg.OperationalError as exc:
+                self.metrics.db_retries.inc()
+                log.warning("database unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                if self._stop.wait(delay):
+                    # Stopping while the database is away: leave the batch unacknowledged;
+                    # the broker keeps it for the next run.
+                    raise _Stopping from exc
+                delay = min(self.settings.ingest.retry_max_s, delay * 2) * (0.8 + 0.4 * random.random())  # noqa: S311
+
+    def _write(self, pending: list[_Pending], batch: Batch) -> tuple[WriteResult, Batch]:
+        """Write the batch, retrying while the database is away. A batch the database refuses
+        for its content is split so one bad message is dead-lettered and the rest stored."""
+        result: list[WriteResult] = []
+
+        def attempt() -> None:
+            result.append(self._store.write(batch))
+
+        try:
+            self._with_db_retry(attempt)
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            log.error("database refused a batch (%s); writing its messages one by one", exc)
+            return self._write_one_by_one(pending), batch
+        return result[0], batch
+
+    def _write_one_by_one(self, pending: list[_Pending]) -> WriteResult:
+        stored = dup = dead = 0
+        for p in pending:
+            single = self._process([p])
+            try:
+                res: list[WriteResult] = []
+                self._with_db_retry(lambda b=single: res.append(self._store.write(b)))  # type: ignore[misc]
+                stored += res[0].stored
+                dup += res[0].duplicates
+                dead += res[0].dead_letters
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                letter = Batch(
+                    dead_letters=[
+                        DeadLetter(p.received_ms, p.msg.topic, None, Reason.STORAGE_REJECTED, str(exc)[:500], p.msg.payload)
+                    ]
+                )
+                res2: list[WriteResult] = []
+                self._with_db_retry(lambda b=letter: res2.append(self._store.write(b)))  # type: ignore[misc]
+                dead += 1
+        return WriteResult(stored, dup, dead, True)
+
+    def _ack(self, pending: list[_Pending]) -> None:
+        generation = self._client.generation
+        # Packet ids of an earlier connection mean nothing now: the broker redelivers those
+        # messages and the unique index drops the copies. QoS 0 needs no acknowledgement.
+        self._client.ack_many([p.msg.mid for p in pending if p.generation == generation and p.msg.qos == 1])
+
+    def _account(self, batch: Batch, result: WriteResult, commit_s: float, now_ms: int, pending: list[_Pending]) -> None:
+        m = self.metrics
+        for p in pending:
+            channel = p.msg.topic.rsplit("/", 1)[-1]
+            self._received_by_channel.get(channel, self._received_by_channel["other"]).inc()
+        m.stored.inc(result.stored)
+        duplicates = result.duplicates + batch.duplicates_in_batch
+        if duplicates:
+            m.duplicates.inc(duplicates)
+        for letter in batch.dead_letters:
+            m.dead_lettered.labels(letter.reason.value).inc()
+        m.batch_size.observe(len(pending))
+        m.commit_seconds.observe(commit_s)
+        if batch.readings:
+            ts = np.fromiter((r.ts_ms for r in batch.readings), dtype=np.float64, count=len(batch.readings))
+            m.device_to_commit_seconds.observe_many((now_ms - ts) / 1000.0)
+        m.queue_depth.set(len(self._inbox))
+        t = self._totals
+        t["received"] += len(pending)
+        t["stored"] += result.stored
+        t["dead"] += len(batch.dead_letters)
+        t["dup"] += duplicates
+        t["batches"] += 1
+
+    def _log_summary(self, last: dict[str, int], elapsed: float) -> dict[str, int]:
+        t = dict(self._totals)
+        rate = (t["received"] - last.get("received", 0)) / elapsed
+        rows = (t["stored"] - last.get("stored", 0)) / elapsed
+        log.info(
+            "ingest: %.0f msg/s, %.0f rows/s, %d dead-lettered, %d duplicates, queue %d, commit p50 %.0f ms "
+            "(totals: %d received, %d rows)",
+            rate, rows, t["dead"] - last.get("dead", 0), t["dup"] - last.get("dup", 0), len(self._inbox),
+            1000 * _hist_quantile(self.metrics, 0.5), t["received"], t["stored"],
+        )
+        return t
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; on stop, write and acknowledge what was received."""
+        self._with_db_retry(lambda: self._refresh_devices(force=True))
+        self._client.start()
+        linger = self.settings.ingest.flush_interval_s
+        last_log = time.monotonic()
+        last_totals: dict[str, int] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                if now - last_log >= self.settings.ingest.log_every_s:
+                    last_totals = self._log_summary(last_totals, now - last_log)
+                    last_log = now
+                if not self._inbox:
+                    if self._stop.is_set():
+                        break
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    if not self._inbox:
+                        continue
+                    # Let a batch form when traffic resumes after idleness.
+                    if len(self._inbox) < self.settings.ingest.batch_size and not self._stop.is_set():
+                        time.sleep(linger)
+                self._with_db_retry(self._refresh_devices)
+                self._run_once()
+        except _Stopping:
+            log.warning("stopped during a database outage; unacknowledged messages stay at the broker")
+        finally:
+            self._client.stop()
+            self._store.close()
+
+    def _run_once(self) -> None:
+        pending = self._take()
+        batch = self._process(pending)
+        started = time.perf_counter()
+        result, batch = self._write(pending, batch)
+        commit_s = time.perf_counter() - started
+        self._ack(pending)
+        now_ms = self._clock.now_ms()
+        self._account(batch, result, commit_s, now_ms, pending)
+        for sink in self._sinks:
+            try:
+                sink(batch, now_ms)
+            except Exception:
+                log.exception("batch sink %r failed; the batch is stored and acknowledged", sink)
+
+    def add_sink(self, sink: BatchSink) -> None:
+        self._sinks.append(sink)
+
+    @property
+    def inbox_depth(self) -> int:
+        return len(self._inbox)
+
+
+def _hist_quantile(metrics: IngestMetrics, q: float) -> float:
+    hist = metrics.commit_seconds
+    total = 0.0
+    buckets: list[tuple[float, float]] = []
+    for family in hist.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                total = sample.value
+    if not total:
+        return 0.0
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
