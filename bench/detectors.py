@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.falls import FallBatch, FallDetector  # noqa: E402
-from detectors.vitals import N_PARAMS, VitalReadings, news2  # noqa: E402
+from detectors.falls import FallBatch, FallDetector
+from detectors.vitals import N_PARAMS, VitalReadings, news2
 
 RATE = 50
 T0 = 1_700_000_000_000
@@ -139,8 +139,10 @@ def main() -> int:
     rng = np.random.default_rng(0)
     import os
 
-    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
     print(f"medians of {REPEATS} repeats, CPU time (time.process_time)\n")
     print("| detector | devices per call | vectorised | per-device loop | ratio |")
     print("|---|---:|---:|---:|---:|")
