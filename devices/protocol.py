@@ -384,16 +384,23 @@ def _typed(decoder: msgspec.json.Decoder[Any], payload: bytes, limits: Limits) -
     _check_size(payload, limits)
     try:
         doc = decoder.decode(payload)
+    except RecursionError:
+        # msgspec recurses per nesting level: a 2 KiB payload of brackets must not escape.
+        raise _too_deep() from None
     except msgspec.MsgspecError as exc:
         # A payload of another protocol version fails the schema first: say so instead.
         try:
             version = _VERSION.decode(payload).v
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             raise _translate(exc, payload) from None
         _check_version(version)
         raise _translate(exc, payload) from None
     _check_version(doc.v)
     return doc
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError(Reason.SCHEMA, "payload nests arrays or objects too deeply to decode")
 
 
 def _timestamp(ts: int, where: str, limits: Limits) -> int:
@@ -537,11 +544,15 @@ def _batch_salvage(payload: bytes, limits: Limits) -> Any:
         return None
     try:
         doc = _ANY.decode(payload)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("readings"), list):
         return None
-    if doc.get("v") != PROTOCOL_VERSION or set(doc) - {"v", "readings", "dev"}:
+    version = doc.get("v")
+    # The class check too: true == 1.0 == 1 in Python, and the typed path refuses both.
+    if version.__class__ is not int or version != PROTOCOL_VERSION:
+        return None
+    if set(doc) - {"v", "readings", "dev"}:
         return None
     dev = doc.get("dev")
     if dev is not None:
@@ -594,6 +605,8 @@ def decode_command(payload: bytes) -> Command:
     """Decode a server-to-device command (simulators and firmware test benches use it)."""
     try:
         doc = _COMMAND.decode(payload)
+    except RecursionError:
+        raise _too_deep() from None
     except msgspec.MsgspecError as exc:
         raise _translate(exc, payload) from None
     _check_version(doc.v)
