@@ -85,6 +85,7 @@ class IngestService:
         self._wake = threading.Event()
         self._devices: dict[str, DeviceInfo] = {}
         self._devices_loaded_at = 0.0
+        self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
         self._client.on_message(self._on_message)
@@ -123,8 +124,10 @@ class IngestService:
         now = time.monotonic()
         if not force and now - self._devices_loaded_at < self.settings.ingest.registry_refresh_s:
             return
+        loaded_ms = self._clock.now_ms()
         self._devices = self._store.load_devices()
         self._devices_loaded_at = now
+        self._devices_loaded_ms = loaded_ms
 
     def _limits(self, now_ms: int) -> Limits:
         cfg = self.settings.ingest
@@ -146,9 +149,10 @@ class IngestService:
         limits = self._limits(self._clock.now_ms())
         prefix = self.settings.mqtt.topic_prefix
         batch = process_batch(raw, self._devices, limits, prefix)
-        unknown = any(d.reason is Reason.UNKNOWN_DEVICE for d in batch.dead_letters)
-        if unknown and time.monotonic() - self._devices_loaded_at > 1.0:
-            # A device registered since the last refresh: look again before dead-lettering it.
+        unknown = [d.received_ms for d in batch.dead_letters if d.reason is Reason.UNKNOWN_DEVICE]
+        if unknown and self._devices_loaded_ms <= max(unknown):
+            # The snapshot is older than the message: the device may have been registered in
+            # between. Look again before dead-lettering it.
             self._with_db_retry(lambda: self._refresh_devices(force=True))
             batch = process_batch(raw, self._devices, limits, prefix)
         return batch
@@ -298,6 +302,11 @@ class IngestService:
 
     def add_sink(self, sink: BatchSink) -> None:
         self._sinks.append(sink)
+
+    @property
+    def devices(self) -> dict[str, DeviceInfo]:
+        """The current registry snapshot (replaced, never mutated, on refresh)."""
+        return self._devices
 
     @property
     def inbox_depth(self) -> int:

@@ -1,0 +1,215 @@
+"""Real services for integration tests: databases, brokers, the ingester as a process.
+
+Shared services (the PostgreSQL and Mosquitto already running) are used with a database and a
+topic prefix of each test's own. Tests that restart a service start a private instance on a
+free port (Mosquitto with the project's configuration, a PostgreSQL cluster of their own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from core import db
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get("ANXIN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SHARED_BROKER = os.environ.get("ANXIN_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def with_database(admin_url: str, name: str) -> str:
+    """The same server URL with another database name."""
+    parts = urlsplit(admin_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str = ADMIN_URL, *, migrate: bool = True) -> Iterator[str]:
+    """A new database for one test, migrated, dropped afterwards."""
+    name = f"anxin_t_{uuid.uuid4().hex[:12]}"
+    db.create_database(admin_url, name)
+    url = with_database(admin_url, name)
+    try:
+        if migrate:
+            db.upgrade(url)
+        yield url
+    finally:
+        db.drop_database(admin_url, name)
+
+
+def render_broker_config(port: int, data_dir: Path, *, anonymous: bool = True, extra: str = "") -> Path:
+    """The project's Mosquitto configuration with this test's port and folders."""
+    text = (ROOT / "deploy" / "mosquitto" / "anxin.conf").read_text()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("listener "):
+            line = f"listener {port} 127.0.0.1"
+        elif line.startswith("persistence_location"):
+            line = f"persistence_location {data_dir}/"
+        elif line.startswith("allow_anonymous") and anonymous:
+            line = "allow_anonymous true"
+        elif anonymous and (line.startswith("password_file") or line.startswith("acl_file")):
+            continue
+        lines.append(line)
+    lines.append(extra)
+    path = data_dir / "mosquitto.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own, with the project's configuration, that can restart."""
+
+    def __init__(self, *, anonymous: bool = True, extra: str = "") -> None:
+        if shutil.which("mosquitto") is None:
+            raise RuntimeError("the mosquitto binary is not installed")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="anxin-mq-"))
+        if os.geteuid() == 0:
+            # Mosquitto drops root privileges to user 'mosquitto' and must own its folder.
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam("mosquitto")
+                os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.config = render_broker_config(self.port, self.dir, anonymous=anonymous, extra=extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.dir / "broker.log", "ab") as log:
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=log)
+        wait_until(lambda: port_open("127.0.0.1", self.port, 0.2), 10, "the private broker to listen")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+        self.proc = None
+
+    def restart(self, down_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+    return Path(found[-1]).parent
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free port, that can restart."""
+
+    def __init__(self) -> None:
+        self.bindir = postgres_bindir()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="anxin-pg-"))
+        self.data = self.dir / "data"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            # The server refuses to run as root: run it as the 'postgres' system user.
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, cmd: list[str]) -> None:
+        subprocess.run([*self._as_user, *cmd], check=True, capture_output=True)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"])
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class IngestProcess:
+    """``anxin ingest`` as a child process, as an operator runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        before = self._subscriptions()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "ingest"], env=self.env, stdout=log, stderr=log, cwd=ROOT
+            )
+        wait_until(lambda: self._subscriptions() > before, 30, "the ingester to subscribe")
+
+    def _subscriptions(self) -> int:
+        if not self.log_path.exists():
+            return 0
+        return self.log_path.read_bytes().count(b"subscribed to")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
