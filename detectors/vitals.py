@@ -253,26 +253,48 @@ class News2Scores:
 def sustained_medians(readings: VitalReadings, now_ms: int, window_s: float) -> tuple[F64, I64]:
     """Median and count per device row and parameter over ``[now - window_s, now]``.
 
-    Fully vectorised: readings are sorted by (row, param, value) once and the middle of each
-    group is picked by index.
+    Fully vectorised. Readings are grouped by the integer key ``row * 7 + param`` with one
+    stable integer sort (nearly free when the readings arrive grouped, as a per-device buffer
+    gives them), scattered into a ``(groups, max count)`` array padded with ``+inf``, and each
+    group's row is sorted on its own (short rows, no global sort by value); the middle of each
+    row is the median. When one group is much longer than the others (the padded array would
+    be more than ``_PAD_LIMIT`` times the readings), a single sort by (key, value) is used.
 
     Returns:
         ``(medians (n, 7) with NaN where no reading, counts (n, 7))``.
     """
     n = len(readings.device_ids)
+    groups = n * N_PARAMS
     keep = (readings.ts_ms <= now_ms) & (readings.ts_ms >= now_ms - round(window_s * 1000))
     key = readings.row[keep] * N_PARAMS + readings.param[keep]
     val = readings.value[keep]
-    order = np.lexsort((val, key))
-    key, val = key[order], val[order]
-    counts = np.bincount(key, minlength=n * N_PARAMS).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    has = counts > 0
-    lo = starts + (counts - 1) // 2
-    hi = starts + counts // 2
-    med = np.full(n * N_PARAMS, np.nan)
-    med[has] = (val[lo[has]] + val[hi[has]]) / 2
+    counts = np.bincount(key, minlength=groups).astype(np.int64)
+    med = np.full(groups, np.nan)
+    has = np.flatnonzero(counts)
+    if has.size:
+        c = counts[has]
+        width = int(c.max())
+        if has.size * width <= _PAD_LIMIT * key.size + 1024:
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            starts = np.cumsum(counts) - counts
+            slot = np.empty(groups, np.int64)
+            slot[has] = np.arange(has.size)
+            pad = np.full((has.size, width), np.inf)
+            pad[slot[ks], np.arange(ks.size) - starts[ks]] = val[order]
+            pad.sort(axis=1)
+            rows = np.arange(has.size)
+            med[has] = (pad[rows, (c - 1) // 2] + pad[rows, c // 2]) / 2
+        else:
+            order = np.lexsort((val, key))
+            sval = val[order]
+            lo = (np.cumsum(counts) - counts)[has]
+            med[has] = (sval[lo + (c - 1) // 2] + sval[lo + c // 2]) / 2
     return med.reshape(n, N_PARAMS), counts.reshape(n, N_PARAMS)
+
+
+#: Largest padding overhead (padded cells per reading) before the single-sort path is used.
+_PAD_LIMIT = 4
 
 
 def _settings_per_row(

@@ -270,3 +270,54 @@ def test_trend_empty_and_bad() -> None:
     assert trend_findings([], [], np.zeros((0, 20)), NOW) == []
     with pytest.raises(DetectorInputError, match=r"expected \(1, days\)"):
         trend_findings(["a"], [None], np.zeros(20), NOW)
+
+
+def _random_readings(rng: np.random.Generator, n_dev: int, *, skewed: bool) -> VitalReadings:
+    m = n_dev * 40
+    row = rng.integers(0, n_dev, m)
+    if skewed:
+        # One device with far more readings than the rest: the padded-array path gives way.
+        row[: m // 2] = 0
+    param = rng.integers(0, N_PARAMS, m)
+    value = np.round(rng.normal(80, 25, m), int(rng.integers(0, 2)))  # ties happen
+    ts = NOW - rng.integers(-60_000, 900_000, m)  # some in the future, some too old
+    order = rng.permutation(m)  # not grouped
+    return VitalReadings(
+        device_ids=[f"d{i}" for i in range(n_dev)],
+        resident_ids=[None] * n_dev,
+        row=row[order],
+        ts_ms=ts[order],
+        param=param[order],
+        value=value[order],
+    )
+
+
+@pytest.mark.parametrize("skewed", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_vectorised_equals_per_device_loop_on_random_data(seed: int, skewed: bool) -> None:
+    rng = np.random.default_rng(seed)
+    readings = _random_readings(rng, 60, skewed=skewed)
+    whole = news2(readings, NOW)
+    for i in range(len(readings.device_ids)):
+        mine = readings.row == i
+        alone = news2(
+            VitalReadings(
+                device_ids=[readings.device_ids[i]],
+                resident_ids=[None],
+                row=np.zeros(int(mine.sum()), np.int64),
+                ts_ms=readings.ts_ms[mine],
+                param=readings.param[mine],
+                value=readings.value[mine],
+            ),
+            NOW,
+        )
+        np.testing.assert_array_equal(whole.counts[i], alone.counts[0])
+        np.testing.assert_array_equal(whole.values[i], alone.values[0])
+        np.testing.assert_array_equal(whole.subscores[i], alone.subscores[0])
+        assert whole.score[i] == alone.score[0]
+        # And the median is the textbook one.
+        in_window = mine & (readings.ts_ms <= NOW) & (readings.ts_ms >= NOW - 600_000)
+        for p in range(N_PARAMS):
+            vals = readings.value[in_window & (readings.param == p)]
+            if vals.size >= 3:
+                assert whole.values[i, p] == np.median(vals)
