@@ -128,7 +128,9 @@ def test_chart_boundaries_scale2(spo2: int, oxygen: bool, expected: int) -> None
     assert scale[0] == 2
 
 
-def _readings(rows: list[dict[Param, float]], *, n_each: int = 3, residents=None) -> VitalReadings:
+def _readings(
+    rows: list[dict[Param, float]], *, n_each: int = 3, residents: list[str] | None = None
+) -> VitalReadings:
     r, t, p, v = [], [], [], []
     for i, params in enumerate(rows):
         for param, value in params.items():
