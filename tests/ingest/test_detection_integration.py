@@ -1,0 +1,164 @@
+"""A real SisFall fall, through the real broker and the ingester, comes out as a finding.
+
+Two recordings of the SisFall development split (Sucerquia et al., Sensors 17(1):198, 2017),
+decimated to 50 Hz as ``detectors.evaluation`` does, are published as 1 s telemetry messages
+with compact int16 bursts, device timestamps 1 s apart, each by its own device: a fall trial
+and a walking trial. The ingester (a thread, with a :class:`DetectionSink`) stores them; the
+fall device gets a ``FALL_SUSPECTED`` finding at its impact, the walking device none.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from scipy.signal import resample_poly
+
+from core.mqtt import MqttClient
+from core.settings import load_settings
+from devices.protocol import Channel, ReadingWire, accel_i16, encode_telemetry, topic
+from devices.registry import ensure_devices
+from ingest.detection import DetectionSink
+from ingest.service import IngestService
+from tests.services import IN_CI, ROOT, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RATE = 50
+#: 1/1024 g per count: +-32 g fits int16, above the ADXL345's +-16 g and any resampling
+#: overshoot, at a resolution finer than the sensor's own (1/256 g).
+SCALE_G = 1.0 / 1024.0
+ADXL345_G_PER_COUNT = 32.0 / 8192.0
+FALL_TRIAL = ("SA01", "F01_SA01_R01")
+WALK_TRIAL = ("SA01", "D01_SA01_R01")
+
+
+def _sisfall_dir() -> Path:
+    env = os.environ.get("ANXIN_SISFALL_DIR")
+    folder = Path(env) if env else ROOT.parent / "shared" / "datasets" / "sisfall"
+    if not (folder / f"{FALL_TRIAL[0]}.npz").exists():
+        reason = (
+            f"SisFall recordings not found at {folder} (set ANXIN_SISFALL_DIR to the folder "
+            "of SUBJECT.npz files)"
+        )
+        if IN_CI:
+            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
+        pytest.skip(reason)
+    return folder
+
+
+def _trial(folder: Path, subject: str, key: str) -> np.ndarray:
+    """ADXL345 columns in g, decimated from 200 Hz to 50 Hz."""
+    with np.load(folder / f"{subject}.npz", allow_pickle=False) as z:
+        raw = z[key][:, 0:3].astype(np.float64) * ADXL345_G_PER_COUNT
+    return np.asarray(resample_poly(raw, 1, 200 // RATE, axis=0), np.float64)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture
+def running_detection(
+    db_url: str, shared_broker_url: str, topic_prefix: str
+) -> Iterator[tuple[IngestService, DetectionSink]]:
+    settings = load_settings(
+        db={"url": db_url},
+        mqtt={
+            "url": shared_broker_url,
+            "topic_prefix": topic_prefix,
+            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+        },
+        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
+    )
+    service = IngestService(settings)
+    sink = DetectionSink(
+        db_url, lambda d: service.devices.get(d), registry=service.metrics.registry
+    )
+    service.add_sink(sink)
+    thread = threading.Thread(target=service.run, name="test-ingest")
+    thread.start()
+    wait_until(lambda: service.metrics.connected._value.get() == 1, 20, "the ingester to connect")
+    try:
+        yield service, sink
+    finally:
+        service.stop()
+        thread.join(30)
+        sink.close()
+
+
+def _publish(client: MqttClient, prefix: str, device: str, acc: np.ndarray, t0_ms: int) -> int:
+    """One telemetry message per second of signal, device timestamps 1 s apart."""
+    n = math.ceil(len(acc) / RATE)
+    for k in range(n):
+        burst = accel_i16(acc[k * RATE : (k + 1) * RATE], RATE, SCALE_G)
+        payload = encode_telemetry([ReadingWire(ts=t0_ms + 1000 * k, seq=k, accel=burst)])
+        client.publish(topic(prefix, device, Channel.TELEMETRY), payload, qos=1)
+    return n
+
+
+def _findings(url: str) -> list[tuple[str, str, int, str | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """SELECT device_id, kind, (extract(epoch FROM ts) * 1000)::bigint, resident_id::text
+               FROM findings ORDER BY id"""
+        ).fetchall()
+    return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+
+def _bursts(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM accel_bursts").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_sisfall_fall_through_broker_and_ingester_gives_a_finding_and_walking_none(
+    db_url: str,
+    shared_broker_url: str,
+    topic_prefix: str,
+    running_detection: tuple[IngestService, DetectionSink],
+) -> None:
+    folder = _sisfall_dir()
+    fall = _trial(folder, *FALL_TRIAL)
+    walk = _trial(folder, *WALK_TRIAL)
+    assert np.abs(fall).max() < 32767 * SCALE_G, "the scale clips this recording"
+    resident = str(uuid.uuid4())
+    with psycopg.connect(db_url) as conn:
+        ensure_devices(conn, ["sisfall-fall-1", "sisfall-walk-1"])
+        conn.execute(
+            "UPDATE devices SET resident_id = %s WHERE device_id = 'sisfall-fall-1'", [resident]
+        )
+        conn.commit()
+
+    # Recorded "just now": the trial starts this long before the wall clock, so every
+    # timestamp passes the ingester's future-skew check (walking is 100 s long).
+    t0 = int(time.time() * 1000) - 20_000
+    host, port = _host_port(shared_broker_url)
+    client = MqttClient(host=host, port=port, client_id=f"sisfall-{uuid.uuid4().hex[:6]}")
+    client.connect_inline()
+    try:
+        sent = _publish(client, topic_prefix, "sisfall-fall-1", fall, t0)
+        sent += _publish(client, topic_prefix, "sisfall-walk-1", walk, t0)
+        while client.pending_out():
+            client.pump(0.01)
+    finally:
+        client.stop()
+
+    wait_until(lambda: _bursts(db_url) >= sent, 60, f"{sent} bursts to be stored")
+    wait_until(lambda: any(f[1] == "fall_suspected" for f in _findings(db_url)), 30, "the finding")
+    time.sleep(0.5)  # anything else would be in by now
+    found = _findings(db_url)
+    suspected = [f for f in found if f[1] == "fall_suspected"]
+    assert [(f[0], f[3]) for f in suspected] == [("sisfall-fall-1", resident)]
+    impact_s = (suspected[0][2] - t0) / 1000
+    assert 6.5 < impact_s < 8.5, f"impact at {impact_s:.2f} s into the recording"
+    assert not [f for f in found if f[0] == "sisfall-walk-1" and f[1].startswith("fall")]
