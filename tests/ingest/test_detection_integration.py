@@ -81,9 +81,9 @@ def running_detection(
         ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
     )
     service = IngestService(settings)
-    sink = DetectionSink(
-        db_url, lambda d: service.devices.get(d), registry=service.metrics.registry
-    )
+    # A lambda, not service.devices.get: the snapshot dict is replaced on each refresh.
+    lookup = lambda d: service.devices.get(d)  # noqa: E731, PLW0108
+    sink = DetectionSink(db_url, lookup, registry=service.metrics.registry)
     service.add_sink(sink)
     thread = threading.Thread(target=service.run, name="test-ingest")
     thread.start()
