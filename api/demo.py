@@ -158,7 +158,7 @@ def _broker(
 ) -> str:
     mqtt = settings.mqtt
     if embedded != "always":
-        if reachable_broker(mqtt.host, mqtt.port, timeout=3.0):
+        if reachable_broker(mqtt.host, mqtt.port, timeout=3.0, tls=mqtt.tls):
             _say(out, f"broker:    {mqtt.url}")
             return mqtt.url
         if embedded == "never":

@@ -117,10 +117,33 @@ def reachable_postgres(url: str, timeout: float = 2.0) -> bool:
     return probe_postgres(url, timeout)[0] is not PostgresProbe.UNREACHABLE
 
 
-def reachable_broker(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether something accepts TCP connections at ``host:port`` (the broker's listener)."""
+def reachable_broker(host: str, port: int, timeout: float = 2.0, *, tls: bool = False) -> bool:
+    """Whether an MQTT broker answers at ``host:port``.
+
+    Sends an MQTT 3.1.1 CONNECT (clean session, no credentials) and takes any CONNACK, even a
+    refusal, as an answer; then disconnects politely. A bare TCP connect is not enough: it
+    says nothing about what listens, and amqtt logs an error for a client that sends nothing.
+    With ``tls`` only the TCP connection is checked.
+    """
+    client_id = f"anxin-probe-{os.getpid()}-{time.monotonic_ns() % 1_000_000}".encode()
+    variable = b"\x00\x04MQTT\x04\x02" + (10).to_bytes(2, "big")
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    connect = bytes((0x10, len(body))) + body  # remaining length < 128: one byte
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if tls:
+                return True
+            sock.sendall(connect)
+            answer = b""
+            while len(answer) < 4:
+                chunk = sock.recv(4 - len(answer))
+                if not chunk:
+                    return False
+                answer += chunk
+            if answer[0] != 0x20 or answer[1] != 0x02:
+                return False
+            if answer[3] == 0:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
             return True
     except OSError:
         return False
