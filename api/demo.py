@@ -197,8 +197,6 @@ class _Demo:
     bad_published: int = 0
 
     def spawn(self, name: str, target: Callable[[], None]) -> _Worker:
-        worker = _Worker(name, threading.Thread(name=f"demo-{name}", daemon=True))
-
         def body() -> None:
             try:
                 target()
@@ -206,7 +204,7 @@ class _Demo:
                 worker.error = exc
                 self.stop.set()
 
-        worker.thread = threading.Thread(target=body, name=f"demo-{name}", daemon=True)
+        worker = _Worker(name, threading.Thread(target=body, name=f"demo-{name}", daemon=True))
         self.workers.append(worker)
         worker.thread.start()
         return worker
