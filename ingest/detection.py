@@ -72,6 +72,9 @@ _EMPTY = np.iinfo(np.int64).min
 _ACVPU = {"A": 0, "C": 1, "V": 2, "P": 3, "U": 4}
 _DEVICE_EVENTS = {EventKind.SOS.value, EventKind.FALL.value, EventKind.CANCEL.value}
 _FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
+_P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
+_P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
+_P_O2, _P_ACVPU = int(Param.SUPPLEMENTAL_O2), int(Param.CONSCIOUSNESS)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -629,40 +632,55 @@ class DetectionSink:
         params: list[int] = []
         ts: list[int] = []
         values: list[float] = []
+        # The hot loop of the sink (one pass per reading): bound methods and plain ints.
+        p_append, v_append, r_append, t_append = (
+            params.append,
+            values.append,
+            rows.append,
+            ts.append,
+        )
+        pulse, spo2, resp, temp, sbp = _P_PULSE, _P_SPO2, _P_RESP, _P_TEMP, _P_SBP
         for r in batch.readings:
             v = r.vitals
             b = r.bed
-            if v is None and (b is None or (b.heart_rate is None and b.resp_rate is None)):
+            if v is None and b is None:
                 continue
-            row = ring.row(r.device_id)
             n = len(values)
             if v is not None:
-                for param, x in (
-                    (Param.PULSE, v.heart_rate),
-                    (Param.SPO2, v.spo2),
-                    (Param.RESPIRATION_RATE, v.resp_rate),
-                    (Param.TEMPERATURE, v.temperature),
-                    (Param.SYSTOLIC_BP, v.systolic),
-                ):
-                    if x is not None:
-                        params.append(param)
-                        values.append(x)
+                if v.heart_rate is not None:
+                    p_append(pulse)
+                    v_append(v.heart_rate)
+                if v.spo2 is not None:
+                    p_append(spo2)
+                    v_append(v.spo2)
+                if v.resp_rate is not None:
+                    p_append(resp)
+                    v_append(v.resp_rate)
+                if v.temperature is not None:
+                    p_append(temp)
+                    v_append(v.temperature)
+                if v.systolic is not None:
+                    p_append(sbp)
+                    v_append(v.systolic)
                 if v.on_oxygen is not None:
-                    params.append(Param.SUPPLEMENTAL_O2)
-                    values.append(1.0 if v.on_oxygen else 0.0)
+                    p_append(_P_O2)
+                    v_append(1.0 if v.on_oxygen else 0.0)
                 if v.consciousness is not None:
-                    params.append(Param.CONSCIOUSNESS)
-                    values.append(float(_ACVPU[v.consciousness.value]))
+                    p_append(_P_ACVPU)
+                    v_append(float(_ACVPU[v.consciousness.value]))
             if b is not None:
                 if b.heart_rate is not None:
-                    params.append(Param.PULSE)
-                    values.append(b.heart_rate)
+                    p_append(pulse)
+                    v_append(b.heart_rate)
                 if b.resp_rate is not None:
-                    params.append(Param.RESPIRATION_RATE)
-                    values.append(b.resp_rate)
+                    p_append(resp)
+                    v_append(b.resp_rate)
             added = len(values) - n
-            rows.extend([row] * added)
-            ts.extend([r.ts_ms] * added)
+            if added:
+                row = ring.row(r.device_id)
+                for _ in range(added):
+                    r_append(row)
+                    t_append(r.ts_ms)
         if not values:
             return []
         fresh = ring.add(
