@@ -473,7 +473,7 @@ def _run(demo: _Demo, out: TextIO, limit: float | None) -> int:
                 break  # asked to stop, or the time limit is reached
             now = time.monotonic()
             # The ingester's running totals: a plain dict updated by its writer thread.
-            received = service._totals["received"]  # no public accessor yet
+            received = service.totals()["received"]
             rate = (received - last_received) / (now - last_t)
             last_received, last_t = received, now
             try:
@@ -498,8 +498,7 @@ def _finish(demo: _Demo, out: TextIO, service: IngestService, elapsed: float) ->
         if worker.name == "simulator":
             worker.thread.join(timeout=15)
     deadline = time.monotonic() + 10
-    totals = service._totals
-    while time.monotonic() < deadline and totals["received"] < demo.published + demo.bad_published:
+    while time.monotonic() < deadline and service.totals()["received"] < demo.published + demo.bad_published:
         time.sleep(0.1)
     # Its "disconnected from the broker" warning is expected now.
     logging.getLogger("ingest.service").setLevel(logging.ERROR)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -27,6 +27,7 @@ from core.settings import MqttSettings
 
 __all__ = [
     "IncomingMessage",
+    "RawPublish",
     "MqttClient",
     "MqttError",
     "client_for",
@@ -45,6 +46,17 @@ class IncomingMessage:
     mid: int
     retain: bool
     duplicate: bool
+
+
+class RawPublish(NamedTuple):
+    """A received PUBLISH as the hot path sees it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    dup: bool
 
 
 class _BufferedClient(paho.Client):
@@ -92,6 +104,41 @@ class _BufferedClient(paho.Client):
         start = self._rbuf_pos
         self._rbuf_pos = start + take
         return bytes(self._rbuf[start : start + take])
+
+    fast_on_message: Callable[[RawPublish], None] | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """MQTT 3.1.1 QoS 0/1 PUBLISH straight to ``fast_on_message``.
+
+        paho builds an MQTTMessage per message, each with a threading.Condition, and matches
+        its topic against per-topic callbacks: together a fifth of the ingester's CPU at
+        15,000 messages/s. A 3.1.1 PUBLISH is simple (topic, packet id, payload), so it is
+        parsed here; MQTT 5, QoS 2 and clients without the fast handler take paho's path.
+        """
+        handler = self.fast_on_message
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if handler is None or self._protocol == paho.MQTTv5 or qos == 2:
+            return super()._handle_publish()  # type: ignore[no-any-return]
+        packet = self._in_packet["packet"]
+        if len(packet) < 2:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        topic_len = (packet[0] << 8) | packet[1]
+        pos = 2 + topic_len
+        if pos + (2 if qos else 0) > len(packet):
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        try:
+            topic = packet[2:pos].decode("utf-8")
+        except UnicodeDecodeError:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        mid = 0
+        if qos:
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        handler(RawPublish(topic, bytes(packet[pos:]), qos, mid, bool(header & 0x01), bool(header & 0x08)))
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)  # type: ignore[no-any-return]
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: list[int]) -> None:
         """Queue a PUBACK for each QoS 1 message id with one wake-up of the network thread.
@@ -195,6 +242,14 @@ class MqttClient:
     # -- callbacks ---------------------------------------------------------------------
     def on_message(self, callback: Callable[[IncomingMessage], None]) -> None:
         self._on_message = callback
+
+    def on_raw_message(self, callback: Callable[[RawPublish], None]) -> None:
+        """The hot-path variant: every QoS 0/1 message of an MQTT 3.1.1 connection as a
+        :class:`RawPublish`, parsed without paho's per-message objects. Other messages (MQTT 5)
+        come through :meth:`on_message`'s path converted to the same tuple."""
+        self._client.fast_on_message = callback
+        if self._on_message is None:
+            self._on_message = lambda m: callback(RawPublish(m.topic, m.payload, m.qos, m.mid, m.retain, m.duplicate))
 
     def on_connect(self, callback: Callable[[bool], None]) -> None:
         """``callback(session_present)`` after every successful (re)connect."""

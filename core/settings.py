@@ -126,7 +126,11 @@ class IngestSettings(_Section):
         4000, ge=1, le=200_000, description="Messages per database transaction at most."
     )
     flush_interval_s: float = Field(
-        0.05, gt=0, le=10, description="Longest a received message waits before its batch commits."
+        0.02,
+        gt=0,
+        le=10,
+        description="After an idle moment, how long the first message waits for others to join "
+        "its batch. Under load batches form by themselves (all that arrived during the last commit).",
     )
     max_payload_bytes: int = Field(
         65536, ge=256, le=1 << 20, description="Larger payloads are dead-lettered."
@@ -148,6 +152,11 @@ class IngestSettings(_Section):
     )
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to.")
     log_every_s: float = Field(5.0, gt=0, description="Interval of the one-line summary log.")
+    detection: bool = Field(
+        True,
+        description="Run the detectors (falls, SOS, NEWS2, device health) on every committed batch "
+        "and store their findings.",
+    )
     retry_max_s: float = Field(
         10.0, gt=0, description="Longest back-off between database retries."
     )

@@ -297,6 +297,8 @@ class Decoded(Struct, frozen=True):
     events: list[Event] = msgspec.field(default_factory=list)
     status: Status | None = None
     rejected: list[Rejected] = msgspec.field(default_factory=list)
+    #: Position of each kept reading in the payload's ``readings`` list (empty for a single one).
+    indexes: list[int] = msgspec.field(default_factory=list)
 
 
 class Limits(Struct, frozen=True):
@@ -501,15 +503,17 @@ def decode_telemetry(topic_device: str, payload: bytes, limits: Limits) -> Decod
         )
     readings: list[Reading] = []
     rejected: list[Rejected] = []
+    indexes: list[int] = []
     for i, item in enumerate(doc.readings):
         if isinstance(item, _Invalid):
             rejected.append(Rejected(i, item.dev or default_dev, item.error))
             continue
         try:
             readings.append(_reading(item, f"readings[{i}]", default_dev, limits))
+            indexes.append(i)
         except ProtocolError as exc:
             rejected.append(Rejected(i, item.dev or default_dev, exc))
-    return Decoded(Channel.TELEMETRY, topic_device, readings=readings, rejected=rejected)
+    return Decoded(Channel.TELEMETRY, topic_device, readings=readings, rejected=rejected, indexes=indexes)
 
 
 class _Invalid:

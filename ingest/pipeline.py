@@ -151,7 +151,10 @@ def process_batch(
         A :class:`Batch`; every message is accounted for in it.
     """
     out = Batch(messages=len(messages))
+    # Readings and events live in different tables with their own unique keys: an event may
+    # share (device, ts, seq) with a reading (separate counters per channel) and is kept.
     seen: set[tuple[str, int, int]] = set()
+    seen_events: set[tuple[str, int, int]] = set()
     vitals, accel, bed, battery, positions = out.vitals, out.accel, out.bed, out.battery, out.positions
     for msg in messages:
         topic_device: str | None = None
@@ -175,7 +178,7 @@ def process_batch(
             )
         recv = pg_time(msg.received_ms)
         for index, reading in enumerate(decoded.readings):
-            where = "payload" if len(decoded.readings) == 1 and not decoded.rejected else f"readings[{index}]"
+            where = f"readings[{decoded.indexes[index]}]" if decoded.indexes else "payload"
             error = _reading_error(reading, topic_device, devices, where)
             if error is not None:
                 out.dead_letters.append(
@@ -225,10 +228,10 @@ def process_batch(
                     )
                     continue
             key = (event.device_id, event.ts_ms, event.seq)
-            if key in seen:
+            if key in seen_events:
                 out.duplicates_in_batch += 1
                 continue
-            seen.add(key)
+            seen_events.add(key)
             out.device_events.append(event)
             out.events.append(
                 (pg_time(event.ts_ms), event.device_id, event.seq, recv, event.kind.value, event.detail or None)

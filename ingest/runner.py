@@ -9,6 +9,7 @@ from prometheus_client import start_http_server
 
 from core import db
 from core.settings import Settings
+from ingest.detection import DetectionSink
 from ingest.service import IngestService
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,13 @@ def run_ingest(settings: Settings, stop: threading.Event, service: IngestService
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url)
     service = service or IngestService(settings)
+    sink: DetectionSink | None = None
+    if settings.ingest.detection:
+        # A lambda, not service.devices.get: the snapshot is replaced on every refresh.
+        sink = DetectionSink(
+            settings.db.url, lambda device_id: service.devices.get(device_id), registry=service.metrics.registry
+        )
+        service.add_sink(sink)
     if settings.ingest.metrics_port:
         server, thread = start_http_server(
             settings.ingest.metrics_port, addr=settings.ingest.metrics_host, registry=service.metrics.registry
@@ -30,5 +38,7 @@ def run_ingest(settings: Settings, stop: threading.Event, service: IngestService
     try:
         service.run()
     finally:
+        if sink is not None:
+            sink.close()  # saves the detectors' per-device state
         if server is not None:
             server.shutdown()

@@ -23,14 +23,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
 
 from core.clock import Clock, SystemClock
-from core.mqtt import IncomingMessage, MqttClient, client_for
+from core.mqtt import MqttClient, client_for
 from core.settings import Settings
 from devices.protocol import Limits, Reason, subscriptions
 from ingest.metrics import IngestMetrics, create_metrics
@@ -46,11 +45,9 @@ class BatchSink(Protocol):
     def __call__(self, batch: Batch, now_ms: int) -> None: ...
 
 
-@dataclass(slots=True)
-class _Pending:
-    msg: IncomingMessage
-    received_ms: int
-    generation: int
+# An inbox entry: (paho message, received at, unix ms; connection generation). A tuple, not
+# an object: it is built once per message on the network thread.
+_Pending = tuple[Any, int, int]
 
 
 class _Stopping(Exception):
@@ -88,7 +85,8 @@ class IngestService:
         self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
-        self._client.on_message(self._on_message)
+        self._client.on_raw_message(self._on_message)
+        self._now_ms = self._clock.now_ms
         self._client.on_connect(self._on_connect)
         self._client.on_disconnect(self._on_disconnect)
         self._received_by_channel = {
@@ -96,8 +94,8 @@ class IngestService:
         }
 
     # -- network thread ----------------------------------------------------------------
-    def _on_message(self, msg: IncomingMessage) -> None:
-        self._inbox.append(_Pending(msg, self._clock.now_ms(), self._client.generation))
+    def _on_message(self, msg: Any) -> None:
+        self._inbox.append((msg, self._now_ms(), self._client.generation))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -145,7 +143,7 @@ class IngestService:
         return [inbox.popleft() for _ in range(n)]
 
     def _process(self, pending: list[_Pending]) -> Batch:
-        raw = [RawMessage(p.msg.topic, p.msg.payload, p.received_ms) for p in pending]
+        raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _gen in pending]
         limits = self._limits(self._clock.now_ms())
         prefix = self.settings.mqtt.topic_prefix
         batch = process_batch(raw, self._devices, limits, prefix)
@@ -192,6 +190,7 @@ class IngestService:
     def _write_one_by_one(self, pending: list[_Pending]) -> WriteResult:
         stored = dup = dead = 0
         for p in pending:
+            msg, received_ms, _gen = p
             single = self._process([p])
             try:
                 res: list[WriteResult] = []
@@ -204,7 +203,7 @@ class IngestService:
                     raise
                 letter = Batch(
                     dead_letters=[
-                        DeadLetter(p.received_ms, p.msg.topic, None, Reason.STORAGE_REJECTED, str(exc)[:500], p.msg.payload)
+                        DeadLetter(received_ms, msg.topic, None, Reason.STORAGE_REJECTED, str(exc)[:500], msg.payload)
                     ]
                 )
                 res2: list[WriteResult] = []
@@ -216,13 +215,16 @@ class IngestService:
         generation = self._client.generation
         # Packet ids of an earlier connection mean nothing now: the broker redelivers those
         # messages and the unique index drops the copies. QoS 0 needs no acknowledgement.
-        self._client.ack_many([p.msg.mid for p in pending if p.generation == generation and p.msg.qos == 1])
+        self._client.ack_many([msg.mid for msg, _r, gen in pending if gen == generation and msg.qos == 1])
 
     def _account(self, batch: Batch, result: WriteResult, commit_s: float, now_ms: int, pending: list[_Pending]) -> None:
         m = self.metrics
-        for p in pending:
-            channel = p.msg.topic.rsplit("/", 1)[-1]
-            self._received_by_channel.get(channel, self._received_by_channel["other"]).inc()
+        channels: dict[str, int] = {}
+        for msg, _r, _g in pending:
+            channel = msg.topic.rsplit("/", 1)[-1]
+            channels[channel] = channels.get(channel, 0) + 1
+        for channel, n in channels.items():
+            self._received_by_channel.get(channel, self._received_by_channel["other"]).inc(n)
         m.stored.inc(result.stored)
         duplicates = result.duplicates + batch.duplicates_in_batch
         if duplicates:
@@ -302,6 +304,10 @@ class IngestService:
 
     def add_sink(self, sink: BatchSink) -> None:
         self._sinks.append(sink)
+
+    def totals(self) -> dict[str, int]:
+        """Counts since start: received, stored (rows), dead (letters), dup, batches."""
+        return dict(self._totals)
 
     @property
     def devices(self) -> dict[str, DeviceInfo]:

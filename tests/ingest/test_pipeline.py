@@ -220,12 +220,6 @@ def test_same_seq_at_another_time_is_not_a_duplicate() -> None:
     assert len(batch.vitals) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process_batch shares one (device, ts, seq) set between readings and events, so an "
-    "event that happens to share ts and seq with a reading of the same batch is dropped as a "
-    "duplicate although they go to different tables",
-)
 def test_event_sharing_ts_and_seq_with_a_reading_is_kept() -> None:
     batch = run(
         msg("wb-0001", "telemetry", vitals(ts=T0, seq=1)),
@@ -234,11 +228,6 @@ def test_event_sharing_ts_and_seq_with_a_reading_is_kept() -> None:
     assert [e.kind.value for e in batch.device_events] == ["sos"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process_batch names a refused reading by its index among the decoded readings, not "
-    "in the payload, once the decoder has rejected an earlier one",
-)
 def test_registry_refusal_names_the_readings_index_in_the_payload() -> None:
     payload = '{"v":1,"readings":[%s,%s]}' % (
         '{"ts":%d,"seq":5,"vitals":{"hr":900}}' % T0,
