@@ -507,6 +507,7 @@ def _finish(demo: _Demo, out: TextIO, service: IngestService, elapsed: float) ->
         if worker.name == "ingest":
             worker.thread.join(timeout=30)
     failed = [w for w in demo.workers if w.error is not None]
+    totals = service.totals()
     try:
         vitals, bursts, reasons = _counts(demo.settings.db.url)
     except DatabaseError:
