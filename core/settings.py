@@ -7,18 +7,32 @@ Values come from ``ANXIN_*`` environment variables (nested with ``__``, for exam
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 
 DEFAULT_DEVICE_SECRET_PEPPER = "dev-only-pepper-change-me"  # noqa: S105 - refused outside development
+#: Development field-encryption key (base64 of 32 bytes), refused in production.
+DEFAULT_FIELD_KEY = "YW54aW4tZGV2LW9ubHktZmllbGQta2V5LTMyYnl0ZSE="
+DEFAULT_FIELD_KEY_ID = "dev"
 
 
 class Environment(StrEnum):
@@ -167,6 +181,46 @@ class ApiSettings(_Section):
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API and console.")
 
 
+class RegistrySettings(_Section):
+    field_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {DEFAULT_FIELD_KEY_ID: SecretStr(DEFAULT_FIELD_KEY)},
+        description="Keyring of the field encryption of sensitive health data (AES-256-GCM): a "
+        "JSON object of key id to base64 of 32 random bytes, e.g. "
+        '\'{"2025a": "..."}\'. Keep old keys until `rotate` has re-encrypted every row.',
+    )
+    current_key_id: str = Field(
+        DEFAULT_FIELD_KEY_ID,
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Id of the key in field_keys that new writes use.",
+    )
+
+    @field_validator("field_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        if not value:
+            raise ValueError("expected at least one key")
+        for key_id, key in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", key_id):
+                raise ValueError(
+                    f"key id {key_id!r} is not 1 to 32 characters of A-Z, a-z, 0-9, _ . -"
+                )
+            try:
+                raw = base64.b64decode(key.get_secret_value(), validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"key {key_id!r} is not valid base64") from exc
+            if len(raw) != 32:
+                raise ValueError(f"key {key_id!r} decodes to {len(raw)} bytes, expected 32")
+        return value
+
+    @field_validator("current_key_id")
+    @classmethod
+    def _current_known(cls, value: str, info: ValidationInfo) -> str:
+        keys = info.data.get("field_keys")
+        if keys is not None and value not in keys:
+            raise ValueError(f"expected one of the key ids in field_keys: {sorted(keys)}")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything an Anxin process can be configured with."""
 
@@ -189,6 +243,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)  # type: ignore[arg-type]
 
     def check_production(self) -> None:
         """Refuse development defaults for secrets outside development and test."""
@@ -199,11 +254,18 @@ class Settings(BaseSettings):
                 "Config 'ANXIN_DEVICE_SECRET_PEPPER' has the development default. "
                 "Set a random secret in production."
             )
+        keys = self.registry.field_keys.values()
+        if any(k.get_secret_value() == DEFAULT_FIELD_KEY for k in keys):
+            raise ConfigError(
+                "Config 'ANXIN_REGISTRY__FIELD_KEYS' holds the development key. "
+                "Set keys of 32 random bytes (base64) in production."
+            )
 
 
 def _describe(error: dict[str, Any]) -> str:
     key = "ANXIN_" + "__".join(str(part).upper() for part in error.get("loc", ()))
-    value = error.get("input")
+    # Never echo a secret back into a message or a log.
+    value = "***" if "field_keys" in error.get("loc", ()) else error.get("input")
     return f"Config {key!r} has value {value!r}. {error.get('msg', 'invalid')}."
 
 

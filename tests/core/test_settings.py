@@ -42,4 +42,6 @@ def test_production_refuses_the_development_pepper(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match="ANXIN_DEVICE_SECRET_PEPPER"):
         load_settings()
     monkeypatch.setenv("ANXIN_DEVICE_SECRET_PEPPER", "a-long-random-secret")
+    monkeypatch.setenv("ANXIN_REGISTRY__FIELD_KEYS", '{"k1": "' + "A" * 43 + '="}')
+    monkeypatch.setenv("ANXIN_REGISTRY__CURRENT_KEY_ID", "k1")
     assert load_settings().environment == "production"
