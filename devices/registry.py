@@ -1,7 +1,10 @@
 """Device registration: the part of the registry ingest depends on.
 
-Device secrets are generated once, shown once and stored only as a salted hash (PBKDF2-SHA256
-with a server-side pepper from the settings), in the format Mosquitto's password file reads.
+Device secrets are generated once, shown once and stored only as a salted hash: Mosquitto's
+own ``$7$`` PBKDF2-SHA512 format, so that the broker checks the secret itself from the password
+file ``anxin devices broker-auth`` writes (devices/credentials.py). No server-side pepper is
+mixed in: Mosquitto could not verify a peppered hash. The secrets are 192 random bits, so the
+salted hash alone leaves nothing to guess.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from typing import Any
 
 import psycopg
 
+from core.errors import AnxinError
 from devices.protocol import DEVICE_ID_MAX
 
 DEVICE_KINDS = ("wristband", "pendant", "watch", "bed_sensor", "hub", "sos_button")
 PBKDF2_ITERATIONS = 101
 
 
-class RegistryError(ValueError):
+class RegistryError(AnxinError, ValueError):
     """A registry request that cannot be carried out (bad id, unknown gateway, ...)."""
 
 
@@ -32,15 +36,25 @@ class NewDevice:
 
 
 def validate_device_id(device_id: str) -> None:
-    ok = 3 <= len(device_id) <= DEVICE_ID_MAX and all(c.isascii() and (c.isalnum() or c in "-_") for c in device_id)
+    ok = 3 <= len(device_id) <= DEVICE_ID_MAX and all(
+        c.isascii() and (c.isalnum() or c in "-_") for c in device_id
+    )
     if not ok:
         raise RegistryError(
             f"Device id {device_id!r} is not valid. Expected 3 to {DEVICE_ID_MAX} characters of A-Z, a-z, 0-9, '-' or '_'."
         )
 
 
-def mosquitto_hash(secret: str, *, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
-    """``$7$`` PBKDF2-SHA512 hash, the format of ``mosquitto_passwd`` (Mosquitto 2.0)."""
+def mosquitto_hash(
+    secret: str, *, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None
+) -> str:
+    """``$7$`` PBKDF2-SHA512 hash, the format of ``mosquitto_passwd`` (Mosquitto 2.0).
+
+    ``$7$<iterations>$<base64 salt>$<base64 digest>``, a 12-byte salt and the 64-byte digest;
+    ``tests/devices/test_credentials.py`` checks it against ``mosquitto_passwd`` itself. The
+    default of 101 iterations is ``mosquitto_passwd``'s: device secrets are random, and the
+    broker pays the iterations again on every device (re)connect.
+    """
     salt = salt or secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
@@ -64,7 +78,9 @@ def register_device(
     """
     validate_device_id(device_id)
     if kind not in DEVICE_KINDS:
-        raise RegistryError(f"Device kind {kind!r} is not valid. Expected one of {', '.join(DEVICE_KINDS)}.")
+        raise RegistryError(
+            f"Device kind {kind!r} is not valid. Expected one of {', '.join(DEVICE_KINDS)}."
+        )
     secret = secrets.token_urlsafe(24) if with_secret else None
     try:
         with conn.transaction():
@@ -73,8 +89,13 @@ def register_device(
                                         expected_interval_s)
                    VALUES (%s, %s, %s, %s, COALESCE(to_timestamp(%s / 1000.0), now()), %s, %s)""",
                 (
-                    device_id, kind, gateway_id, resident_id, registered_at_ms,
-                    mosquitto_hash(secret) if secret else None, expected_interval_s,
+                    device_id,
+                    kind,
+                    gateway_id,
+                    resident_id,
+                    registered_at_ms,
+                    mosquitto_hash(secret) if secret else None,
+                    expected_interval_s,
                 ),
             )
     except psycopg.errors.UniqueViolation as exc:
@@ -84,7 +105,9 @@ def register_device(
     return NewDevice(device_id, kind, secret)
 
 
-def ensure_devices(conn: psycopg.Connection[Any], device_ids: list[str], kind: str = "wristband") -> int:
+def ensure_devices(
+    conn: psycopg.Connection[Any], device_ids: list[str], kind: str = "wristband"
+) -> int:
     """Register simulated devices that are not registered yet (no secret). Returns how many were new."""
     for device_id in device_ids:
         validate_device_id(device_id)
@@ -100,7 +123,8 @@ def ensure_devices(conn: psycopg.Connection[Any], device_ids: list[str], kind: s
 def set_status(conn: psycopg.Connection[Any], device_id: str, status: str) -> None:
     with conn.transaction():
         cur = conn.execute(
-            "UPDATE devices SET status = %s, updated_at = now() WHERE device_id = %s", (status, device_id)
+            "UPDATE devices SET status = %s, updated_at = now() WHERE device_id = %s",
+            (status, device_id),
         )
         if cur.rowcount == 0:
             raise RegistryError(f"Device {device_id!r} is not registered.")
