@@ -8,22 +8,24 @@ and ``/health`` says so.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib import resources
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from psycopg import sql
 from psycopg.rows import class_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.routes import registry_routers
 from core.db import load_migrations, redact_url
 from core.settings import Settings
 
@@ -148,13 +150,31 @@ def create_app(settings: Settings) -> FastAPI:
             open=False,
             name="anxin-api",
         )
+        # The registry routes (api/routes) are sync handlers on FastAPI's thread pool, over
+        # the sync storage of devices/; they get a sync pool of their own.
+        registry_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            settings.db.url,
+            min_size=1,
+            max_size=max(2, min(settings.db.pool_max, 8)),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(settings.db.connect_timeout_s)),
+            },
+            timeout=max(1.0, min(settings.db.connect_timeout_s, _POOL_TIMEOUT_S)),
+            open=False,
+            name="anxin-api-registry",
+        )
         # Not waiting: the API comes up while the database is away, and /health tells.
         await pool.open(wait=False)
+        registry_pool.open(wait=False)
         app.state.pool = pool
+        app.state.registry_pool = registry_pool
+        app.state.settings = settings
         log.info("API on database %s", redact_url(settings.db.url))
         try:
             yield
         finally:
+            await asyncio.to_thread(registry_pool.close)  # joins its worker threads
             await pool.close()
 
     app = FastAPI(
@@ -163,6 +183,19 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_away(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "The database is not available; try again."},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    for router in registry_routers():
+        app.include_router(router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console_page() -> HTMLResponse:
