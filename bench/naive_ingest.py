@@ -41,14 +41,29 @@ def main() -> int:
                     conn.execute(
                         "INSERT INTO vitals (ts, device_id, seq, received_at, heart_rate, spo2, resp_rate, temperature)"
                         " VALUES (to_timestamp(%s), %s, %s, now(), %s, %s, %s, %s)",
-                        (ts, r.device_id, r.seq, r.vitals.heart_rate, r.vitals.spo2, r.vitals.resp_rate,
-                         r.vitals.temperature),
+                        (
+                            ts,
+                            r.device_id,
+                            r.seq,
+                            r.vitals.heart_rate,
+                            r.vitals.spo2,
+                            r.vitals.resp_rate,
+                            r.vitals.temperature,
+                        ),
                     )
                 if r.accel is not None:
                     conn.execute(
                         "INSERT INTO accel_bursts (ts, device_id, seq, received_at, rate_hz, scale_g, n_samples, samples)"
                         " VALUES (to_timestamp(%s), %s, %s, now(), %s, %s, %s, %s)",
-                        (ts, r.device_id, r.seq, r.accel.rate_hz, r.accel.scale_g, r.accel.n_samples, r.accel.samples),
+                        (
+                            ts,
+                            r.device_id,
+                            r.seq,
+                            r.accel.rate_hz,
+                            r.accel.scale_g,
+                            r.accel.n_samples,
+                            r.accel.samples,
+                        ),
                     )
                 if r.battery is not None:
                     conn.execute(
@@ -58,10 +73,14 @@ def main() -> int:
                     )
 
     client = MqttClient(
-        host=host, port=int(port), client_id=os.environ.get("ANXIN_MQTT__CLIENT_ID", "naive"),
-        persistent=True, protocol_v5=False,
+        host=host,
+        port=int(port),
+        client_id=os.environ.get("ANXIN_MQTT__CLIENT_ID", "naive"),
+        persistent=True,
+        protocol_v5=False,
     )
     client.on_message(on_message)  # type: ignore[arg-type]
+
     def on_connect(_session_present: bool) -> None:
         client.subscribe([f"{prefix}/dev/+/telemetry"])
         print("subscribed to", prefix, flush=True)

@@ -25,7 +25,9 @@ from core.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
-_MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<mode>timescale|native))?\.sql$")
+_MIGRATION_RE = re.compile(
+    r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<mode>timescale|native))?\.sql$"
+)
 _NO_TX_MARK = "-- anxin: no-transaction"
 # Any fixed 64-bit number: serialises concurrent migrators (demo, tests, services starting together).
 _MIGRATION_LOCK = 0x616E78696E
@@ -56,20 +58,34 @@ def load_migrations() -> list[Migration]:
         if match is None:
             continue
         version = int(match["version"])
-        slot = parts.setdefault(version, {"name": match["name"], "common": "", "timescale": None, "native": None})
+        slot = parts.setdefault(
+            version, {"name": match["name"], "common": "", "timescale": None, "native": None}
+        )
         slot[match["mode"] or "common"] = entry.read_text(encoding="utf-8")
     return [
-        Migration(version=v, name=p["name"], common=p["common"], timescale=p["timescale"], native=p["native"])
+        Migration(
+            version=v,
+            name=p["name"],
+            common=p["common"],
+            timescale=p["timescale"],
+            native=p["native"],
+        )
         for v, p in sorted(parts.items())
     ]
 
 
-def connect(url: str, *, autocommit: bool = False, connect_timeout_s: float = 5.0) -> psycopg.Connection[Any]:
+def connect(
+    url: str, *, autocommit: bool = False, connect_timeout_s: float = 5.0
+) -> psycopg.Connection[Any]:
     """Open one connection, turning libpq's failure into a :class:`DatabaseError` with the host."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(connect_timeout_s)))
+        return psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=max(1, int(connect_timeout_s))
+        )
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"Cannot connect to the database at {redact_url(url)}: {exc}".strip()) from exc
+        raise DatabaseError(
+            f"Cannot connect to the database at {redact_url(url)}: {exc}".strip()
+        ) from exc
 
 
 def redact_url(url: str) -> str:
@@ -197,7 +213,9 @@ def info(url: str) -> SchemaInfo:
     latest = max((m.version for m in load_migrations()), default=0)
     with connect(url, autocommit=True) as conn:
         server = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        ts_row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        ts_row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
         exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return SchemaInfo(None, 0, latest, server, ts_row[0] if ts_row else None, [], [], [])
@@ -237,7 +255,16 @@ def info(url: str) -> SchemaInfo:
                     "WHERE table_schema = current_schema() AND table_name LIKE 'vitals_1%' ORDER BY 1"
                 )
             ]
-        return SchemaInfo(mode, version, latest, server, ts_row[0] if ts_row else None, hypertables, policies, aggregates)
+        return SchemaInfo(
+            mode,
+            version,
+            latest,
+            server,
+            ts_row[0] if ts_row else None,
+            hypertables,
+            policies,
+            aggregates,
+        )
 
 
 def create_database(admin_url: str, name: str) -> None:
@@ -250,4 +277,6 @@ def create_database(admin_url: str, name: str) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     with connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

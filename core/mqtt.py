@@ -27,9 +27,9 @@ from core.settings import MqttSettings
 
 __all__ = [
     "IncomingMessage",
-    "RawPublish",
     "MqttClient",
     "MqttError",
+    "RawPublish",
     "client_for",
 ]
 
@@ -119,7 +119,7 @@ class _BufferedClient(paho.Client):
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         if handler is None or self._protocol == paho.MQTTv5 or qos == 2:
-            return super()._handle_publish()  # type: ignore[no-any-return]
+            return super()._handle_publish()
         packet = self._in_packet["packet"]
         if len(packet) < 2:
             return MQTTErrorCode.MQTT_ERR_PROTOCOL
@@ -135,9 +135,13 @@ class _BufferedClient(paho.Client):
         if qos:
             mid = (packet[pos] << 8) | packet[pos + 1]
             pos += 2
-        handler(RawPublish(topic, bytes(packet[pos:]), qos, mid, bool(header & 0x01), bool(header & 0x08)))
+        handler(
+            RawPublish(
+                topic, bytes(packet[pos:]), qos, mid, bool(header & 0x01), bool(header & 0x08)
+            )
+        )
         if qos == 1 and not self._manual_ack:
-            return self._send_puback(mid)  # type: ignore[no-any-return]
+            return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: list[int]) -> None:
@@ -154,7 +158,15 @@ class _BufferedClient(paho.Client):
         for mid in mids:
             packet = bytes((0x40, 2, mid >> 8, mid & 0xFF))
             out.append(
-                {"command": 0x40, "mid": mid, "qos": 0, "pos": 0, "to_process": 4, "packet": packet, "info": None}
+                {
+                    "command": 0x40,
+                    "mid": mid,
+                    "qos": 0,
+                    "pos": 0,
+                    "to_process": 4,
+                    "packet": packet,
+                    "info": None,
+                }
             )
         if self._sockpairW is not None:
             with contextlib.suppress(BlockingIOError):
@@ -170,7 +182,7 @@ class _BufferedClient(paho.Client):
         while True:
             rc = self._packet_read()
             if rc > 0:
-                return self._loop_rc_handle(rc)  # type: ignore[no-any-return]
+                return self._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._buffered():
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
 
@@ -249,7 +261,9 @@ class MqttClient:
         come through :meth:`on_message`'s path converted to the same tuple."""
         self._client.fast_on_message = callback
         if self._on_message is None:
-            self._on_message = lambda m: callback(RawPublish(m.topic, m.payload, m.qos, m.mid, m.retain, m.duplicate))
+            self._on_message = lambda m: callback(
+                RawPublish(m.topic, m.payload, m.qos, m.mid, m.retain, m.duplicate)
+            )
 
     def on_connect(self, callback: Callable[[bool], None]) -> None:
         """``callback(session_present)`` after every successful (re)connect."""
@@ -259,7 +273,12 @@ class MqttClient:
         self._on_disconnect_hooks.append(callback)
 
     def _handle_connect(
-        self, _c: paho.Client, _u: Any, flags: paho.ConnectFlags, rc: ReasonCode, _p: Properties | None
+        self,
+        _c: paho.Client,
+        _u: Any,
+        flags: paho.ConnectFlags,
+        rc: ReasonCode,
+        _p: Properties | None,
     ) -> None:
         if rc.is_failure:
             self.last_error = f"broker refused the connection: {rc}"
@@ -271,7 +290,12 @@ class MqttClient:
             hook(flags.session_present)
 
     def _handle_disconnect(
-        self, _c: paho.Client, _u: Any, _f: paho.DisconnectFlags, rc: ReasonCode, _p: Properties | None
+        self,
+        _c: paho.Client,
+        _u: Any,
+        _f: paho.DisconnectFlags,
+        rc: ReasonCode,
+        _p: Properties | None,
     ) -> None:
         self.connected.clear()
         for hook in self._on_disconnect_hooks:
@@ -279,13 +303,17 @@ class MqttClient:
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is not None:
-            self._on_message(IncomingMessage(msg.topic, msg.payload, msg.qos, msg.mid, msg.retain, bool(msg.dup)))
+            self._on_message(
+                IncomingMessage(
+                    msg.topic, bytes(msg.payload), msg.qos, msg.mid, msg.retain, bool(msg.dup)
+                )
+            )
 
     # -- lifecycle ---------------------------------------------------------------------
     def _connect_properties(self) -> Properties | None:
         if not self._v5:
             return None
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if self._persistent:
             props.SessionExpiryInterval = self._session_expiry
         if self._receive_maximum is not None:
@@ -313,7 +341,9 @@ class MqttClient:
         if not self.connected.wait(timeout_s):
             self.stop()
             detail = self.last_error or "no answer"
-            raise MqttError(f"Cannot connect to the MQTT broker at {self._host}:{self._port}: {detail}")
+            raise MqttError(
+                f"Cannot connect to the MQTT broker at {self._host}:{self._port}: {detail}"
+            )
 
     def connect_inline(self, timeout_s: float = 10.0) -> None:
         """Connect without a network thread: the caller drives I/O with :meth:`pump`.
@@ -329,11 +359,15 @@ class MqttClient:
                 self._host,
                 self._port,
                 keepalive=self._keepalive,
-                clean_start=(not self._persistent) if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                clean_start=(not self._persistent)
+                if self._v5
+                else paho.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=self._connect_properties(),
             )
         except OSError as exc:
-            raise MqttError(f"Cannot connect to the MQTT broker at {self._host}:{self._port}: {exc}") from exc
+            raise MqttError(
+                f"Cannot connect to the MQTT broker at {self._host}:{self._port}: {exc}"
+            ) from exc
         deadline = time.monotonic() + timeout_s
         while not self.connected.is_set():
             if time.monotonic() > deadline:
@@ -359,7 +393,9 @@ class MqttClient:
         if topics:
             self._client.subscribe([(t, qos) for t in topics])
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
         return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def ack(self, mid: int, qos: int) -> None:
@@ -373,7 +409,7 @@ class MqttClient:
 
     def pending_out(self) -> int:
         """Messages published but not yet acknowledged by the broker."""
-        return len(self._client._out_messages)  # noqa: SLF001 - paho has no public accessor
+        return len(self._client._out_messages)
 
     def wait_published(self, timeout_s: float) -> bool:
         """Wait until every QoS 1 message sent has been acknowledged by the broker."""

@@ -52,7 +52,9 @@ class DatabaseSettings(_Section):
     )
     pool_min: int = Field(1, ge=1, le=100, description="Connections the pool keeps open.")
     pool_max: int = Field(8, ge=1, le=500, description="Most connections the pool opens.")
-    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one connection attempt.")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Timeout of one connection attempt."
+    )
 
     @field_validator("url")
     @classmethod
@@ -69,7 +71,9 @@ class MqttSettings(_Section):
         description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).",
     )
     username: str | None = Field(None, description="Username of the ingest service at the broker.")
-    password: SecretStr | None = Field(None, description="Password of the ingest service at the broker.")
+    password: SecretStr | None = Field(
+        None, description="Password of the ingest service at the broker."
+    )
     ca_file: Path | None = Field(None, description="CA bundle for mqtts://; system CAs when unset.")
     client_id: str = Field(
         "anxin-ingest",
@@ -156,7 +160,9 @@ class IngestSettings(_Section):
         300.0, ge=0, description="A reading stamped further ahead of the server clock is refused."
     )
     max_age_days: float = Field(
-        30.0, gt=0, description="A reading older than this is refused (late backlog within it is kept)."
+        30.0,
+        gt=0,
+        description="A reading older than this is refused (late backlog within it is kept).",
     )
     registry_refresh_s: float = Field(
         10.0, gt=0, description="How often the device registry cache is reloaded."
@@ -171,9 +177,7 @@ class IngestSettings(_Section):
         description="Run the detectors (falls, SOS, NEWS2, device health) on every committed batch "
         "and store their findings.",
     )
-    retry_max_s: float = Field(
-        10.0, gt=0, description="Longest back-off between database retries."
-    )
+    retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between database retries.")
 
 
 class ApiSettings(_Section):
@@ -239,11 +243,11 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_DEVICE_SECRET_PEPPER),
         description="Server-side pepper mixed into device secret hashes. Must be set in production.",
     )
-    db: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
-    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
-    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
-    registry: RegistrySettings = Field(default_factory=RegistrySettings)  # type: ignore[arg-type]
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
     def check_production(self) -> None:
         """Refuse development defaults for secrets outside development and test."""
@@ -269,7 +273,9 @@ def _describe(error: dict[str, Any]) -> str:
     return f"Config {key!r} has value {value!r}. {error.get('msg', 'invalid')}."
 
 
-def load_settings(**overrides: Annotated[Any, "field values that win over the environment"]) -> Settings:
+def load_settings(
+    **overrides: Annotated[Any, "field values that win over the environment"],
+) -> Settings:
     """Read the settings from the environment (and ``ANXIN_ENV_FILE``), with overrides.
 
     Raises:
@@ -278,7 +284,7 @@ def load_settings(**overrides: Annotated[Any, "field values that win over the en
     """
     env_file = os.environ.get("ANXIN_ENV_FILE")
     try:
-        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         lines = [_describe(dict(err)) for err in exc.errors()]
         raise ConfigError("\n".join(lines)) from exc

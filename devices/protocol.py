@@ -108,7 +108,9 @@ Temperature = Annotated[float, Meta(ge=25, le=45, description="degrees Celsius")
 Systolic = Annotated[float, Meta(ge=40, le=300, description="mmHg")]
 Diastolic = Annotated[float, Meta(ge=20, le=200, description="mmHg")]
 Percent = Annotated[float, Meta(ge=0, le=100)]
-Timestamp = Annotated[int, Meta(description="device clock, milliseconds since the Unix epoch (UTC)")]
+Timestamp = Annotated[
+    int, Meta(description="device clock, milliseconds since the Unix epoch (UTC)")
+]
 Seq = Annotated[int, Meta(ge=0, le=2**63 - 1, description="per-device sequence number")]
 DeviceId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$")]
 ShortText = Annotated[str, Meta(max_length=64)]
@@ -118,7 +120,7 @@ class _Wire(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True)
     """Base of payload types: immutable, unknown fields refused."""
 
 
-class Vitals(_Wire):
+class Vitals(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     heart_rate: HeartRate | None = msgspec.field(default=None, name="hr")
     spo2: SpO2 | None = None
     resp_rate: RespRate | None = msgspec.field(default=None, name="rr")
@@ -129,7 +131,7 @@ class Vitals(_Wire):
     consciousness: Consciousness | None = msgspec.field(default=None, name="acvpu")
 
 
-class AccelWire(_Wire):
+class AccelWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A burst as sent: ``enc="i16"`` base64 of int16 counts with ``scale`` g/count, or
     ``enc="json"`` a flat list x0,y0,z0,x1,... in g."""
 
@@ -139,26 +141,28 @@ class AccelWire(_Wire):
     scale: Annotated[float, Meta(gt=0, le=0.1, description="g per count")] | None = None
 
 
-class BedState(_Wire):
+class BedState(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     presence: bool | None = None
     heart_rate: HeartRate | None = msgspec.field(default=None, name="hr")
     resp_rate: RespRate | None = msgspec.field(default=None, name="rr")
     movement: Annotated[float, Meta(ge=0, le=1e6)] | None = msgspec.field(default=None, name="move")
 
 
-class Battery(_Wire):
+class Battery(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     level_pct: Percent = msgspec.field(name="pct")
     charging: bool | None = None
 
 
-class Position(_Wire):
+class Position(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     lat: Annotated[float, Meta(ge=-90, le=90)]
     lon: Annotated[float, Meta(ge=-180, le=180)]
-    accuracy_m: Annotated[float, Meta(ge=0, le=1e6)] | None = msgspec.field(default=None, name="acc")
+    accuracy_m: Annotated[float, Meta(ge=0, le=1e6)] | None = msgspec.field(
+        default=None, name="acc"
+    )
     indoor: ShortText | None = None
 
 
-class ReadingWire(_Wire):
+class ReadingWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     ts: Timestamp
     seq: Seq
     dev: DeviceId | None = None
@@ -169,7 +173,7 @@ class ReadingWire(_Wire):
     pos: Position | None = None
 
 
-class TelemetryWire(_Wire):
+class TelemetryWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Either one reading (its fields at the top) or ``readings``: a batch."""
 
     v: int
@@ -184,7 +188,7 @@ class TelemetryWire(_Wire):
     readings: list[ReadingWire] | None = None
 
 
-class EventWire(_Wire):
+class EventWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     v: int
     ts: Timestamp
     seq: Seq
@@ -193,7 +197,7 @@ class EventWire(_Wire):
     detail: dict[str, Any] | None = None
 
 
-class StatusWire(_Wire):
+class StatusWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     v: int
     ts: Timestamp
     online: bool
@@ -202,7 +206,7 @@ class StatusWire(_Wire):
     reason: ShortText | None = None
 
 
-class CommandWire(_Wire):
+class CommandWire(_Wire, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     v: int
     id: str
     ts: Timestamp
@@ -342,7 +346,8 @@ def parse_topic(prefix: str, name: str) -> tuple[str, Channel]:
     if chan == "status":
         return device_id, Channel.STATUS
     raise ProtocolError(
-        Reason.UNKNOWN_TOPIC, f"topic {name!r} ends in {chan!r}, expected telemetry, event or status"
+        Reason.UNKNOWN_TOPIC,
+        f"topic {name!r} ends in {chan!r}, expected telemetry, event or status",
     )
 
 
@@ -360,25 +365,35 @@ def _translate(exc: msgspec.MsgspecError, payload: bytes) -> ProtocolError:
     if isinstance(exc, msgspec.ValidationError):
         if "Number out of range" in text:
             return ProtocolError(Reason.NON_FINITE, f"{text}: the number is not finite")
-        if "` >= " in text or "` <= " in text or "` > " in text or "` < " in text or "length" in text:
+        if (
+            "` >= " in text
+            or "` <= " in text
+            or "` > " in text
+            or "` < " in text
+            or "length" in text
+        ):
             return ProtocolError(Reason.OUT_OF_RANGE, text)
         return ProtocolError(Reason.SCHEMA, text)
     if b"NaN" in payload or b"Infinity" in payload:
-        return ProtocolError(Reason.NON_FINITE, "payload holds NaN or Infinity, which JSON does not allow")
+        return ProtocolError(
+            Reason.NON_FINITE, "payload holds NaN or Infinity, which JSON does not allow"
+        )
     return ProtocolError(Reason.MALFORMED_JSON, f"payload is not JSON: {text}")
 
 
 def _check_size(payload: bytes, limits: Limits) -> None:
     if len(payload) > limits.max_payload_bytes:
         raise ProtocolError(
-            Reason.OVERSIZED, f"payload is {len(payload)} bytes, at most {limits.max_payload_bytes} accepted"
+            Reason.OVERSIZED,
+            f"payload is {len(payload)} bytes, at most {limits.max_payload_bytes} accepted",
         )
 
 
 def _check_version(version: Any) -> None:
     if version != PROTOCOL_VERSION or version.__class__ is not int:
         raise ProtocolError(
-            Reason.UNSUPPORTED_VERSION, f"field v has value {_short(version)}, expected {PROTOCOL_VERSION}"
+            Reason.UNSUPPORTED_VERSION,
+            f"field v has value {_short(version)}, expected {PROTOCOL_VERSION}",
         )
 
 
@@ -424,11 +439,15 @@ def _burst(wire: AccelWire, where: str) -> AccelBurst:
     data = wire.data
     if wire.enc == "i16":
         if wire.scale is None:
-            raise ProtocolError(Reason.SCHEMA, f"{where}.scale is missing, expected g per count with enc 'i16'")
+            raise ProtocolError(
+                Reason.SCHEMA, f"{where}.scale is missing, expected g per count with enc 'i16'"
+            )
         if data.__class__ is not str:
-            raise ProtocolError(Reason.SCHEMA, f"{where}.data is a list, expected base64 text with enc 'i16'")
+            raise ProtocolError(
+                Reason.SCHEMA, f"{where}.data is a list, expected base64 text with enc 'i16'"
+            )
         try:
-            samples = binascii.a2b_base64(data, strict_mode=True)  # type: ignore[arg-type]
+            samples = binascii.a2b_base64(data, strict_mode=True)
         except (binascii.Error, ValueError):
             raise ProtocolError(Reason.SCHEMA, f"{where}.data is not valid base64") from None
         if len(samples) % 6:
@@ -439,10 +458,13 @@ def _burst(wire: AccelWire, where: str) -> AccelBurst:
         scale = wire.scale
     else:
         if data.__class__ is not list:
-            raise ProtocolError(Reason.SCHEMA, f"{where}.data is text, expected a list of numbers with enc 'json'")
+            raise ProtocolError(
+                Reason.SCHEMA, f"{where}.data is text, expected a list of numbers with enc 'json'"
+            )
         if len(data) % 3:
             raise ProtocolError(
-                Reason.SCHEMA, f"{where}.data has {len(data)} values, expected a flat list of x,y,z triples"
+                Reason.SCHEMA,
+                f"{where}.data has {len(data)} values, expected a flat list of x,y,z triples",
             )
         samples = _counts_from_g(data)
         scale = JSON_ACCEL_SCALE_G
@@ -451,7 +473,8 @@ def _burst(wire: AccelWire, where: str) -> AccelBurst:
         raise ProtocolError(Reason.SCHEMA, f"{where}.data holds no samples")
     if n > MAX_ACCEL_SAMPLES:
         raise ProtocolError(
-            Reason.OUT_OF_RANGE, f"{where}.data holds {n} samples, at most {MAX_ACCEL_SAMPLES} per burst"
+            Reason.OUT_OF_RANGE,
+            f"{where}.data holds {n} samples, at most {MAX_ACCEL_SAMPLES} per burst",
         )
     return AccelBurst(rate_hz=wire.hz, scale_g=scale, samples=samples)
 
@@ -465,12 +488,24 @@ def _counts_from_g(values: Any) -> bytes:
 
 def _reading(wire: ReadingWire | TelemetryWire, where: str, device: str, limits: Limits) -> Reading:
     if wire.ts is None or wire.seq is None:
-        raise ProtocolError(Reason.SCHEMA, f"{where} has no ts or seq, expected both (or a readings list)")
+        raise ProtocolError(
+            Reason.SCHEMA, f"{where} has no ts or seq, expected both (or a readings list)"
+        )
     ts = _timestamp(wire.ts, where, limits)
     accel = _burst(wire.accel, where + ".accel") if wire.accel is not None else None
-    if wire.vitals is None and accel is None and wire.bed is None and wire.battery is None and wire.pos is None:
-        raise ProtocolError(Reason.SCHEMA, f"{where} carries none of vitals, accel, bed, battery, pos")
-    return Reading(ts, wire.seq, wire.dev or device, wire.vitals, accel, wire.bed, wire.battery, wire.pos)
+    if (
+        wire.vitals is None
+        and accel is None
+        and wire.bed is None
+        and wire.battery is None
+        and wire.pos is None
+    ):
+        raise ProtocolError(
+            Reason.SCHEMA, f"{where} carries none of vitals, accel, bed, battery, pos"
+        )
+    return Reading(
+        ts, wire.seq, wire.dev or device, wire.vitals, accel, wire.bed, wire.battery, wire.pos
+    )
 
 
 def decode_telemetry(topic_device: str, payload: bytes, limits: Limits) -> Decoded:
@@ -491,9 +526,23 @@ def decode_telemetry(topic_device: str, payload: bytes, limits: Limits) -> Decod
         doc = batch
     default_dev = doc.dev or topic_device
     if doc.readings is None:
-        return Decoded(Channel.TELEMETRY, topic_device, readings=[_reading(doc, "payload", default_dev, limits)])
-    if doc.ts is not None or doc.seq is not None or doc.vitals or doc.accel or doc.bed or doc.battery or doc.pos:
-        raise ProtocolError(Reason.SCHEMA, "payload mixes a readings list with reading fields at the top")
+        return Decoded(
+            Channel.TELEMETRY,
+            topic_device,
+            readings=[_reading(doc, "payload", default_dev, limits)],
+        )
+    if (
+        doc.ts is not None
+        or doc.seq is not None
+        or doc.vitals
+        or doc.accel
+        or doc.bed
+        or doc.battery
+        or doc.pos
+    ):
+        raise ProtocolError(
+            Reason.SCHEMA, "payload mixes a readings list with reading fields at the top"
+        )
     if not doc.readings:
         raise ProtocolError(Reason.SCHEMA, "payload.readings is empty")
     if len(doc.readings) > limits.max_readings:
@@ -513,7 +562,9 @@ def decode_telemetry(topic_device: str, payload: bytes, limits: Limits) -> Decod
             indexes.append(i)
         except ProtocolError as exc:
             rejected.append(Rejected(i, item.dev or default_dev, exc))
-    return Decoded(Channel.TELEMETRY, topic_device, readings=readings, rejected=rejected, indexes=indexes)
+    return Decoded(
+        Channel.TELEMETRY, topic_device, readings=readings, rejected=rejected, indexes=indexes
+    )
 
 
 class _Invalid:
@@ -622,8 +673,12 @@ def accel_i16(samples_g: Any, rate_hz: float, scale_g: float = 1.0 / 1024.0) -> 
     """Compact burst: int16 counts (x,y,z interleaved, little-endian) in base64, plus scale."""
     import numpy as np  # noqa: PLC0415
 
-    counts = np.rint(np.asarray(samples_g, dtype=np.float64) / scale_g).clip(-32768, 32767).astype("<i2")
-    return AccelWire(hz=rate_hz, data=base64.b64encode(counts.tobytes()).decode(), enc="i16", scale=scale_g)
+    counts = (
+        np.rint(np.asarray(samples_g, dtype=np.float64) / scale_g).clip(-32768, 32767).astype("<i2")
+    )
+    return AccelWire(
+        hz=rate_hz, data=base64.b64encode(counts.tobytes()).decode(), enc="i16", scale=scale_g
+    )
 
 
 def accel_json(samples_g: Any, rate_hz: float) -> AccelWire:
@@ -635,10 +690,17 @@ def accel_json(samples_g: Any, rate_hz: float) -> AccelWire:
 
 
 def burst_wire(burst: AccelBurst) -> AccelWire:
-    return AccelWire(hz=burst.rate_hz, data=base64.b64encode(burst.samples).decode(), enc="i16", scale=burst.scale_g)
+    return AccelWire(
+        hz=burst.rate_hz,
+        data=base64.b64encode(burst.samples).decode(),
+        enc="i16",
+        scale=burst.scale_g,
+    )
 
 
-def reading_wire(reading: Reading, *, dev: str | None = None, accel: AccelWire | None = None) -> ReadingWire:
+def reading_wire(
+    reading: Reading, *, dev: str | None = None, accel: AccelWire | None = None
+) -> ReadingWire:
     """The wire form of a reading; ``accel`` lets a caller pass a burst encoded its own way."""
     if accel is None and reading.accel is not None:
         accel = burst_wire(reading.accel)
@@ -660,8 +722,15 @@ def encode_telemetry(readings: list[ReadingWire]) -> bytes:
         r = readings[0]
         return _ENCODER.encode(
             TelemetryWire(
-                v=PROTOCOL_VERSION, ts=r.ts, seq=r.seq, dev=r.dev, vitals=r.vitals,
-                accel=r.accel, bed=r.bed, battery=r.battery, pos=r.pos,
+                v=PROTOCOL_VERSION,
+                ts=r.ts,
+                seq=r.seq,
+                dev=r.dev,
+                vitals=r.vitals,
+                accel=r.accel,
+                bed=r.bed,
+                battery=r.battery,
+                pos=r.pos,
             )
         )
     return _ENCODER.encode(TelemetryWire(v=PROTOCOL_VERSION, readings=readings))
@@ -669,15 +738,26 @@ def encode_telemetry(readings: list[ReadingWire]) -> bytes:
 
 def encode_event(event: Event, *, dev: str | None = None) -> bytes:
     return _ENCODER.encode(
-        EventWire(v=PROTOCOL_VERSION, ts=event.ts_ms, seq=event.seq, type=event.kind, dev=dev, detail=event.detail or None)
+        EventWire(
+            v=PROTOCOL_VERSION,
+            ts=event.ts_ms,
+            seq=event.seq,
+            type=event.kind,
+            dev=dev,
+            detail=event.detail or None,
+        )
     )
 
 
 def encode_status(status: Status) -> bytes:
     return _ENCODER.encode(
         StatusWire(
-            v=PROTOCOL_VERSION, ts=status.ts_ms, online=status.online, fw=status.firmware,
-            battery=status.battery_pct, reason=status.reason,
+            v=PROTOCOL_VERSION,
+            ts=status.ts_ms,
+            online=status.online,
+            fw=status.firmware,
+            battery=status.battery_pct,
+            reason=status.reason,
         )
     )
 
@@ -685,8 +765,12 @@ def encode_status(status: Status) -> bytes:
 def encode_command(command: Command) -> bytes:
     return _ENCODER.encode(
         CommandWire(
-            v=PROTOCOL_VERSION, id=command.id, ts=command.ts_ms, type=command.kind,
-            alert_id=command.alert_id, text=command.text,
+            v=PROTOCOL_VERSION,
+            id=command.id,
+            ts=command.ts_ms,
+            type=command.kind,
+            alert_id=command.alert_id,
+            text=command.text,
         )
     )
 
@@ -694,7 +778,12 @@ def encode_command(command: Command) -> bytes:
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema (2020-12) of each payload, as shipped in ``devices/schemas``."""
     out: dict[str, dict[str, Any]] = {}
-    for name, typ in (("telemetry", TelemetryWire), ("event", EventWire), ("status", StatusWire), ("command", CommandWire)):
+    for name, typ in (
+        ("telemetry", TelemetryWire),
+        ("event", EventWire),
+        ("status", StatusWire),
+        ("command", CommandWire),
+    ):
         schema = msgspec.json.schema(typ)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = f"Anxin protocol v{PROTOCOL_VERSION} {name} payload"

@@ -31,8 +31,8 @@ import enum
 import logging
 import struct
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -485,23 +485,31 @@ class DetectionSink:
 
     def _write_state(self, rows: list[tuple[str, str, bytes, datetime]]) -> None:
         try:
-            with psycopg.connect(self._url, connect_timeout=max(1, int(self._timeout))) as conn:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(
-                        "CREATE TEMP TABLE _state_stage (LIKE detector_state INCLUDING DEFAULTS) ON COMMIT DROP"
-                    )
-                    with cur.copy("COPY _state_stage (device_id, detector, state, updated_at) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    cur.execute(
-                        """INSERT INTO detector_state (device_id, detector, state, updated_at)
-                           SELECT device_id, detector, state, updated_at FROM _state_stage
-                           ON CONFLICT (device_id, detector)
-                           DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"""
-                    )
+            timeout = max(1, int(self._timeout))
+            with (
+                psycopg.connect(self._url, connect_timeout=timeout) as conn,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
+                cur.execute(
+                    "CREATE TEMP TABLE _state_stage (LIKE detector_state INCLUDING DEFAULTS) ON COMMIT DROP"
+                )
+                with cur.copy(
+                    "COPY _state_stage (device_id, detector, state, updated_at) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(
+                    """INSERT INTO detector_state (device_id, detector, state, updated_at)
+                       SELECT device_id, detector, state, updated_at FROM _state_stage
+                       ON CONFLICT (device_id, detector)
+                       DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"""
+                )
         except Exception:
             self.metrics.errors.labels("persist").inc()
-            log.exception("saving the state of %d detector rows failed; retried at the next save", len(rows))
+            log.exception(
+                "saving the state of %d detector rows failed; retried at the next save", len(rows)
+            )
             with self._failed_lock:
                 self._failed_state.extend((dev, detector) for dev, detector, _s, _a in rows)
 

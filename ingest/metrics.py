@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +13,27 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-    0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
 )
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000)
 
@@ -24,7 +42,9 @@ class BulkHistogram(Collector):
     """A histogram fed a whole array per call: one numpy pass per batch instead of one
     locked ``observe`` per reading (tens of thousands a second)."""
 
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+    def __init__(
+        self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry
+    ) -> None:
         self._name = name
         self._doc = documentation
         self._edges = np.asarray(buckets, dtype=np.float64)
@@ -64,7 +84,9 @@ class BulkHistogram(Collector):
         with self._lock:
             cumulative = np.cumsum(self._counts)
             total_sum = self._sum
-        buckets = [(repr(float(e)), int(c)) for e, c in zip(self._edges, cumulative[:-1], strict=True)]
+        buckets = [
+            (repr(float(e)), int(c)) for e, c in zip(self._edges, cumulative[:-1], strict=True)
+        ]
         buckets.append(("+Inf", int(cumulative[-1])))
         family = HistogramMetricFamily(self._name, self._doc)
         family.add_metric([], buckets, total_sum)
@@ -90,17 +112,35 @@ def create_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
     reg = registry or CollectorRegistry()
     return IngestMetrics(
         registry=reg,
-        received=Counter("anxin_ingest_messages_received", "MQTT messages received, by channel.", ["channel"], registry=reg),
+        received=Counter(
+            "anxin_ingest_messages_received",
+            "MQTT messages received, by channel.",
+            ["channel"],
+            registry=reg,
+        ),
         stored=Counter("anxin_ingest_rows_stored", "Rows committed to the database.", registry=reg),
         duplicates=Counter(
-            "anxin_ingest_duplicates", "Readings dropped because they were already stored (redelivery).", registry=reg
+            "anxin_ingest_duplicates",
+            "Readings dropped because they were already stored (redelivery).",
+            registry=reg,
         ),
         dead_lettered=Counter(
-            "anxin_ingest_dead_letters", "Messages or readings dead-lettered, by reason.", ["reason"], registry=reg
+            "anxin_ingest_dead_letters",
+            "Messages or readings dead-lettered, by reason.",
+            ["reason"],
+            registry=reg,
         ),
-        batch_size=Histogram("anxin_ingest_batch_messages", "Messages per committed batch.", buckets=BATCH_BUCKETS, registry=reg),
+        batch_size=Histogram(
+            "anxin_ingest_batch_messages",
+            "Messages per committed batch.",
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        ),
         commit_seconds=Histogram(
-            "anxin_ingest_commit_seconds", "Time to write and commit one batch.", buckets=LATENCY_BUCKETS, registry=reg
+            "anxin_ingest_commit_seconds",
+            "Time to write and commit one batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         ),
         device_to_commit_seconds=BulkHistogram(
             "anxin_ingest_device_to_commit_seconds",
@@ -108,7 +148,13 @@ def create_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
             LATENCY_BUCKETS,
             reg,
         ),
-        queue_depth=Gauge("anxin_ingest_queue_depth", "Messages received and not yet committed.", registry=reg),
-        db_retries=Counter("anxin_ingest_db_retries", "Batch writes retried after a database error.", registry=reg),
-        connected=Gauge("anxin_ingest_broker_connected", "1 while connected to the broker.", registry=reg),
+        queue_depth=Gauge(
+            "anxin_ingest_queue_depth", "Messages received and not yet committed.", registry=reg
+        ),
+        db_retries=Counter(
+            "anxin_ingest_db_retries", "Batch writes retried after a database error.", registry=reg
+        ),
+        connected=Gauge(
+            "anxin_ingest_broker_connected", "1 while connected to the broker.", registry=reg
+        ),
     )

@@ -15,7 +15,6 @@ from enum import StrEnum
 from msgspec import Struct
 
 from devices.protocol import (
-    Channel,
     Decoded,
     Event,
     Limits,
@@ -92,8 +91,13 @@ class Batch:
 
     def row_count(self) -> int:
         return (
-            len(self.vitals) + len(self.accel) + len(self.bed) + len(self.battery)
-            + len(self.positions) + len(self.events) + len(self.statuses)
+            len(self.vitals)
+            + len(self.accel)
+            + len(self.bed)
+            + len(self.battery)
+            + len(self.positions)
+            + len(self.events)
+            + len(self.statuses)
         )
 
 
@@ -105,7 +109,9 @@ def _device_error(info: DeviceInfo | None, device_id: str) -> ProtocolError | No
     if info is None:
         return ProtocolError(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
     if info.status is DeviceState.RETIRED or info.revoked:
-        return ProtocolError(Reason.RETIRED_DEVICE, f"device {device_id!r} is retired or its credentials revoked")
+        return ProtocolError(
+            Reason.RETIRED_DEVICE, f"device {device_id!r} is retired or its credentials revoked"
+        )
     return None
 
 
@@ -155,7 +161,13 @@ def process_batch(
     # share (device, ts, seq) with a reading (separate counters per channel) and is kept.
     seen: set[tuple[str, int, int]] = set()
     seen_events: set[tuple[str, int, int]] = set()
-    vitals, accel, bed, battery, positions = out.vitals, out.accel, out.bed, out.battery, out.positions
+    vitals, accel, bed, battery, positions = (
+        out.vitals,
+        out.accel,
+        out.bed,
+        out.battery,
+        out.positions,
+    )
     for msg in messages:
         topic_device: str | None = None
         try:
@@ -166,14 +178,20 @@ def process_batch(
             decoded: Decoded = decode(channel, topic_device, msg.payload, limits)
         except ProtocolError as exc:
             out.dead_letters.append(
-                DeadLetter(msg.received_ms, msg.topic, topic_device, exc.reason, exc.detail, msg.payload)
+                DeadLetter(
+                    msg.received_ms, msg.topic, topic_device, exc.reason, exc.detail, msg.payload
+                )
             )
             continue
         for rejected in decoded.rejected:
             out.dead_letters.append(
                 DeadLetter(
-                    msg.received_ms, msg.topic, rejected.device_id, rejected.error.reason,
-                    rejected.error.detail, msg.payload,
+                    msg.received_ms,
+                    msg.topic,
+                    rejected.device_id,
+                    rejected.error.reason,
+                    rejected.error.detail,
+                    msg.payload,
                 )
             )
         recv = pg_time(msg.received_ms)
@@ -182,7 +200,14 @@ def process_batch(
             error = _reading_error(reading, topic_device, devices, where)
             if error is not None:
                 out.dead_letters.append(
-                    DeadLetter(msg.received_ms, msg.topic, reading.device_id, error.reason, error.detail, msg.payload)
+                    DeadLetter(
+                        msg.received_ms,
+                        msg.topic,
+                        reading.device_id,
+                        error.reason,
+                        error.detail,
+                        msg.payload,
+                    )
                 )
                 continue
             key = (reading.device_id, reading.ts_ms, reading.seq)
@@ -198,14 +223,25 @@ def process_batch(
             if v is not None:
                 vitals.append(
                     (
-                        ts, dev, seq, recv, v.heart_rate, v.spo2, v.resp_rate, v.temperature,
-                        v.systolic, v.diastolic, v.on_oxygen,
+                        ts,
+                        dev,
+                        seq,
+                        recv,
+                        v.heart_rate,
+                        v.spo2,
+                        v.resp_rate,
+                        v.temperature,
+                        v.systolic,
+                        v.diastolic,
+                        v.on_oxygen,
                         v.consciousness.value if v.consciousness is not None else None,
                     )
                 )
             a = reading.accel
             if a is not None:
-                accel.append((ts, dev, seq, recv, a.rate_hz, a.scale_g, len(a.samples) // 6, a.samples))
+                accel.append(
+                    (ts, dev, seq, recv, a.rate_hz, a.scale_g, len(a.samples) // 6, a.samples)
+                )
             b = reading.bed
             if b is not None:
                 bed.append((ts, dev, seq, recv, b.presence, b.heart_rate, b.resp_rate, b.movement))
@@ -221,7 +257,10 @@ def process_batch(
                 if info is None or info.gateway_id != topic_device:
                     out.dead_letters.append(
                         DeadLetter(
-                            msg.received_ms, msg.topic, event.device_id, Reason.DEVICE_MISMATCH,
+                            msg.received_ms,
+                            msg.topic,
+                            event.device_id,
+                            Reason.DEVICE_MISMATCH,
                             f"event for device {event.device_id!r}, which is not bound to gateway {topic_device!r}",
                             msg.payload,
                         )
@@ -234,14 +273,28 @@ def process_batch(
             seen_events.add(key)
             out.device_events.append(event)
             out.events.append(
-                (pg_time(event.ts_ms), event.device_id, event.seq, recv, event.kind.value, event.detail or None)
+                (
+                    pg_time(event.ts_ms),
+                    event.device_id,
+                    event.seq,
+                    recv,
+                    event.kind.value,
+                    event.detail or None,
+                )
             )
         status = decoded.status
         if status is not None:
             out.device_statuses.append(status)
             out.statuses.append(
-                (pg_time(status.ts_ms), status.device_id, recv, status.online, status.reason, status.firmware,
-                 status.battery_pct)
+                (
+                    pg_time(status.ts_ms),
+                    status.device_id,
+                    recv,
+                    status.online,
+                    status.reason,
+                    status.firmware,
+                    status.battery_pct,
+                )
             )
     if len(out.statuses) > 1:
         # A retained status is delivered again on every resubscribe: keep one row per key.

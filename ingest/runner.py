@@ -15,7 +15,9 @@ from ingest.service import IngestService
 log = logging.getLogger(__name__)
 
 
-def run_ingest(settings: Settings, stop: threading.Event, service: IngestService | None = None) -> None:
+def run_ingest(
+    settings: Settings, stop: threading.Event, service: IngestService | None = None
+) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url)
     service = service or IngestService(settings)
@@ -23,17 +25,29 @@ def run_ingest(settings: Settings, stop: threading.Event, service: IngestService
     if settings.ingest.detection:
         # A lambda, not service.devices.get: the snapshot is replaced on every refresh.
         sink = DetectionSink(
-            settings.db.url, lambda device_id: service.devices.get(device_id), registry=service.metrics.registry
+            settings.db.url,
+            lambda device_id: service.devices.get(device_id),  # noqa: PLW0108
+            registry=service.metrics.registry,
         )
         service.add_sink(sink)
     if settings.ingest.metrics_port:
-        server, thread = start_http_server(
-            settings.ingest.metrics_port, addr=settings.ingest.metrics_host, registry=service.metrics.registry
+        server, _thread = start_http_server(
+            settings.ingest.metrics_port,
+            addr=settings.ingest.metrics_host,
+            registry=service.metrics.registry,
         )
-        log.info("metrics on http://%s:%d/metrics", settings.ingest.metrics_host, settings.ingest.metrics_port)
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            settings.ingest.metrics_host,
+            settings.ingest.metrics_port,
+        )
     else:
         server = None
-    watcher = threading.Thread(target=lambda: (stop.wait(), service.stop()), name="ingest-stop", daemon=True)
+    def stop_when_asked() -> None:
+        stop.wait()
+        service.stop()
+
+    watcher = threading.Thread(target=stop_when_asked, name="ingest-stop", daemon=True)
     watcher.start()
     try:
         service.run()

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import psycopg
@@ -37,6 +37,7 @@ from ingest.pipeline import Batch, DeadLetter, DeviceInfo, RawMessage, process_b
 from ingest.store import PostgresStore, TelemetryStore, WriteResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BatchSink(Protocol):
@@ -68,7 +69,9 @@ class IngestService:
         sinks: Sequence[BatchSink] = (),
     ) -> None:
         self.settings = settings
-        self._store = store or PostgresStore(settings.db.url, connect_timeout_s=settings.db.connect_timeout_s)
+        self._store = store or PostgresStore(
+            settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
+        )
         self._client = client or client_for(
             settings.mqtt,
             persistent=True,
@@ -107,7 +110,11 @@ class IngestService:
             topics = [f"$share/{group}/{t}" for t in topics]
         self._client.subscribe(topics, qos=1)
         self.metrics.connected.set(1)
-        log.info("connected to the broker (session present: %s); subscribed to %s", session_present, topics)
+        log.info(
+            "connected to the broker (session present: %s); subscribed to %s",
+            session_present,
+            topics,
+        )
 
     def _on_disconnect(self, reason: str) -> None:
         self.metrics.connected.set(0)
@@ -155,37 +162,34 @@ class IngestService:
             batch = process_batch(raw, self._devices, limits, prefix)
         return batch
 
-    def _with_db_retry(self, action: Callable[[], None]) -> None:
+    def _with_db_retry(self, action: Callable[[], T]) -> T:
+        """Run ``action`` until the database answers; back off with jitter meanwhile."""
         delay = 0.2
         while True:
             try:
-                action()
-                return
+                return action()
             except psycopg.OperationalError as exc:
                 self.metrics.db_retries.inc()
-                log.warning("database unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                log.warning(
+                    "database unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay
+                )
                 if self._stop.wait(delay):
                     # Stopping while the database is away: leave the batch unacknowledged;
                     # the broker keeps it for the next run.
                     raise _Stopping from exc
-                delay = min(self.settings.ingest.retry_max_s, delay * 2) * (0.8 + 0.4 * random.random())  # noqa: S311
+                jitter = 0.8 + 0.4 * random.random()  # noqa: S311 - jitter, not a secret
+                delay = min(self.settings.ingest.retry_max_s, delay * 2) * jitter
 
-    def _write(self, pending: list[_Pending], batch: Batch) -> tuple[WriteResult, Batch]:
+    def _write(self, pending: list[_Pending], batch: Batch) -> WriteResult:
         """Write the batch, retrying while the database is away. A batch the database refuses
         for its content is split so one bad message is dead-lettered and the rest stored."""
-        result: list[WriteResult] = []
-
-        def attempt() -> None:
-            result.append(self._store.write(batch))
-
         try:
-            self._with_db_retry(attempt)
-        except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise
-            log.error("database refused a batch (%s); writing its messages one by one", exc)
-            return self._write_one_by_one(pending), batch
-        return result[0], batch
+            return self._with_db_retry(lambda: self._store.write(batch))
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            log.exception("database refused a batch; writing its messages one by one")
+            return self._write_one_by_one(pending)
 
     def _write_one_by_one(self, pending: list[_Pending]) -> WriteResult:
         stored = dup = dead = 0
@@ -193,21 +197,17 @@ class IngestService:
             msg, received_ms, _gen = p
             single = self._process([p])
             try:
-                res: list[WriteResult] = []
-                self._with_db_retry(lambda b=single: res.append(self._store.write(b)))  # type: ignore[misc]
-                stored += res[0].stored
-                dup += res[0].duplicates
-                dead += res[0].dead_letters
+                res = self._with_db_retry(lambda b=single: self._store.write(b))  # type: ignore[misc]
+                stored += res.stored
+                dup += res.duplicates
+                dead += res.dead_letters
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise
-                letter = Batch(
-                    dead_letters=[
-                        DeadLetter(received_ms, msg.topic, None, Reason.STORAGE_REJECTED, str(exc)[:500], msg.payload)
-                    ]
-                )
-                res2: list[WriteResult] = []
-                self._with_db_retry(lambda b=letter: res2.append(self._store.write(b)))  # type: ignore[misc]
+                reason, detail = Reason.STORAGE_REJECTED, str(exc)[:500]
+                letter = DeadLetter(received_ms, msg.topic, None, reason, detail, msg.payload)
+                refused = Batch(dead_letters=[letter])
+                self._with_db_retry(lambda b=refused: self._store.write(b))  # type: ignore[misc]
                 dead += 1
         return WriteResult(stored, dup, dead, True)
 
@@ -215,9 +215,18 @@ class IngestService:
         generation = self._client.generation
         # Packet ids of an earlier connection mean nothing now: the broker redelivers those
         # messages and the unique index drops the copies. QoS 0 needs no acknowledgement.
-        self._client.ack_many([msg.mid for msg, _r, gen in pending if gen == generation and msg.qos == 1])
+        self._client.ack_many(
+            [msg.mid for msg, _r, gen in pending if gen == generation and msg.qos == 1]
+        )
 
-    def _account(self, batch: Batch, result: WriteResult, commit_s: float, now_ms: int, pending: list[_Pending]) -> None:
+    def _account(
+        self,
+        batch: Batch,
+        result: WriteResult,
+        commit_s: float,
+        now_ms: int,
+        pending: list[_Pending],
+    ) -> None:
         m = self.metrics
         channels: dict[str, int] = {}
         for msg, _r, _g in pending:
@@ -234,7 +243,9 @@ class IngestService:
         m.batch_size.observe(len(pending))
         m.commit_seconds.observe(commit_s)
         if batch.readings:
-            ts = np.fromiter((r.ts_ms for r in batch.readings), dtype=np.float64, count=len(batch.readings))
+            ts = np.fromiter(
+                (r.ts_ms for r in batch.readings), dtype=np.float64, count=len(batch.readings)
+            )
             m.device_to_commit_seconds.observe_many((now_ms - ts) / 1000.0)
         m.queue_depth.set(len(self._inbox))
         t = self._totals
@@ -251,8 +262,14 @@ class IngestService:
         log.info(
             "ingest: %.0f msg/s, %.0f rows/s, %d dead-lettered, %d duplicates, queue %d, commit p50 %.0f ms "
             "(totals: %d received, %d rows)",
-            rate, rows, t["dead"] - last.get("dead", 0), t["dup"] - last.get("dup", 0), len(self._inbox),
-            1000 * _hist_quantile(self.metrics, 0.5), t["received"], t["stored"],
+            rate,
+            rows,
+            t["dead"] - last.get("dead", 0),
+            t["dup"] - last.get("dup", 0),
+            len(self._inbox),
+            1000 * _hist_quantile(self.metrics, 0.5),
+            t["received"],
+            t["stored"],
         )
         return t
 
@@ -277,12 +294,17 @@ class IngestService:
                     if not self._inbox:
                         continue
                     # Let a batch form when traffic resumes after idleness.
-                    if len(self._inbox) < self.settings.ingest.batch_size and not self._stop.is_set():
+                    if (
+                        len(self._inbox) < self.settings.ingest.batch_size
+                        and not self._stop.is_set()
+                    ):
                         time.sleep(linger)
                 self._with_db_retry(self._refresh_devices)
                 self._run_once()
         except _Stopping:
-            log.warning("stopped during a database outage; unacknowledged messages stay at the broker")
+            log.warning(
+                "stopped during a database outage; unacknowledged messages stay at the broker"
+            )
         finally:
             self._client.stop()
             self._store.close()
@@ -291,7 +313,7 @@ class IngestService:
         pending = self._take()
         batch = self._process(pending)
         started = time.perf_counter()
-        result, batch = self._write(pending, batch)
+        result = self._write(pending, batch)
         commit_s = time.perf_counter() - started
         self._ack(pending)
         now_ms = self._clock.now_ms()

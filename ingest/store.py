@@ -34,9 +34,34 @@ class Table:
 
 VITALS = Table(
     "vitals",
-    ("ts", "device_id", "seq", "received_at", "heart_rate", "spo2", "resp_rate", "temperature",
-     "systolic", "diastolic", "on_oxygen", "consciousness"),
-    ("int8", "text", "int8", "int8", "float4", "float4", "float4", "float4", "float4", "float4", "bool", "text"),
+    (
+        "ts",
+        "device_id",
+        "seq",
+        "received_at",
+        "heart_rate",
+        "spo2",
+        "resp_rate",
+        "temperature",
+        "systolic",
+        "diastolic",
+        "on_oxygen",
+        "consciousness",
+    ),
+    (
+        "int8",
+        "text",
+        "int8",
+        "int8",
+        "float4",
+        "float4",
+        "float4",
+        "float4",
+        "float4",
+        "float4",
+        "bool",
+        "text",
+    ),
 )
 ACCEL = Table(
     "accel_bursts",
@@ -147,12 +172,16 @@ class PostgresStore:
                 self.close()
             raise
         return {
-            r[0]: DeviceInfo(r[0], r[1], DeviceState(r[2]), int(r[3]), r[4], r[5], bool(r[6])) for r in rows
+            r[0]: DeviceInfo(r[0], r[1], DeviceState(r[2]), int(r[3]), r[4], r[5], bool(r[6]))
+            for r in rows
         }
 
     @staticmethod
     def _copy(
-        cur: psycopg.Cursor[Any], target: sql.Composable, table: Table, rows: Sequence[tuple[object, ...]]
+        cur: psycopg.Cursor[Any],
+        target: sql.Composable,
+        table: Table,
+        rows: Sequence[tuple[object, ...]],
     ) -> None:
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             target, sql.SQL(", ").join(map(sql.Identifier, table.columns))
@@ -192,7 +221,9 @@ class PostgresStore:
                     self._copy_dead_letters(cur, batch)
                 return WriteResult(total, 0, len(batch.dead_letters), False)
             except psycopg.errors.UniqueViolation:
-                log.info("batch of %d rows holds readings already stored; writing it deduplicated", total)
+                log.info(
+                    "batch of %d rows holds readings already stored; writing it deduplicated", total
+                )
             with conn.transaction(), conn.cursor() as cur:
                 stored = self._write_deduplicated(cur, batch)
                 self._copy_dead_letters(cur, batch)
@@ -204,7 +235,9 @@ class PostgresStore:
 
     def _copy_dead_letters(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         if batch.dead_letters:
-            self._copy(cur, sql.Identifier("dead_letters"), DEAD_LETTERS, _dead_rows(batch.dead_letters))
+            self._copy(
+                cur, sql.Identifier("dead_letters"), DEAD_LETTERS, _dead_rows(batch.dead_letters)
+            )
 
     def _write_deduplicated(self, cur: psycopg.Cursor[Any], batch: Batch) -> int:
         stored = 0
@@ -227,7 +260,8 @@ class PostgresStore:
 
 def _dead_rows(letters: Sequence[DeadLetter]) -> list[tuple[object, ...]]:
     return [
-        (pg_time(d.received_ms), d.topic, d.device_id, d.reason.value, d.detail, d.payload) for d in letters
+        (pg_time(d.received_ms), d.topic, d.device_id, d.reason.value, d.detail, d.payload)
+        for d in letters
     ]
 
 

@@ -33,6 +33,8 @@ def simulate(
     client = client_for(settings.mqtt, client_id=f"{prefix_id}-simulator")
     client.connect_inline()
     report = publish_fleet(client, fleet, seconds=seconds, paced=paced)
-    print(f"published {report.sent} messages in {report.seconds:.1f} s ({report.rate:.0f} msg/s), "
-          f"{report.unacknowledged} unacknowledged")
+    print(
+        f"published {report.sent} messages in {report.seconds:.1f} s ({report.rate:.0f} msg/s), "
+        f"{report.unacknowledged} unacknowledged"
+    )
     return 0 if report.unacknowledged == 0 else 1

@@ -22,7 +22,9 @@ from devices import protocol as proto
 Encoding = Literal["i16", "json"]
 
 
-def still_burst(rng: np.random.Generator, rate_hz: float, seconds: float = 1.0) -> npt.NDArray[np.float64]:
+def still_burst(
+    rng: np.random.Generator, rate_hz: float, seconds: float = 1.0
+) -> npt.NDArray[np.float64]:
     """Worn at rest or walking gently: gravity on z, small noise, in g, shape (n, 3)."""
     n = round(rate_hz * seconds)
     samples = rng.normal(0.0, 0.04, size=(n, 3))
@@ -30,7 +32,9 @@ def still_burst(rng: np.random.Generator, rate_hz: float, seconds: float = 1.0) 
     return samples
 
 
-def walking_burst(rng: np.random.Generator, rate_hz: float, seconds: float = 1.0) -> npt.NDArray[np.float64]:
+def walking_burst(
+    rng: np.random.Generator, rate_hz: float, seconds: float = 1.0
+) -> npt.NDArray[np.float64]:
     n = round(rate_hz * seconds)
     t = np.arange(n) / rate_hz
     samples = rng.normal(0.0, 0.05, size=(n, 3))
@@ -70,7 +74,8 @@ class WearableFleet:
         self._rng = np.random.default_rng(seed)
         self._vitals = vitals or VitalsModel()
         bursts = [
-            walking_burst(self._rng, rate_hz) if i % 2 else still_burst(self._rng, rate_hz) for i in range(pool)
+            walking_burst(self._rng, rate_hz) if i % 2 else still_burst(self._rng, rate_hz)
+            for i in range(pool)
         ]
         make = proto.accel_i16 if encoding == "i16" else proto.accel_json
         self._bursts = [make(b, rate_hz) for b in bursts]
@@ -111,9 +116,7 @@ class PublishReport:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
-def schedule(
-    n_devices: int, seconds: int, *, start_seq: int = 0
-) -> Iterator[tuple[int, int, int]]:
+def schedule(n_devices: int, seconds: int, *, start_seq: int = 0) -> Iterator[tuple[int, int, int]]:
     """(second, device index, seq) in publishing order: every device once per second."""
     for second in range(seconds):
         for index in range(n_devices):

@@ -119,6 +119,10 @@ def fail_on_logged_errors(request: pytest.FixtureRequest) -> Iterator[None]:
         root.removeHandler(handler)
     if request.node.get_closest_marker("allow_logged_errors") is None:
         problems = [f"{r.name}: {r.getMessage()}" for r in handler.records]
-        problems += [f"thread {a.thread.name if a.thread else '?'}: {a.exc_value!r}" for a in thread_errors]
+        problems += [
+            f"thread {a.thread.name if a.thread else '?'}: {a.exc_value!r}" for a in thread_errors
+        ]
         if problems:
-            pytest.fail("errors were logged or raised in background threads:\n" + "\n".join(problems))
+            pytest.fail(
+                "errors were logged or raised in background threads:\n" + "\n".join(problems)
+            )

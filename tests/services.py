@@ -23,12 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-
 from core import db
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get("ANXIN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "ANXIN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 SHARED_BROKER = os.environ.get("ANXIN_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -76,18 +76,28 @@ def fresh_database(admin_url: str = ADMIN_URL, *, migrate: bool = True) -> Itera
         db.drop_database(admin_url, name)
 
 
-def render_broker_config(port: int, data_dir: Path, *, anonymous: bool = True, extra: str = "") -> Path:
-    """The project's Mosquitto configuration with this test's port and folders."""
+def render_broker_config(
+    port: int,
+    data_dir: Path,
+    *,
+    anonymous: bool = True,
+    extra: str = "",
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+) -> Path:
+    """The project's Mosquitto configuration with this test's port and folders (and, when
+    given, this test's password and ACL files)."""
     text = (ROOT / "deploy" / "mosquitto" / "anxin.conf").read_text()
     lines = []
-    for line in text.splitlines():
-        if line.startswith("listener "):
+    for raw in text.splitlines():
+        line = raw
+        if raw.startswith("listener "):
             line = f"listener {port} 127.0.0.1"
-        elif line.startswith("persistence_location"):
+        elif raw.startswith("persistence_location"):
             line = f"persistence_location {data_dir}/"
-        elif line.startswith("allow_anonymous") and anonymous:
+        elif raw.startswith("allow_anonymous") and anonymous:
             line = "allow_anonymous true"
-        elif anonymous and (line.startswith("password_file") or line.startswith("acl_file")):
+        elif anonymous and raw.startswith(("password_file", "acl_file")):
             continue
         lines.append(line)
     lines.append(extra)
@@ -99,7 +109,14 @@ def render_broker_config(port: int, data_dir: Path, *, anonymous: bool = True, e
 class PrivateBroker:
     """A Mosquitto of the test's own, with the project's configuration, that can restart."""
 
-    def __init__(self, *, anonymous: bool = True, extra: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        anonymous: bool = True,
+        extra: str = "",
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+    ) -> None:
         if shutil.which("mosquitto") is None:
             raise RuntimeError("the mosquitto binary is not installed")
         self.port = free_port()
@@ -109,14 +126,25 @@ class PrivateBroker:
             with contextlib.suppress(KeyError):
                 user = pwd.getpwnam("mosquitto")
                 os.chown(self.dir, user.pw_uid, user.pw_gid)
-        self.config = render_broker_config(self.port, self.dir, anonymous=anonymous, extra=extra)
+        self.config = render_broker_config(
+            self.port,
+            self.dir,
+            anonymous=anonymous,
+            extra=extra,
+            password_file=password_file,
+            acl_file=acl_file,
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         with open(self.dir / "broker.log", "ab") as log:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=log)
-        wait_until(lambda: port_open("127.0.0.1", self.port, 0.2), 10, "the private broker to listen")
+            self.proc = subprocess.Popen(
+                ["mosquitto", "-c", str(self.config)], stdout=log, stderr=log
+            )
+        wait_until(
+            lambda: port_open("127.0.0.1", self.port, 0.2), 10, "the private broker to listen"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -155,7 +183,18 @@ class PrivatePostgres:
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
-        self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ]
+        )
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, cmd: list[str]) -> None:
@@ -163,11 +202,25 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"])
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "start",
+            ]
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+            self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            )
 
     def close(self) -> None:
         self.stop()
@@ -186,7 +239,11 @@ class IngestProcess:
         before = self._subscriptions()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "ingest"], env=self.env, stdout=log, stderr=log, cwd=ROOT
+                [sys.executable, "-m", "api.cli", "ingest"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
             )
         wait_until(lambda: self._subscriptions() > before, 30, "the ingester to subscribe")
 

@@ -24,15 +24,28 @@ def test_upgrade_applies_every_migration_once_and_is_idempotent(postgres_admin_u
         second = db.upgrade(url)
         assert second.applied == [] and second.current == latest and second.mode == first.mode
         with psycopg.connect(url) as conn:
-            tables = {r[0] for r in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
-        assert {"devices", "vitals", "accel_bursts", "dead_letters", "findings", "schema_migrations"} <= tables
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            }
+        assert {
+            "devices",
+            "vitals",
+            "accel_bursts",
+            "dead_letters",
+            "findings",
+            "schema_migrations",
+        } <= tables
 
 
 def test_concurrent_upgrades_do_not_collide(postgres_admin_url: str) -> None:
     with fresh_database(postgres_admin_url, migrate=False) as url:
         results: list[db.UpgradeResult] = []
-        threads = [threading.Thread(target=lambda: results.append(db.upgrade(url))) for _ in range(3)]
+        threads = [
+            threading.Thread(target=lambda: results.append(db.upgrade(url))) for _ in range(3)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -53,14 +66,20 @@ def test_native_mode_without_timescaledb(db_url: str) -> None:
             "INSERT INTO vitals (ts, device_id, seq, received_at, heart_rate) VALUES "
             "('2026-01-01 10:00:05+00', 'wb-1', 1, now(), 60), ('2026-01-01 10:00:35+00', 'wb-1', 2, now(), 80)"
         )
-        row = conn.execute("SELECT heart_rate, n FROM vitals_1m WHERE device_id = 'wb-1'").fetchone()
+        row = conn.execute(
+            "SELECT heart_rate, n FROM vitals_1m WHERE device_id = 'wb-1'"
+        ).fetchone()
     assert row == (70.0, 2)
 
 
 def test_db_info_command_reports_mode_and_version(db_url: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "db", "info"], env={"ANXIN_DB__URL": db_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        [sys.executable, "-m", "api.cli", "db", "info"],
+        env={"ANXIN_DB__URL": db_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert "mode:" in out.stdout and "schema:     version" in out.stdout

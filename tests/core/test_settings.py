@@ -13,12 +13,18 @@ def test_nested_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ANXIN_MQTT__URL", "mqtts://broker.example:8883")
     settings = load_settings()
     assert settings.ingest.batch_size == 1234
-    assert settings.mqtt.tls and settings.mqtt.port == 8883 and settings.mqtt.host == "broker.example"
+    assert (
+        settings.mqtt.tls and settings.mqtt.port == 8883 and settings.mqtt.host == "broker.example"
+    )
 
 
-def test_a_bad_value_names_the_key_the_value_and_what_was_expected(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_value_names_the_key_the_value_and_what_was_expected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("ANXIN_INGEST__BATCH_SIZE", "lots")
-    with pytest.raises(ConfigError, match=r"Config 'ANXIN_INGEST__BATCH_SIZE' has value 'lots'\. .*integer"):
+    with pytest.raises(
+        ConfigError, match=r"Config 'ANXIN_INGEST__BATCH_SIZE' has value 'lots'\. .*integer"
+    ):
         load_settings()
 
 

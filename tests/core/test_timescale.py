@@ -36,8 +36,15 @@ def ts_url() -> Iterator[str]:
 def test_hypertables_compression_retention_and_aggregates_exist(ts_url: str) -> None:
     info = db.info(ts_url)
     assert info.mode == db.StorageMode.TIMESCALE
-    assert {"vitals", "accel_bursts", "bed_readings", "battery_readings", "positions", "device_events",
-            "device_status"} <= set(info.hypertables)
+    assert {
+        "vitals",
+        "accel_bursts",
+        "bed_readings",
+        "battery_readings",
+        "positions",
+        "device_events",
+        "device_status",
+    } <= set(info.hypertables)
     kinds = {(p.table, p.kind) for p in info.policies}
     assert ("vitals", "policy_compression") in kinds
     assert ("accel_bursts", "policy_retention") in kinds
@@ -58,7 +65,9 @@ def test_continuous_aggregate_is_used(ts_url: str) -> None:
             "(now() - interval '10 minutes' + interval '1 second', 'wb-1', 2, now(), 80)"
         )
         conn.execute("CALL refresh_continuous_aggregate('vitals_1m', NULL, NULL)")
-        row = conn.execute("SELECT heart_rate, n FROM vitals_1m WHERE device_id = 'wb-1'").fetchone()
+        row = conn.execute(
+            "SELECT heart_rate, n FROM vitals_1m WHERE device_id = 'wb-1'"
+        ).fetchone()
     assert row is not None and row[1] == 2 and abs(row[0] - 70.0) < 1e-6
 
 

@@ -39,8 +39,13 @@ def _publisher(broker_url: str, name: str) -> MqttClient:
     host, port = _host_port(broker_url)
     # A persistent session, as a device with an offline backlog keeps: what the broker has
     # not acknowledged is sent again after a reconnect.
-    client = MqttClient(host=host, port=port, client_id=f"{name}-{uuid.uuid4().hex[:6]}", persistent=True,
-                        protocol_v5=False)
+    client = MqttClient(
+        host=host,
+        port=port,
+        client_id=f"{name}-{uuid.uuid4().hex[:6]}",
+        persistent=True,
+        protocol_v5=False,
+    )
     client.connect_inline()
     return client
 
@@ -54,7 +59,7 @@ def _stored(url: str) -> tuple[int, int, set[tuple[str, int]]]:
 
 def _count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -87,7 +92,9 @@ class _Stream:
 
     def _run(self) -> None:
         try:
-            self.report = publish_fleet(self._client, self.fleet, seconds=self.seconds, on_sent=self._on_sent)
+            self.report = publish_fleet(
+                self._client, self.fleet, seconds=self.seconds, on_sent=self._on_sent
+            )
         except BaseException as exc:
             self.error = exc
 
@@ -108,10 +115,14 @@ class _Stream:
 
 
 def _assert_exactly_once(url: str, expected: set[tuple[str, int]], timeout: float = 90) -> None:
-    wait_until(lambda: _stored(url)[0] >= len(expected), timeout, f"{len(expected)} readings to be stored")
+    wait_until(
+        lambda: _stored(url)[0] >= len(expected), timeout, f"{len(expected)} readings to be stored"
+    )
     time.sleep(1.0)  # anything doubled would arrive now
     rows, distinct, keys = _stored(url)
-    assert keys == expected, f"missing: {sorted(expected - keys)[:5]}, unexpected: {sorted(keys - expected)[:5]}"
+    assert keys == expected, (
+        f"missing: {sorted(expected - keys)[:5]}, unexpected: {sorted(keys - expected)[:5]}"
+    )
     assert rows == distinct == len(expected), f"{rows} rows for {len(expected)} readings"
     assert _count(url, "accel_bursts") == len(expected)
 
@@ -122,7 +133,9 @@ def test_sigkill_of_the_ingester_loses_and_doubles_nothing(
     devices = [f"kill-wb-{i:03d}" for i in range(200)]
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, devices)
-    ingester = IngestProcess(_ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log")
+    ingester = IngestProcess(
+        _ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+    )
     ingester.start()
     stream = _Stream(private_broker.url, topic_prefix, devices, seconds=60)
     try:
@@ -145,7 +158,9 @@ def test_broker_restart_loses_and_doubles_nothing(
     devices = [f"brk-wb-{i:03d}" for i in range(100)]
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, devices)
-    ingester = IngestProcess(_ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log")
+    ingester = IngestProcess(
+        _ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+    )
     ingester.start()
     try:
         first = _Stream(private_broker.url, topic_prefix, devices, seconds=30)
@@ -159,7 +174,9 @@ def test_broker_restart_loses_and_doubles_nothing(
         second.join()
         expected = first.expected | second.expected
         # Seconds 0-29 were sent twice with different timestamps; seqs 0-59 per device in all.
-        wait_until(lambda: _stored(db_url)[1] >= len(expected), 90, "all readings after the broker restart")
+        wait_until(
+            lambda: _stored(db_url)[1] >= len(expected), 90, "all readings after the broker restart"
+        )
         rows, _distinct, keys = _stored(db_url)
         assert keys == expected
         assert rows == len(first.expected) + len(second.expected)
@@ -169,7 +186,10 @@ def test_broker_restart_loses_and_doubles_nothing(
 
 
 def test_database_restart_loses_and_doubles_nothing(
-    private_postgres: PrivatePostgres, private_broker: PrivateBroker, topic_prefix: str, tmp_path: Path
+    private_postgres: PrivatePostgres,
+    private_broker: PrivateBroker,
+    topic_prefix: str,
+    tmp_path: Path,
 ) -> None:
     db.create_database(private_postgres.url, "anxin")
     url = with_database(private_postgres.url, "anxin")
@@ -177,7 +197,9 @@ def test_database_restart_loses_and_doubles_nothing(
     devices = [f"dbr-wb-{i:03d}" for i in range(100)]
     with psycopg.connect(url) as conn:
         ensure_devices(conn, devices)
-    ingester = IngestProcess(_ingest_env(url, private_broker.url, topic_prefix), tmp_path / "ingest.log")
+    ingester = IngestProcess(
+        _ingest_env(url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+    )
     ingester.start()
     try:
         stream = _Stream(private_broker.url, topic_prefix, devices, seconds=80)
@@ -197,16 +219,22 @@ def test_database_restart_loses_and_doubles_nothing(
 
 
 @pytest.fixture
-def running_ingester(db_url: str, shared_broker_url: str, topic_prefix: str) -> Iterator[IngestService]:
+def running_ingester(
+    db_url: str, shared_broker_url: str, topic_prefix: str
+) -> Iterator[IngestService]:
     settings = load_settings(
         db={"url": db_url},
-        mqtt={"url": shared_broker_url, "topic_prefix": topic_prefix, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
+        mqtt={
+            "url": shared_broker_url,
+            "topic_prefix": topic_prefix,
+            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+        },
         ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
     )
     service = IngestService(settings)
     thread = threading.Thread(target=service.run, name="test-ingest")
     thread.start()
-    wait_until(lambda: service.metrics.connected._value.get() == 1, 20, "the ingester to connect")  # noqa: SLF001
+    wait_until(lambda: service.metrics.connected._value.get() == 1, 20, "the ingester to connect")
     try:
         yield service
     finally:
@@ -228,19 +256,43 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_around_it_is_
     telemetry = f"{topic_prefix}/dev/bad-wb-001/telemetry"
     bad: dict[str, tuple[str, bytes]] = {
         "unknown_device": (f"{topic_prefix}/dev/ghost-wb-999/telemetry", _good(1, now)),
-        "device_mismatch": (telemetry, orjson.dumps({"v": 1, "ts": now, "seq": 900, "dev": "other-wb-002",
-                                                     "vitals": {"hr": 70}})),
+        "device_mismatch": (
+            telemetry,
+            orjson.dumps(
+                {"v": 1, "ts": now, "seq": 900, "dev": "other-wb-002", "vitals": {"hr": 70}}
+            ),
+        ),
         "malformed_json": (telemetry, b'{"v": 1, "ts": 17'),
-        "schema": (telemetry, orjson.dumps({"v": 1, "ts": now, "seq": 901, "vitals": {"hr": "seventy"}})),
-        "non_finite": (telemetry, f'{{"v": 1, "ts": {now}, "seq": 902, "vitals": {{"hr": NaN}}}}'.encode()),
-        "out_of_range": (telemetry, orjson.dumps({"v": 1, "ts": now, "seq": 903, "vitals": {"hr": 900}})),
-        "future_timestamp": (telemetry, orjson.dumps({"v": 1, "ts": now + 86_400_000, "seq": 904, "vitals": {"hr": 70}})),
+        "schema": (
+            telemetry,
+            orjson.dumps({"v": 1, "ts": now, "seq": 901, "vitals": {"hr": "seventy"}}),
+        ),
+        "non_finite": (
+            telemetry,
+            f'{{"v": 1, "ts": {now}, "seq": 902, "vitals": {{"hr": NaN}}}}'.encode(),
+        ),
+        "out_of_range": (
+            telemetry,
+            orjson.dumps({"v": 1, "ts": now, "seq": 903, "vitals": {"hr": 900}}),
+        ),
+        "future_timestamp": (
+            telemetry,
+            orjson.dumps({"v": 1, "ts": now + 86_400_000, "seq": 904, "vitals": {"hr": 70}}),
+        ),
         "before_registration": (
             f"{topic_prefix}/dev/new-wb-003/telemetry",
             orjson.dumps({"v": 1, "ts": now - 2 * 86_400_000, "seq": 905, "vitals": {"hr": 70}}),
         ),
-        "oversized": (telemetry, orjson.dumps({"v": 1, "ts": now, "seq": 906, "vitals": {"hr": 70}, "pad": "x" * 70_000})),
-        "unsupported_version": (telemetry, orjson.dumps({"v": 2, "ts": now, "seq": 907, "heart": 70})),
+        "oversized": (
+            telemetry,
+            orjson.dumps(
+                {"v": 1, "ts": now, "seq": 906, "vitals": {"hr": 70}, "pad": "x" * 70_000}
+            ),
+        ),
+        "unsupported_version": (
+            telemetry,
+            orjson.dumps({"v": 2, "ts": now, "seq": 907, "heart": 70}),
+        ),
     }
     spo2 = (telemetry, orjson.dumps({"v": 1, "ts": now, "seq": 908, "vitals": {"spo2": 140}}))
     client = _publisher(shared_broker_url, "bad-input")
@@ -258,9 +310,16 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_around_it_is_
 
     def letters() -> list[tuple[str, str, bytes]]:
         with psycopg.connect(db_url) as conn:
-            return [(r[0], r[1], bytes(r[2])) for r in conn.execute("SELECT reason, detail, payload FROM dead_letters")]
+            return [
+                (r[0], r[1], bytes(r[2]))
+                for r in conn.execute("SELECT reason, detail, payload FROM dead_letters")
+            ]
 
-    wait_until(lambda: len(letters()) >= len(bad) + 1 and _stored(db_url)[0] >= seq, 30, "every message to land")
+    wait_until(
+        lambda: len(letters()) >= len(bad) + 1 and _stored(db_url)[0] >= seq,
+        30,
+        "every message to land",
+    )
     found = letters()
     by_reason: dict[str, list[tuple[str, bytes]]] = {}
     for reason, detail, payload in found:
@@ -272,11 +331,15 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_around_it_is_
     assert "hr" in details and "spo2" in details and "300" in details and "100" in details
     assert "ghost-wb-999" in by_reason["unknown_device"][0][0]
     rows, distinct, keys = _stored(db_url)
-    assert keys == {("bad-wb-001", s) for s in range(seq)}, "a good message was lost around a bad one"
+    assert keys == {("bad-wb-001", s) for s in range(seq)}, (
+        "a good message was lost around a bad one"
+    )
     assert rows == distinct == seq
     counted = {
         s.labels["reason"]: s.value
-        for m in running_ingester.metrics.dead_lettered.collect() for s in m.samples if s.name.endswith("_total")
+        for m in running_ingester.metrics.dead_lettered.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
     }
     assert counted["out_of_range"] == 2
     assert all(counted.get(r, 0) >= 1 for r in bad)
@@ -301,5 +364,10 @@ def test_a_redelivered_message_is_stored_once(
     time.sleep(1.0)
     rows, distinct, _keys = _stored(db_url)
     assert rows == distinct == 20
-    dup = sum(s.value for m in running_ingester.metrics.duplicates.collect() for s in m.samples if s.name.endswith("_total"))
+    dup = sum(
+        s.value
+        for m in running_ingester.metrics.duplicates.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
     assert dup == 20
