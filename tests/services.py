@@ -99,6 +99,10 @@ def render_broker_config(
             line = "allow_anonymous true"
         elif anonymous and raw.startswith(("password_file", "acl_file")):
             continue
+        elif raw.startswith("password_file") and password_file is not None:
+            line = f"password_file {password_file}"
+        elif raw.startswith("acl_file") and acl_file is not None:
+            line = f"acl_file {acl_file}"
         lines.append(line)
     lines.append(extra)
     path = data_dir / "mosquitto.conf"
