@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from devices.registry import RegistryError
+
 _SEPARATORS: Final = re.compile(r"[\s\-().\u3000\uff08\uff09]+")
 _MOBILE: Final = re.compile(r"^1[3-9]\d{9}$")
 _LOCAL: Final = re.compile(r"^[2-9]\d{6,7}$")
@@ -33,7 +35,7 @@ class PhoneKind(StrEnum):
     LANDLINE = "landline"
 
 
-class PhoneError(ValueError):
+class PhoneError(RegistryError):
     """A string that is not a Chinese mobile or landline number."""
 
 
