@@ -488,3 +488,29 @@ def test_the_command_line_refuses_without_the_ingest_account(
     assert code == 1
     assert "ANXIN_MQTT__USERNAME" in capsys.readouterr().err
     assert not (tmp_path / "pw").exists()
+
+
+def _acl_blocks(text: str) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = {}
+    user = ""
+    for line in text.splitlines():
+        if line.startswith("user "):
+            user = line.removeprefix("user ")
+            blocks[user] = []
+        elif line.startswith("topic "):
+            blocks[user].append(line)
+    return blocks
+
+
+def test_the_documented_acl_example_is_what_the_renderer_writes() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "anxin.acl.example"
+    rows = [
+        DeviceAccount("wb-0001", _hash("w")),
+        DeviceAccount("hub-0003", _hash("h")),
+        DeviceAccount("bed-0007", None, gateway_id="hub-0003"),
+    ]
+    services = [
+        ServiceAccount("anxin-ingest", _hash("i"), ServiceRole.INGEST),
+        ServiceAccount("ops", _hash("o"), ServiceRole.MONITOR),
+    ]
+    assert _acl_blocks(example.read_text()) == _acl_blocks(render_acl(rows, "anxin/v1", services))
