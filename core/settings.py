@@ -33,6 +33,8 @@ DEFAULT_DEVICE_SECRET_PEPPER = "dev-only-pepper-change-me"  # noqa: S105 - refus
 #: Development field-encryption key (base64 of 32 bytes), refused in production.
 DEFAULT_FIELD_KEY = "YW54aW4tZGV2LW9ubHktZmllbGQta2V5LTMyYnl0ZSE="
 DEFAULT_FIELD_KEY_ID = "dev"
+DEFAULT_DISPATCH120_SECRET = "dev-only-120-secret-change-me"  # noqa: S105 - refused in production
+DEFAULT_ACK_SECRET = "dev-only-ack-secret-change-me"  # noqa: S105 - refused in production
 
 
 class Environment(StrEnum):
@@ -225,6 +227,57 @@ class RegistrySettings(_Section):
         return value
 
 
+class AlertsSettings(_Section):
+    dispatch120_url: str = Field(
+        "http://127.0.0.1:8120/anxin/emergency",
+        description="URL of the 120 dispatch centre's endpoint that receives the signed push.",
+    )
+    dispatch120_secret: SecretStr = Field(
+        SecretStr(DEFAULT_DISPATCH120_SECRET),
+        description="HMAC-SHA256 key shared with the 120 dispatch centre. Must be set in production.",
+    )
+    operator_url: str | None = Field(
+        None, description="Apprise URL of the care operator's channel (device trouble, give-ups)."
+    )
+    sms_url: str | None = Field(
+        None,
+        description="Apprise URL of an SMS gateway with {phone} in it, for recipients that have a "
+        "phone but no channel of their own (e.g. json://sms.example/send?to={phone}).",
+    )
+    ack_base_url: str = Field(
+        "http://127.0.0.1:8080/api/v1/ack/",
+        description="Acknowledge links in messages are this URL followed by the token.",
+    )
+    ack_secret: SecretStr = Field(
+        SecretStr(DEFAULT_ACK_SECRET),
+        description="Key the acknowledge tokens are derived from. Must be set in production.",
+    )
+    ack_ttl_s: float = Field(24 * 3600.0, gt=0, description="How long an acknowledge link works.")
+    routing_file: Path | None = Field(
+        None, description="A routing policy (YAML) replacing alerts/routing.yaml."
+    )
+    fall_cancel_window_s: float = Field(
+        30.0, gt=0, le=600, description="Cancel window of a suspected fall before it opens."
+    )
+    fall_grace_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="After the cancel window, how long the detector's own verdict is awaited "
+        "before the clock opens the alert.",
+    )
+    escalation_scale: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Multiplies every tier delay and reminder interval of the routing policy "
+        "(e.g. 0.5 escalates twice as fast).",
+    )
+    escalation_every_s: float = Field(
+        5.0, gt=0, le=300, description="How often the escalation clock looks for due alerts."
+    )
+
+
 class Settings(BaseSettings):
     """Everything an Anxin process can be configured with."""
 
@@ -248,6 +301,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
 
     def check_production(self) -> None:
         """Refuse development defaults for secrets outside development and test."""
@@ -264,12 +318,24 @@ class Settings(BaseSettings):
                 "Config 'ANXIN_REGISTRY__FIELD_KEYS' holds the development key. "
                 "Set keys of 32 random bytes (base64) in production."
             )
+        if self.alerts.dispatch120_secret.get_secret_value() == DEFAULT_DISPATCH120_SECRET:
+            raise ConfigError(
+                "Config 'ANXIN_ALERTS__DISPATCH120_SECRET' has the development default. "
+                "Set the key agreed with the 120 dispatch centre in production."
+            )
+        if self.alerts.ack_secret.get_secret_value() == DEFAULT_ACK_SECRET:
+            raise ConfigError(
+                "Config 'ANXIN_ALERTS__ACK_SECRET' has the development default. "
+                "Set a random secret in production."
+            )
 
 
 def _describe(error: dict[str, Any]) -> str:
     key = "ANXIN_" + "__".join(str(part).upper() for part in error.get("loc", ()))
     # Never echo a secret back into a message or a log.
-    value = "***" if "field_keys" in error.get("loc", ()) else error.get("input")
+    loc = error.get("loc", ())
+    secret = "field_keys" in loc or any(str(p).endswith("_secret") for p in loc)
+    value = "***" if secret else error.get("input")
     return f"Config {key!r} has value {value!r}. {error.get('msg', 'invalid')}."
 
 
