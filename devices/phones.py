@@ -77,6 +77,8 @@ def normalise_phone(raw: str, *, default_area_code: str | None = None) -> Phone:
         text, international = text[3:], True
     elif text.startswith("0086"):
         text, international = text[4:], True
+    if not text:
+        raise PhoneError(f"Phone {raw!r} is empty. Expected a mobile or a landline with its area code.")
     if not text.isascii() or not text.isdigit():
         raise PhoneError(f"Phone {raw!r} has characters other than digits, spaces, dashes, parentheses or a leading +.")
     if not international and len(text) == 13 and text.startswith("86") and _MOBILE.match(text[2:]):
