@@ -26,8 +26,10 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.routes import registry_routers
+from api.routes.registry import install_error_handlers
 from core.db import load_migrations, redact_url
 from core.settings import Settings
+from devices.crypto import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,8 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    app.state.keyring = Keyring.from_settings(settings.registry)
+    install_error_handlers(app)
     for router in registry_routers():
         app.include_router(router)
 

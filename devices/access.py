@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 from core.errors import AnxinError
@@ -397,7 +398,9 @@ def open_emergency_alert(conn: Conn, resident_id: uuid.UUID) -> int | None:
     """The id of an open emergency alert of the resident; None while no alerts table exists.
 
     The hook for the alerts package: it looks for a table ``alerts`` with ``id``,
-    ``resident_id`` and ``status`` and counts statuses pending, open and acknowledged as open.
+    ``resident_id`` and a ``state`` (or ``status``) column, and counts pending, open,
+    acknowledged and dispatched alerts as open; where the table has ``severity``, only high
+    and emergency alerts count.
     """
     columns = {
         r[0]
@@ -406,14 +409,21 @@ def open_emergency_alert(conn: Conn, resident_id: uuid.UUID) -> int | None:
                 WHERE attrelid = to_regclass('alerts') AND attnum > 0 AND NOT attisdropped"""
         ).fetchall()
     }
-    if not {"id", "resident_id", "status"} <= columns:
+    state = "state" if "state" in columns else "status"
+    if not {"id", "resident_id", state} <= columns:
         return None
-    row = conn.execute(
+    query = sql.SQL(
         """SELECT id FROM alerts
-            WHERE resident_id = %s AND status IN ('pending', 'open', 'acknowledged')
-            ORDER BY id DESC LIMIT 1""",
-        (resident_id,),
-    ).fetchone()
+            WHERE resident_id = %s AND {state} IN ('pending', 'open', 'acknowledged', 'dispatched')
+              AND {severity}
+            ORDER BY id DESC LIMIT 1"""
+    ).format(
+        state=sql.Identifier(state),
+        severity=sql.SQL("severity IN ('high', 'emergency')")
+        if "severity" in columns
+        else sql.SQL("true"),
+    )
+    row = conn.execute(query, (resident_id,)).fetchone()
     return None if row is None else int(row[0])
 
 

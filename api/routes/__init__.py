@@ -7,6 +7,6 @@ from fastapi import APIRouter
 
 def registry_routers() -> list[APIRouter]:
     """The routers of the registry API, access and audit (imported here, not at package import)."""
-    from api.routes import access  # noqa: PLC0415 - keeps importing api.routes cheap
+    from api.routes import access, registry  # noqa: PLC0415 - keeps importing api.routes cheap
 
-    return [access.router]
+    return [access.router, registry.router]

@@ -166,13 +166,25 @@ def test_audit_rows_cannot_be_updated_or_deleted(conn: psycopg.Connection[Any]) 
 
 
 @pytest.mark.integration
-def test_no_open_emergency_until_an_alerts_table_exists(conn: psycopg.Connection[Any]) -> None:
+def test_open_emergency_hook_reads_an_alerts_table_when_there_is_one(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # A schema of its own first on the search path: whatever the migrations hold, "alerts"
+    # here is first absent, then this test's table.
+    conn.execute("CREATE SCHEMA hook_test")
+    conn.execute("SET search_path = hook_test")
     assert access.has_open_emergency(conn, ELDER) is False
-    conn.execute("CREATE TABLE alerts (id bigserial PRIMARY KEY, resident_id uuid, status text)")
-    conn.execute("INSERT INTO alerts (resident_id, status) VALUES (%s, 'resolved')", (ELDER,))
-    assert access.has_open_emergency(conn, ELDER) is False
-    conn.execute("INSERT INTO alerts (resident_id, status) VALUES (%s, 'open')", (ELDER,))
-    assert access.open_emergency_alert(conn, ELDER) == 2
+    conn.execute(
+        "CREATE TABLE hook_test.alerts (id bigserial PRIMARY KEY, resident_id uuid,"
+        " state text, severity text)"
+    )
+    rows = [("resolved", "emergency"), ("open", "low"), ("open", "emergency")]
+    for state, severity in rows:
+        conn.execute(
+            "INSERT INTO hook_test.alerts (resident_id, state, severity) VALUES (%s, %s, %s)",
+            (ELDER, state, severity),
+        )
+    assert access.open_emergency_alert(conn, ELDER) == 3
     assert access.has_open_emergency(conn, OTHER) is False
 
 
