@@ -46,7 +46,9 @@ def _cmd_db(args: argparse.Namespace) -> int:
         kind = "continuous aggregates" if info.mode == "timescale" else "views"
         print(f"{kind}: {', '.join(info.aggregates)}")
     if info.mode == "native":
-        print("policies:   none in native mode (no compression; run `anxin db prune` for retention)")
+        print(
+            "policies:   none in native mode (no compression; run `anxin db prune` for retention)"
+        )
     return 0 if info.version == info.latest else 1
 
 
@@ -110,15 +112,25 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_detectors(args: argparse.Namespace) -> int:
-    from detectors import evaluation  # noqa: PLC0415
-
-    return int(evaluation.main(args.rest))
+def _cmd_delegated(args: argparse.Namespace) -> int:
+    """Listed in --help; main() hands these commands their arguments before argparse runs."""
+    return (
+        _delegated(
+            [
+                args.command,
+                *([args.devices_command] if args.command == "devices" else []),
+                *args.rest,
+            ]
+        )
+        or 0
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anxin", description="Anxin: smart home care backend.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_db = sub.add_parser("db", help="database schema")
@@ -130,19 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_ingest = sub.add_parser("ingest", help="run the MQTT ingester until Ctrl-C")
     p_ingest.set_defaults(func=_cmd_ingest)
 
-    p_sim = sub.add_parser("simulate", help="simulated wristbands publishing vitals and accelerometer bursts")
+    p_sim = sub.add_parser(
+        "simulate", help="simulated wristbands publishing vitals and accelerometer bursts"
+    )
     p_sim.add_argument("--devices", type=int, default=10)
     p_sim.add_argument("--seconds", type=int, default=60)
-    p_sim.add_argument("--fast", action="store_true", help="as fast as the broker takes them, not real time")
+    p_sim.add_argument(
+        "--fast", action="store_true", help="as fast as the broker takes them, not real time"
+    )
     p_sim.add_argument("--encoding", choices=["i16", "json"], default="i16")
-    p_sim.add_argument("--register", action="store_true", help="register the simulated devices first")
+    p_sim.add_argument(
+        "--register", action="store_true", help="register the simulated devices first"
+    )
     p_sim.add_argument("--id-prefix", default="sim-wb")
     p_sim.set_defaults(func=_cmd_simulate)
 
     p_demo = sub.add_parser("demo", help="services, simulators and what they store, until Ctrl-C")
     p_demo.add_argument("--devices", type=int, default=20)
     p_demo.add_argument(
-        "--embedded", choices=["auto", "always", "never"], default="auto",
+        "--embedded",
+        choices=["auto", "always", "never"],
+        default="auto",
         help="start an embedded PostgreSQL and broker when none is reachable (auto)",
     )
     p_demo.set_defaults(func=_cmd_demo)
@@ -156,16 +176,57 @@ def build_parser() -> argparse.ArgumentParser:
     p_ret = dev_sub.add_parser("retire", help="retire a device: its messages are refused")
     p_ret.add_argument("device_id")
     p_dev.set_defaults(func=_cmd_devices)
+    p_auth = dev_sub.add_parser(
+        "broker-auth",
+        help="write Mosquitto's password and ACL files from the registry (see --help)",
+        add_help=False,
+    )
+    p_auth.add_argument("rest", nargs=argparse.REMAINDER)
+    p_auth.set_defaults(func=_cmd_delegated)
+    for name, text in (
+        ("rotate", "new secret for a device, shown once"),
+        ("revoke", "revoke a device's credentials"),
+    ):
+        p_cred = dev_sub.add_parser(name, help=text, add_help=False)
+        p_cred.add_argument("rest", nargs=argparse.REMAINDER)
+        p_cred.set_defaults(func=_cmd_delegated)
 
     p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
     p_det.add_argument("rest", nargs=argparse.REMAINDER)
-    p_det.set_defaults(func=_cmd_detectors)
+    p_det.set_defaults(func=_cmd_delegated)
     return parser
 
 
+def _delegated(argv: list[str]) -> int | None:
+    """Commands with parsers of their own get their arguments untouched (``--help`` included)."""
+    if argv[:2] == ["devices", "broker-auth"]:
+        from devices.credentials import main_broker_auth  # noqa: PLC0415
+
+        return main_broker_auth(argv[2:])
+    if argv[:2] in (["devices", "rotate"], ["devices", "revoke"]):
+        from devices.credentials import main_credentials  # noqa: PLC0415
+
+        return main_credentials(argv[1:])
+    if argv[:1] == ["detectors"]:
+        from detectors import evaluation  # noqa: PLC0415
+
+        return int(evaluation.main(argv[1:]))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if args_list and not args_list[0].startswith("-"):
+        _setup_logging("INFO")
+        try:
+            delegated = _delegated(args_list)
+        except AnxinError as exc:
+            print(f"anxin: {exc}", file=sys.stderr)
+            return 2
+        if delegated is not None:
+            return delegated
+    args = parser.parse_args(args_list)
     _setup_logging(args.log_level)
     try:
         return int(args.func(args))

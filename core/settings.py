@@ -29,7 +29,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 
-DEFAULT_DEVICE_SECRET_PEPPER = "dev-only-pepper-change-me"  # noqa: S105 - refused outside development
 #: Development field-encryption key (base64 of 32 bytes), refused in production.
 DEFAULT_FIELD_KEY = "YW54aW4tZGV2LW9ubHktZmllbGQta2V5LTMyYnl0ZSE="
 DEFAULT_FIELD_KEY_ID = "dev"
@@ -276,6 +275,36 @@ class AlertsSettings(_Section):
     escalation_every_s: float = Field(
         5.0, gt=0, le=300, description="How often the escalation clock looks for due alerts."
     )
+    dispatch120_format: Literal["json", "cap"] = Field(
+        "json",
+        description="Body of the 120 push: Anxin's JSON emergency record, or CAP 1.2 XML "
+        "(application/cap+xml) for dispatch systems that take CAP.",
+    )
+    cap_sender: str = Field(
+        "anxin@localhost",
+        pattern=r"^[^\s,<&]+$",
+        description="CAP 'sender' of the 120 push (no spaces, commas, '<' or '&').",
+    )
+    delivery_max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts of one delivery before it gives up (and the "
+        "operator is told)."
+    )
+    delivery_max_age_s: float = Field(
+        6 * 3600.0, gt=0, description="A failing delivery older than this gives up."
+    )
+    delivery_backoff_base_s: float = Field(
+        1.0, gt=0, le=3600, description="Retry delay after the first failure; doubles each time."
+    )
+    delivery_backoff_max_s: float = Field(
+        300.0, gt=0, le=86400, description="Longest delay between two attempts of a delivery."
+    )
+    delivery_lease_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How long a worker holds a claimed delivery; a worker that dies mid-send "
+        "leaves it to another after this. Keep it above the 120 push timeout.",
+    )
 
 
 class Settings(BaseSettings):
@@ -292,10 +321,6 @@ class Settings(BaseSettings):
         Environment.DEVELOPMENT, description="development, test or production."
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
-    device_secret_pepper: SecretStr = Field(
-        SecretStr(DEFAULT_DEVICE_SECRET_PEPPER),
-        description="Server-side pepper mixed into device secret hashes. Must be set in production.",
-    )
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -307,11 +332,6 @@ class Settings(BaseSettings):
         """Refuse development defaults for secrets outside development and test."""
         if self.environment is not Environment.PRODUCTION:
             return
-        if self.device_secret_pepper.get_secret_value() == DEFAULT_DEVICE_SECRET_PEPPER:
-            raise ConfigError(
-                "Config 'ANXIN_DEVICE_SECRET_PEPPER' has the development default. "
-                "Set a random secret in production."
-            )
         keys = self.registry.field_keys.values()
         if any(k.get_secret_value() == DEFAULT_FIELD_KEY for k in keys):
             raise ConfigError(
