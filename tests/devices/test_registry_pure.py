@@ -42,7 +42,8 @@ from devices.phones import PhoneError, PhoneKind, normalise_phone
         ("10 61234567", "01061234567", PhoneKind.LANDLINE),
         ("0571-8765-4321", "057187654321", PhoneKind.LANDLINE),
         ("571 87654321", "057187654321", PhoneKind.LANDLINE),
-        ("０５３１－８６１２３４５６", "053186123456", PhoneKind.LANDLINE),
+        # Full-width digits and dash, as a Chinese IME types them.
+        ("０５３１－８６１２３４５６", "053186123456", PhoneKind.LANDLINE),  # noqa: RUF001
     ],
 )
 def test_phone_forms_normalise_to_one(raw: str, national: str, kind: PhoneKind) -> None:
