@@ -6,16 +6,19 @@ devices/access.py. Storage is devices/repository.py; errors map to 404, 409 and 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CurrentPrincipal, DbConn, authorize_resident, require
-from devices import access
+from devices import access, csv_io
 from devices import repository as repo
 from devices.access import Action, Decision, Principal, Role
 from devices.crypto import Keyring
@@ -59,6 +62,7 @@ from devices.phones import PhoneError
 from devices.registry import RegistryError
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
+bulk_router = APIRouter(prefix="/api/v1", tags=["registry"])
 
 Writer = Annotated[Principal, Depends(require(Action.REGISTRY_WRITE))]
 Lister = Annotated[Principal, Depends(require(Action.RESIDENT_LIST))]
@@ -596,3 +600,103 @@ def lookup_caller(
         )
         out.append(LookupMatch(match=m, profile=profile))
     return LookupOut(raw=found.raw, national=found.national, matches=out)
+
+
+# --- CSV import and export ------------------------------------------------------------------
+# On a router of their own, included before ``router``: /residents/export must not be taken
+# for /residents/{resident_id}.
+
+
+class RowErrorOut(BaseModel):
+    row: int = Field(description="Row number as in a spreadsheet (the header is row 1).")
+    column: str
+    message: str
+
+
+class ImportOut(BaseModel):
+    imported: int
+    resident_ids: list[uuid.UUID]
+    errors: list[RowErrorOut]
+
+
+_CSV_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+_MAX_CSV_BYTES = 20 * 1024 * 1024
+
+
+@bulk_router.post(
+    "/residents/import",
+    openapi_extra=_CSV_BODY,
+    responses={422: {"model": ImportOut, "description": "Nothing imported; every bad row."}},
+)
+async def import_residents(
+    request: Request,
+    conn: DbConn,
+    keys: Keys,
+    principal: Annotated[Principal, Depends(require(Action.BULK))],
+) -> JSONResponse:
+    """Residents, profiles and contacts from CSV (devices/csv_io.py): all rows or none.
+
+    With any bad row nothing is written and the answer is 422 with every problem by row.
+    """
+    raw = await request.body()
+    if len(raw) > _MAX_CSV_BYTES:
+        raise HTTPException(status_code=413, detail=f"CSV over {_MAX_CSV_BYTES} bytes.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(
+            status_code=422, detail=f"CSV is not UTF-8 (byte {exc.start}): {exc.reason}."
+        ) from exc
+    # The import is sync database work: off the event loop.
+    report = await run_in_threadpool(
+        csv_io.import_residents, conn, text, keyring=keys, by=_by(principal)
+    )
+    out = ImportOut(
+        imported=report.imported,
+        resident_ids=list(report.resident_ids),
+        errors=[RowErrorOut(row=e.row, column=e.column, message=e.message) for e in report.errors],
+    )
+    return JSONResponse(out.model_dump(mode="json"), status_code=422 if out.errors else 200)
+
+
+@bulk_router.get("/residents/export", response_class=PlainTextResponse)
+def export_residents(
+    conn: DbConn,
+    keys: Keys,
+    principal: Annotated[Principal, Depends(require(Action.BULK))],
+    include_profiles: bool = False,
+) -> PlainTextResponse:
+    """Residents and contacts as CSV in the import format; health fields only for admins who
+    ask (``include_profiles``), and then the export is audited."""
+    text = csv_io.export_residents(conn, keyring=keys)
+    if include_profiles:
+        decision = access.decide(principal, Action.PROFILE_READ)
+        if access.scope_of(principal.role, Action.PROFILE_READ) is not access.Scope.ALL:
+            decision = Decision(False, f"role {principal.role} may not export profiles")
+        access.audit(conn, principal, Action.PROFILE_READ, decision, purpose="CSV export")
+        if not decision.granted:
+            raise HTTPException(status_code=403, detail=f"Forbidden: {decision.reason}.")
+    else:
+        text = _drop_columns(text, set(csv_io.PROFILE_COLUMNS))
+    return PlainTextResponse(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="residents.csv"'},
+    )
+
+
+def _drop_columns(text: str, drop: set[str]) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return text
+    keep = [i for i, name in enumerate(rows[0]) if name not in drop]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        writer.writerow([row[i] for i in keep])
+    return out.getvalue()

@@ -260,3 +260,53 @@ async def test_operator_manages_the_registry_without_health_fields(
     assert (await http.get("/api/v1/audit", headers=operator)).status_code == 403
     unverified = await http.get("/api/v1/profiles/unverified", headers=operator)
     assert [r["resident_id"] for r in unverified.json()] == [rid]
+
+
+CSV_GOOD = (
+    "name,sex,birth_date,landline,community,flags,blood_type,allergies,contact1_name,"
+    "contact1_role,contact1_phones\n"
+    "Test Csv One,male,1940-01-01,0531-8888 0101,Sample Garden,living_alone,O+,penicillin,"
+    "Test Child One,child,13800138001\n"
+    "Test Csv Two,female,1941-02-02,0531-8888 0102,Sample Garden,,,,,,\n"
+)
+
+
+async def test_csv_with_one_bad_row_imports_nothing(http: httpx.AsyncClient, db_url: str) -> None:
+    admin = _token(db_url, Role.ADMIN)
+    csv_headers = {**admin, "Content-Type": "text/csv"}
+    bad = CSV_GOOD + "Test Csv Three,dragon,1942-03-03,,,,,,,,\n"
+    response = await http.post("/api/v1/residents/import", headers=csv_headers, content=bad)
+    assert response.status_code == 422
+    report = response.json()
+    assert report["imported"] == 0
+    assert [(e["row"], e["column"]) for e in report["errors"]] == [(4, "sex")]
+    assert (await http.get("/api/v1/residents", headers=admin)).json()["total"] == 0
+
+    good = await http.post("/api/v1/residents/import", headers=csv_headers, content=CSV_GOOD)
+    assert good.status_code == 200, good.text
+    assert good.json()["imported"] == 2
+    assert (await http.get("/api/v1/residents", headers=admin)).json()["total"] == 2
+
+    operator = _token(db_url, Role.OPERATOR)
+    exported = await http.get("/api/v1/residents/export", headers=operator)
+    assert exported.status_code == 200
+    header = exported.text.splitlines()[0].split(",")
+    assert "name" in header
+    assert "allergies" not in header  # no health fields for operators
+    assert "Test Csv One" in exported.text
+    refused = await http.get(
+        "/api/v1/residents/export", headers=operator, params={"include_profiles": "true"}
+    )
+    assert refused.status_code == 403
+    full = await http.get(
+        "/api/v1/residents/export", headers=admin, params={"include_profiles": "true"}
+    )
+    assert "penicillin" in full.text
+    family = _token(db_url, Role.FAMILY)
+    assert (
+        await http.post(
+            "/api/v1/residents/import",
+            headers={**family, "Content-Type": "text/csv"},
+            content=CSV_GOOD,
+        )
+    ).status_code == 403
