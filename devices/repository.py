@@ -23,7 +23,6 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.abc import Query
 from psycopg.rows import dict_row
 
 from devices.crypto import Keyring
@@ -100,7 +99,7 @@ def _page_args(limit: int, offset: int) -> None:
         raise ValueError(f"offset {offset} is negative.")
 
 
-def _one(conn: Conn, query: Query, params: Sequence[Any], what: str) -> Row:
+def _one(conn: Conn, query: str | sql.SQL | sql.Composed, params: Sequence[Any], what: str) -> Row:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query, params).fetchone()
     if row is None:
@@ -108,7 +107,7 @@ def _one(conn: Conn, query: Query, params: Sequence[Any], what: str) -> Row:
     return row
 
 
-def _all(conn: Conn, query: Query, params: Sequence[Any] = ()) -> list[Row]:
+def _all(conn: Conn, query: str | sql.SQL | sql.Composed, params: Sequence[Any] = ()) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
 
