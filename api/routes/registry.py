@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import CurrentPrincipal, DbConn, authorize_resident, require
 from devices import access, csv_io
@@ -135,17 +136,23 @@ def list_residents(  # noqa: PLR0917 - FastAPI passes each query parameter as an
                 detail="A doctor lists residents of one of their teams: give team_id"
                 f" (yours: {', '.join(sorted(map(str, principal.team_ids))) or 'none'}).",
             )
-    search = ResidentSearch.model_validate(
-        {
-            "name": name,
-            "phone": phone,
-            "community_id": community_id,
-            "community_name": community,
-            "flags": frozenset(flag or ()),
-            "status": status,
-            "team_id": team_id,
-        }
-    )
+    try:
+        search = ResidentSearch.model_validate(
+            {
+                "name": name,
+                "phone": phone,
+                "community_id": community_id,
+                "community_name": community,
+                "flags": frozenset(flag or ()),
+                "status": status,
+                "team_id": team_id,
+            }
+        )
+    except ValidationError as exc:
+        # The same 422 as FastAPI's own, naming the query parameter.
+        raise RequestValidationError(
+            [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
     if principal.role is Role.FAMILY:
         relatives = [repo.get_resident(conn, r, keyring=keys) for r in principal.resident_ids]
         mine = sorted(
