@@ -1,0 +1,338 @@
+"""Test helpers of the delivery tests: a real HTTP receiver (a 120 dispatch centre stand-in)
+and a seeded registry with one elder, the full emergency profile and a care circle.
+
+The receiver is ``http.server`` in a thread on a free port. It verifies the signature with
+:func:`alerts.dispatch120.verify_signature`, answers from a script of status codes, can sleep
+while handling chosen requests, deduplicates by ``Idempotency-Key`` and records every arrival.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts.dispatch120 import verify_signature
+from devices import repository as registry
+from devices.crypto import Keyring
+from devices.model import (
+    Address,
+    BloodType,
+    ChannelIn,
+    CommunityIn,
+    ContactIn,
+    ContactRole,
+    ContractIn,
+    DoctorTeamIn,
+    HospitalIn,
+    ProfileIn,
+    ResidentIn,
+    ResponderNotes,
+    Sex,
+    TeamMemberIn,
+    TeamRole,
+)
+
+SECRET = "test-120-shared-secret"
+
+
+@dataclass
+class Arrival:
+    key: str | None
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+    status: int
+    duplicate: bool
+    at: float
+
+
+@dataclass
+class Receiver:
+    """Script: status codes answered to the first requests (then ``default``)."""
+
+    script: list[int] = field(default_factory=list)
+    default: int = 200
+    sleep_on: frozenset[int] = frozenset()  # 1-based request numbers to sleep in
+    sleep_s: float = 0.0
+    secret: str = SECRET
+    arrivals: list[Arrival] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)  # key -> times accepted
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            number = len(self.arrivals) + 1
+            status = self.script[number - 1] if number <= len(self.script) else self.default
+            key = headers.get("idempotency-key")
+            ok = verify_signature(
+                self.secret,
+                headers.get("x-anxin-timestamp", ""),
+                body,
+                headers.get("x-anxin-signature", ""),
+                now=time.time(),
+                tolerance=300,
+            )
+            if not ok:
+                status = 401
+            duplicate = False
+            if 200 <= status < 300 and key is not None:
+                duplicate = key in self.accepted
+                if not duplicate:
+                    self.accepted[key] = 1
+            self.arrivals.append(
+                Arrival(key, path, headers, body, ok, status, duplicate, time.monotonic())
+            )
+        if number in self.sleep_on:
+            time.sleep(self.sleep_s)
+        return status
+
+    def first_accepted(self) -> list[Arrival]:
+        with self.lock:
+            return [a for a in self.arrivals if 200 <= a.status < 300 and not a.duplicate]
+
+
+def serve(receiver: Receiver) -> Generator[Receiver, None, None]:
+    """Run ``receiver`` on 127.0.0.1 and a free port until the generator is closed."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status = receiver.handle(self.path, headers, body)
+            payload = b"{}" if status < 400 else b'{"error": "scripted"}'
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender was killed while we slept: that is the point of the test
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="receiver-120", daemon=True)
+    thread.start()
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/anxin/emergency"
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    resident_id: uuid.UUID
+    device_id: str
+    profile_version: int
+    child_name: str
+    work_unit_name: str
+
+
+def make_keyring() -> Keyring:
+    return Keyring({"t1": b"k" * 32}, "t1")
+
+
+def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001") -> Seeded:
+    """One elder with the full profile, care circle, a bound wristband, vitals and a position."""
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(url) as conn:
+        hospital = registry.create_hospital(
+            conn,
+            HospitalIn(
+                name="市第一人民医院", address="人民路 1 号", green_channel_phone="0371-66660120"
+            ),
+        )
+        community = registry.create_community(
+            conn, CommunityIn(name="幸福里社区", phone="0371-66661234")
+        )
+        resident = registry.create_resident(
+            conn,
+            ResidentIn(
+                name="王秀英",
+                sex=Sex.FEMALE,
+                birth_date=dt.date(1941, 3, 8),
+                landline="0371-65551234",
+                mobile="13800138000",
+                address=Address(
+                    province="河南省",
+                    city="郑州市",
+                    district="金水区",
+                    street="文化路 88 号",
+                    community="幸福里",
+                    text="3 号楼 2 单元 401",
+                    lat=34.7802,
+                    lon=113.6651,
+                ),
+                hospital_id=hospital.id,
+                community_id=community.id,
+            ),
+            keyring=keyring,
+        )
+        profile = registry.put_profile(
+            conn,
+            resident.id,
+            ProfileIn(
+                conditions=["高血压", "2 型糖尿病"],
+                medications=["氨氯地平 5 mg", "二甲双胍 500 mg"],
+                allergies=["青霉素"],
+                blood_type=BloodType.A_POS,
+                past_treatments=["2021 年心脏支架手术"],
+                responder_notes=ResponderNotes(door_code="门禁 4012#", mobility="需要轮椅"),
+            ),
+            by="test",
+            keyring=keyring,
+        )
+        child = registry.add_contact(
+            conn,
+            resident.id,
+            ContactIn(
+                name="李明",
+                role=ContactRole.CHILD,
+                priority=1,
+                phones=["13900139000"],
+                channel=ChannelIn(url="anxintest://child"),
+            ),
+            keyring=keyring,
+        )
+        unit = registry.add_contact(
+            conn,
+            resident.id,
+            ContactIn(
+                name="郑州纺织厂退休办",
+                role=ContactRole.WORK_UNIT,
+                priority=2,
+                phones=["0371-67890000"],
+            ),
+            keyring=keyring,
+        )
+        team = registry.create_team(
+            conn,
+            DoctorTeamIn(
+                name="金水区家庭医生一队",
+                institution="文化路社区卫生服务中心",
+                members=[TeamMemberIn(name="张医生", role=TeamRole.DOCTOR, phone="13700137000")],
+            ),
+            keyring=keyring,
+        )
+        registry.sign_contract(
+            conn,
+            resident.id,
+            ContractIn(
+                team_id=team.id,
+                service_package="慢病管理",
+                starts_on=dt.date(2025, 1, 1),
+                ends_on=dt.date(2030, 12, 31),
+            ),
+        )
+        conn.execute(
+            "INSERT INTO devices (device_id, kind, resident_id, status) VALUES (%s, 'wristband', %s, 'active')",
+            (device_id, resident.id),
+        )
+        conn.execute(
+            """INSERT INTO vitals (ts, device_id, seq, received_at, heart_rate, spo2, resp_rate)
+               VALUES (%s, %s, 1, %s, 118, 91, 24), (%s, %s, 2, %s, NULL, NULL, NULL)""",
+            (
+                now - dt.timedelta(minutes=2),
+                device_id,
+                now,
+                now - dt.timedelta(minutes=1),
+                device_id,
+                now,
+            ),
+        )
+        conn.execute(
+            """INSERT INTO positions (ts, device_id, seq, received_at, lat, lon, accuracy_m, indoor)
+               VALUES (%s, %s, 1, %s, 34.78031, 113.66522, 12, 'home')""",
+            (now - dt.timedelta(minutes=1), device_id, now),
+        )
+    return Seeded(resident.id, device_id, profile.version, child.name, unit.name)
+
+
+def insert_alert(
+    url: str,
+    seeded: Seeded,
+    recipients: Sequence[tuple[str, str, str, str, str]],
+    *,
+    kind: str = "sos",
+    severity: str = "emergency",
+) -> tuple[int, list[int]]:
+    """An open alert and its deliveries in one transaction, as the alert service writes them.
+
+    ``recipients``: (recipient_kind, name, channel, address, language) per delivery; templates
+    are ``emergency``.
+    """
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(url) as conn:
+        alert_id = conn.execute(
+            """INSERT INTO alerts (resident_id, device_id, kind, severity, state, first_at, last_at,
+                                   evidence, opened_at)
+               VALUES (%s, %s, %s, %s, 'open', %s, %s, %s, %s) RETURNING id""",
+            (
+                seeded.resident_id,
+                seeded.device_id,
+                kind,
+                severity,
+                now,
+                now,
+                Jsonb({"button": "sos", "press_ms": 1200}),
+                now,
+            ),
+        ).fetchone()[0]  # type: ignore[index]
+        ids = []
+        for i, (rkind, name, channel, address, language) in enumerate(recipients):
+            ids.append(
+                conn.execute(
+                    """INSERT INTO deliveries (alert_id, recipient_kind, recipient_name, channel,
+                                               address, language, template, idempotency_key)
+                       VALUES (%s, %s, %s, %s, %s, %s, 'emergency', %s) RETURNING id""",
+                    (
+                        alert_id,
+                        rkind,
+                        name,
+                        channel,
+                        address,
+                        language,
+                        f"alert-{alert_id}-{rkind}-{i}-{uuid.uuid4().hex[:8]}",
+                    ),
+                ).fetchone()[0]  # type: ignore[index]
+            )
+    return alert_id, ids
+
+
+def load_apprise_plugins() -> None:
+    """Load apprise's plugins once with its own DeprecationWarning silenced.
+
+    apprise (2.x, on Python 3.11) imports the stdlib ``imghdr`` while loading its email plugin,
+    which warns that ``imghdr`` goes away in 3.13; with ``filterwarnings = error`` that would
+    fail the first test that touches apprise. Only this one warning is silenced, only here.
+    """
+    import warnings
+
+    import apprise
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="'imghdr' is deprecated", category=DeprecationWarning
+        )
+        apprise.Apprise().add("json://localhost/")
+        manager = apprise.manager_plugins.NotificationManager()  # type: ignore[no-untyped-call]
+        "anxin-probe" in manager  # noqa: B015 - the look-up loads the modules
