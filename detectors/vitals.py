@@ -211,7 +211,7 @@ class VitalReadings:
             raise DetectorInputError(f"VitalReadings row has values outside 0..{n - 1}.")
         if np.any((param < 0) | (param >= N_PARAMS)):
             raise DetectorInputError(
-                f"VitalReadings param has values {np.unique(param[(param < 0) | (param >= N_PARAMS)])[:5].tolist()}; "  # noqa: E501
+                f"VitalReadings param has values {np.unique(param[(param < 0) | (param >= N_PARAMS)])[:5].tolist()}; "
                 f"expected 0..{N_PARAMS - 1} (Param)."
             )
         bad = ~np.isfinite(value)
