@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         p_cred.add_argument("rest", nargs=argparse.REMAINDER)
         p_cred.set_defaults(func=_cmd_delegated)
 
+    p_tok = sub.add_parser(
+        "tokens", help="API tokens: create --role R --name N, list, revoke ID", add_help=False
+    )
+    p_tok.add_argument("rest", nargs=argparse.REMAINDER)
+    p_tok.set_defaults(func=_cmd_delegated)
+
     p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
     p_det.add_argument("rest", nargs=argparse.REMAINDER)
     p_det.set_defaults(func=_cmd_delegated)
@@ -207,6 +213,10 @@ def _delegated(argv: list[str]) -> int | None:
         from devices.credentials import main_credentials  # noqa: PLC0415
 
         return main_credentials(argv[1:])
+    if argv[:1] == ["tokens"]:
+        from devices.access import main_tokens  # noqa: PLC0415
+
+        return main_tokens(argv[1:])
     if argv[:1] == ["detectors"]:
         from detectors import evaluation  # noqa: PLC0415
 
