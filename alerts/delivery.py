@@ -44,7 +44,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from alerts import templates
+from alerts import ack, templates
 from alerts.cap import render_cap
 from alerts.channels import (
     AppriseChannel,
@@ -326,6 +326,18 @@ AckLink = Callable[[Conn, Delivery], str | None]
 
 def no_ack_link(_conn: Conn, _delivery: Delivery) -> None:
     return None
+
+
+def settings_ack_link(settings: Settings) -> AckLink:
+    """The alert core's acknowledge links (:func:`alerts.ack.link_for`), for people only: the
+    alert service issues tokens to people, not to the 120 centre or the operator."""
+
+    def link(_conn: Conn, delivery: Delivery) -> str | None:
+        if delivery.recipient_kind in {"dispatch120", "operator"}:
+            return None
+        return ack.link_for(settings.alerts, delivery.idempotency_key)
+
+    return link
 
 
 def _one_line_address(row: Mapping[str, Any]) -> str | None:
@@ -631,16 +643,19 @@ def run_worker(
     *,
     channels: Mapping[str, Channel] | None = None,
     config: DeliveryConfig | None = None,
-    ack_link: AckLink = no_ack_link,
+    ack_link: AckLink | None = None,
 ) -> None:
-    """Run the delivery worker until ``stop`` is set (blocks; owns its event loop)."""
+    """Run the delivery worker until ``stop`` is set (blocks; owns its event loop).
+
+    ``ack_link`` defaults to :func:`settings_ack_link` (the alert core's single-use links).
+    """
     config = config or DeliveryConfig.from_settings(settings)
     worker = DeliveryWorker(
         settings.db.url,
         config,
         keyring=Keyring.from_settings(settings.registry),
         channels=channels,
-        ack_link=ack_link,
+        ack_link=ack_link or settings_ack_link(settings),
     )
     log.info("delivery worker started (120 format %s)", config.dispatch120_format)
     asyncio.run(worker.run(stop))
