@@ -25,6 +25,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.routes import alerts as alert_routes
 from api.routes import registry_routers
 from api.routes.registry import install_error_handlers
 from core.db import load_migrations, redact_url
@@ -200,6 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in registry_routers():
         app.include_router(router)
+    app.include_router(alert_routes.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console_page() -> HTMLResponse:
