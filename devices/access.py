@@ -26,7 +26,6 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import class_row
 
 from core.errors import AnxinError
@@ -395,40 +394,21 @@ def live_lookup_grant(conn: Conn, principal: Principal, resident_id: uuid.UUID) 
 
 
 def open_emergency_alert(conn: Conn, resident_id: uuid.UUID) -> int | None:
-    """The id of an open emergency alert of the resident; None while no alerts table exists.
-
-    The hook for the alerts package: it looks for a table ``alerts`` with ``id``,
-    ``resident_id`` and a ``state`` (or ``status``) column, and counts pending, open,
-    acknowledged and dispatched alerts as open; where the table has ``severity``, only high
-    and emergency alerts count.
-    """
-    columns = {
-        r[0]
-        for r in conn.execute(
-            """SELECT attname FROM pg_attribute
-                WHERE attrelid = to_regclass('alerts') AND attnum > 0 AND NOT attisdropped"""
-        ).fetchall()
-    }
-    state = "state" if "state" in columns else "status"
-    if not {"id", "resident_id", state} <= columns:
-        return None
-    query = sql.SQL(
+    """The id of the resident's newest live (pending, open, acknowledged or dispatched) alert of
+    high or emergency severity, or None: what gives a dispatcher the right to the profile."""
+    row = conn.execute(
         """SELECT id FROM alerts
-            WHERE resident_id = %s AND {state} IN ('pending', 'open', 'acknowledged', 'dispatched')
-              AND {severity}
-            ORDER BY id DESC LIMIT 1"""
-    ).format(
-        state=sql.Identifier(state),
-        severity=sql.SQL("severity IN ('high', 'emergency')")
-        if "severity" in columns
-        else sql.SQL("true"),
-    )
-    row = conn.execute(query, (resident_id,)).fetchone()
+            WHERE resident_id = %s
+              AND state IN ('pending', 'open', 'acknowledged', 'dispatched')
+              AND severity IN ('high', 'emergency')
+            ORDER BY id DESC LIMIT 1""",
+        (resident_id,),
+    ).fetchone()
     return None if row is None else int(row[0])
 
 
 def has_open_emergency(conn: Conn, resident_id: uuid.UUID) -> bool:
-    """Whether the resident has an open emergency alert (False until the alerts table exists)."""
+    """Whether the resident has a live emergency alert."""
     return open_emergency_alert(conn, resident_id) is not None
 
 

@@ -166,25 +166,25 @@ def test_audit_rows_cannot_be_updated_or_deleted(conn: psycopg.Connection[Any]) 
 
 
 @pytest.mark.integration
-def test_open_emergency_hook_reads_an_alerts_table_when_there_is_one(
+def test_only_a_live_emergency_alert_opens_the_profile_to_a_dispatcher(
     conn: psycopg.Connection[Any],
 ) -> None:
-    # A schema of its own first on the search path: whatever the migrations hold, "alerts"
-    # here is first absent, then this test's table.
-    conn.execute("CREATE SCHEMA hook_test")
-    conn.execute("SET search_path = hook_test")
     assert access.has_open_emergency(conn, ELDER) is False
-    conn.execute(
-        "CREATE TABLE hook_test.alerts (id bigserial PRIMARY KEY, resident_id uuid,"
-        " state text, severity text)"
-    )
-    rows = [("resolved", "emergency"), ("open", "low"), ("open", "emergency")]
-    for state, severity in rows:
-        conn.execute(
-            "INSERT INTO hook_test.alerts (resident_id, state, severity) VALUES (%s, %s, %s)",
-            (ELDER, state, severity),
-        )
-    assert access.open_emergency_alert(conn, ELDER) == 3
+    rows = [
+        ("resolved", "emergency", "sos"),
+        ("open", "low", "battery_low"),
+        ("open", "emergency", "fall"),
+    ]
+    ids = []
+    for state, severity, kind in rows:
+        row = conn.execute(
+            "INSERT INTO alerts (resident_id, kind, severity, state, first_at, last_at)"
+            " VALUES (%s, %s, %s, %s, now(), now()) RETURNING id",
+            (ELDER, kind, severity, state),
+        ).fetchone()
+        assert row is not None
+        ids.append(int(row[0]))
+    assert access.open_emergency_alert(conn, ELDER) == ids[2]
     assert access.has_open_emergency(conn, OTHER) is False
 
 
