@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -121,6 +121,16 @@ _RESIDENT_COLS = """r.id, r.name, r.sex, r.birth_date, r.id_number_enc, r.health
 
 def _ctx(table: str, column: str, key: object) -> str:
     return f"{table}.{column}:{key}"
+
+
+def channel_opener(keyring: Keyring) -> Callable[[str, uuid.UUID, bytes], str | None]:
+    """Decrypts the apprise URL of a contact or doctor team member (``channel_url_enc``):
+    ``opener(table, row_id, sealed)``, for the alert router."""
+
+    def opener(table: str, row_id: uuid.UUID, sealed: bytes) -> str | None:
+        return keyring.open_text(sealed, _ctx(table, "channel_url", row_id))
+
+    return opener
 
 
 def _resident(row: Row, keyring: Keyring) -> Resident:

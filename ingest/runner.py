@@ -7,8 +7,11 @@ import threading
 
 from prometheus_client import start_http_server
 
+from alerts.service import AlertListener, AlertService, PostgresDirectory
 from core import db
 from core.settings import Settings
+from devices.crypto import Keyring
+from devices.repository import channel_opener
 from ingest.detection import DetectionSink
 from ingest.service import IngestService
 
@@ -22,6 +25,7 @@ def run_ingest(
     db.upgrade(settings.db.url)
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
+    alert_listener: AlertListener | None = None
     if settings.ingest.detection:
         # A lambda, not service.devices.get: the snapshot is replaced on every refresh.
         sink = DetectionSink(
@@ -30,6 +34,16 @@ def run_ingest(
             registry=service.metrics.registry,
         )
         service.add_sink(sink)
+        # Findings raise alerts (and write their deliveries to the outbox) on the writer thread,
+        # right after they are stored.
+        directory = PostgresDirectory(
+            settings.alerts.sms_url, opener=channel_opener(Keyring.from_settings(settings.registry))
+        )
+        alert_listener = AlertListener(
+            lambda: db.connect(settings.db.url, autocommit=True),
+            AlertService(settings.alerts, directory),
+        )
+        sink.add_listener(alert_listener)
     if settings.ingest.metrics_port:
         server, _thread = start_http_server(
             settings.ingest.metrics_port,
@@ -54,5 +68,7 @@ def run_ingest(
     finally:
         if sink is not None:
             sink.close()  # saves the detectors' per-device state
+        if alert_listener is not None:
+            alert_listener.close()
         if server is not None:
             server.shutdown()
