@@ -25,11 +25,13 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import require
 from api.routes import alerts as alert_routes
 from api.routes import registry_routers
 from api.routes.registry import install_error_handlers
 from core.db import load_migrations, redact_url
 from core.settings import Settings
+from devices.access import Action
 from devices.crypto import Keyring
 
 log = logging.getLogger(__name__)
@@ -234,7 +236,7 @@ def create_app(settings: Settings) -> FastAPI:
             schema_latest=latest_schema,
         )
 
-    @app.get("/api/v1/telemetry/latest")
+    @app.get("/api/v1/telemetry/latest", dependencies=[Depends(require(Action.MONITOR_READ))])
     async def latest_vitals(
         pool: Pool, limit: Annotated[int, Query(ge=1, le=10_000)] = 200
     ) -> list[LatestVitals]:
@@ -259,7 +261,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             return await cur.fetchall()
 
-    @app.get("/api/v1/dead-letters")
+    @app.get("/api/v1/dead-letters", dependencies=[Depends(require(Action.MONITOR_READ))])
     async def dead_letters(
         pool: Pool,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -301,7 +303,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return out
 
-    @app.get("/api/v1/stats")
+    @app.get("/api/v1/stats", dependencies=[Depends(require(Action.MONITOR_READ))])
     async def stats(pool: Pool) -> Stats:
         """Rows per telemetry table (last minute and in total) and dead letters by reason."""
         counts = sql.SQL(" UNION ALL ").join(

@@ -42,6 +42,7 @@ from core.embedded import (
 from core.errors import AnxinError, ConfigError, DatabaseError
 from core.mqtt import MqttClient, MqttError, client_for
 from core.settings import Settings, load_settings
+from devices import access
 from devices import protocol as proto
 from devices.registry import ensure_devices
 from ingest.runner import run_ingest
@@ -379,6 +380,10 @@ def _start(
     ids = [f"{DEVICE_PREFIX}-{i:05d}" for i in range(devices)]
     with db.connect(db_url) as conn:
         added = ensure_devices(conn, ids)
+        # The console reads the stream through the API, as an operator: a token for today.
+        console_principal = access.create_principal(conn, "demo console", access.Role.OPERATOR)
+        console_token = access.issue_token(conn, console_principal, days=1).token
+        conn.commit()
     _say(
         out,
         f"schema:    version {result.current} ({result.mode} mode); {devices} demo wristbands "
@@ -440,7 +445,7 @@ def _start(
     stack.callback(stop_sim)
 
     shown_host = "127.0.0.1" if api_host in ("0.0.0.0", "::", "") else api_host  # noqa: S104 - a display rule
-    url = f"http://{shown_host}:{api_port}/"
+    url = f"http://{shown_host}:{api_port}/#token={console_token}"
     bar = "=" * (len(url) + 22)
     _say(out)
     _say(out, bar)

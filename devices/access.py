@@ -67,6 +67,7 @@ class Action(StrEnum):
     BULK = "registry.bulk"  # CSV import and export
     AUDIT_READ = "audit.read"
     TOKENS_MANAGE = "tokens.manage"
+    MONITOR_READ = "monitor.read"  # the stream across devices: latest vitals, dead letters, rates
 
 
 class Scope(StrEnum):
@@ -97,6 +98,7 @@ RULES: dict[Action, dict[Role, Scope]] = {
         Action.BULK: (_A, _A, _N, _N, _N),
         Action.AUDIT_READ: (_A, _N, _N, _N, _N),
         Action.TOKENS_MANAGE: (_A, _N, _N, _N, _N),
+        Action.MONITOR_READ: (_A, _A, _N, _N, _N),
     }.items()
 }
 

@@ -16,6 +16,7 @@ from api.app import TELEMETRY_TABLES, create_app
 from core import db
 from core.embedded import free_port
 from core.settings import Settings, load_settings
+from devices import access
 from devices.registry import ensure_devices
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -103,6 +104,14 @@ def seeded(database_url: str) -> str:
     return database_url
 
 
+def _token(url: str, role: access.Role) -> str:
+    with psycopg.connect(url) as conn:
+        principal = access.create_principal(conn, f"test {role}", role)
+        token = access.issue_token(conn, principal, days=1).token
+        conn.commit()
+    return token
+
+
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, behind an in-process HTTP client."""
@@ -118,8 +127,22 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(seeded: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with an operator's token: the stream endpoints are for operators and admins."""
     async with serve(load_settings(db={"url": seeded})) as http:
+        http.headers["Authorization"] = f"Bearer {_token(seeded, access.Role.OPERATOR)}"
         yield http
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/telemetry/latest", "/api/v1/dead-letters", "/api/v1/stats"]
+)
+async def test_stream_endpoints_need_an_operator_or_admin_token(seeded: str, path: str) -> None:
+    async with serve(load_settings(db={"url": seeded})) as http:
+        assert (await http.get(path)).status_code == 401
+        doctor = {"Authorization": f"Bearer {_token(seeded, access.Role.DOCTOR)}"}
+        assert (await http.get(path, headers=doctor)).status_code == 403
+        admin = {"Authorization": f"Bearer {_token(seeded, access.Role.ADMIN)}"}
+        assert (await http.get(path, headers=admin)).status_code == 200
 
 
 async def test_health_reports_the_schema_version(client: httpx.AsyncClient) -> None:
