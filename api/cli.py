@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         p_cred.add_argument("rest", nargs=argparse.REMAINDER)
         p_cred.set_defaults(func=_cmd_delegated)
 
+    p_alerts = sub.add_parser(
+        "alerts",
+        help="alerts worker: deliveries (apprise, 120 hand-off) and escalation",
+        add_help=False,
+    )
+    p_alerts.add_argument("rest", nargs=argparse.REMAINDER)
+    p_alerts.set_defaults(func=_cmd_delegated)
+
     p_tok = sub.add_parser(
         "tokens", help="API tokens: create --role R --name N, list, revoke ID", add_help=False
     )
@@ -203,6 +211,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _alerts_worker(argv: list[str]) -> int:
+    """``anxin alerts worker``: the outbox delivery worker and the escalation clock, until a
+    signal. Both are safe to run in several processes (rows are claimed with SKIP LOCKED)."""
+    from alerts.delivery import run_worker  # noqa: PLC0415
+    from alerts.escalation import run_escalation  # noqa: PLC0415
+    from alerts.service import AlertService, PostgresDirectory  # noqa: PLC0415
+    from core import db  # noqa: PLC0415
+    from core.clock import SystemClock  # noqa: PLC0415
+    from core.settings import load_settings  # noqa: PLC0415
+    from devices.crypto import Keyring  # noqa: PLC0415
+    from devices.repository import channel_opener  # noqa: PLC0415
+
+    argparse.ArgumentParser(
+        prog="anxin alerts worker", description=_alerts_worker.__doc__
+    ).parse_args(argv)
+    settings = load_settings()
+    db.upgrade(settings.db.url)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    directory = PostgresDirectory(
+        settings.alerts.sms_url, opener=channel_opener(Keyring.from_settings(settings.registry))
+    )
+    escalation = threading.Thread(
+        target=run_escalation,
+        args=(
+            lambda: db.connect(settings.db.url, autocommit=True),
+            AlertService(settings.alerts, directory),
+            SystemClock(),
+            stop,
+            settings.alerts.escalation_every_s,
+        ),
+        name="alert-escalation",
+    )
+    escalation.start()
+    try:
+        run_worker(settings, stop)
+    finally:
+        stop.set()
+        escalation.join(30)
+    return 0
+
+
 def _delegated(argv: list[str]) -> int | None:
     """Commands with parsers of their own get their arguments untouched (``--help`` included)."""
     if argv[:2] == ["devices", "broker-auth"]:
@@ -213,6 +263,8 @@ def _delegated(argv: list[str]) -> int | None:
         from devices.credentials import main_credentials  # noqa: PLC0415
 
         return main_credentials(argv[1:])
+    if argv[:2] == ["alerts", "worker"]:
+        return _alerts_worker(argv[2:])
     if argv[:1] == ["tokens"]:
         from devices.access import main_tokens  # noqa: PLC0415
 
