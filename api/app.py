@@ -333,3 +333,10 @@ def create_app(settings: Settings) -> FastAPI:
         return Stats(at=head[0], devices=head[1], tables=tables, dead_letters=reasons)
 
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app with settings from the ``ANXIN_*`` environment: ``uvicorn --factory`` entry."""
+    from core.settings import load_settings  # noqa: PLC0415 - nothing is read at import time
+
+    return create_app(load_settings())

@@ -72,6 +72,19 @@ def _cmd_ingest(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api(_args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+    from core.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    uvicorn.run(
+        create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info"
+    )
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from core.settings import load_settings  # noqa: PLC0415
     from simulators.cli import simulate  # noqa: PLC0415
@@ -141,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_ingest = sub.add_parser("ingest", help="run the MQTT ingester until Ctrl-C")
     p_ingest.set_defaults(func=_cmd_ingest)
+
+    p_api = sub.add_parser("api", help="serve the HTTP API and the console until Ctrl-C")
+    p_api.set_defaults(func=_cmd_api)
 
     p_sim = sub.add_parser(
         "simulate", help="simulated wristbands publishing vitals and accelerometer bursts"
