@@ -18,6 +18,7 @@ message to the broker. So:
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -69,9 +70,19 @@ class IngestService:
         sinks: Sequence[BatchSink] = (),
     ) -> None:
         self.settings = settings
+        # Two connections: the commit thread writes batches while the processing thread
+        # reloads the registry. An injected store serves both and must allow that.
         self._store = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
+        self._registry = store or PostgresStore(
+            settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
+        )
+        self._registry_lock = threading.Lock()
+        # Processed batches waiting for the commit thread: two at most, so processing runs
+        # ahead of the database by one batch and memory stays bounded.
+        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=2)
+        self._commit_error: BaseException | None = None
         self._client = client or client_for(
             settings.mqtt,
             persistent=True,
@@ -130,7 +141,8 @@ class IngestService:
         if not force and now - self._devices_loaded_at < self.settings.ingest.registry_refresh_s:
             return
         loaded_ms = self._clock.now_ms()
-        self._devices = self._store.load_devices()
+        with self._registry_lock:
+            self._devices = self._registry.load_devices()
         self._devices_loaded_at = now
         self._devices_loaded_ms = loaded_ms
 
@@ -274,9 +286,17 @@ class IngestService:
         return t
 
     def run(self) -> None:
-        """Run until :meth:`stop`; on stop, write and acknowledge what was received."""
+        """Run until :meth:`stop`; on stop, write and acknowledge what was received.
+
+        Two stages overlap: this thread takes and processes a batch (decode, validate, rows)
+        while the commit thread writes, acknowledges and hands on the previous one. The
+        database works on one batch while Python prepares the next, instead of each waiting
+        for the other.
+        """
         self._with_db_retry(lambda: self._refresh_devices(force=True))
         self._client.start()
+        committer = threading.Thread(target=self._commit_loop, name="ingest-commit")
+        committer.start()
         linger = self.settings.ingest.flush_interval_s
         last_log = time.monotonic()
         last_totals: dict[str, int] = {}
@@ -300,18 +320,53 @@ class IngestService:
                     ):
                         time.sleep(linger)
                 self._with_db_retry(self._refresh_devices)
-                self._run_once()
+                pending = self._take()
+                self._hand_over((pending, self._process(pending)))
         except _Stopping:
             log.warning(
                 "stopped during a database outage; unacknowledged messages stay at the broker"
             )
         finally:
+            self._close_commit_stage(committer)
             self._client.stop()
             self._store.close()
+            self._registry.close()
+        if self._commit_error is not None and not isinstance(self._commit_error, _Stopping):
+            raise self._commit_error
 
-    def _run_once(self) -> None:
-        pending = self._take()
-        batch = self._process(pending)
+    def _hand_over(self, item: tuple[list[_Pending], Batch]) -> None:
+        while True:
+            if self._commit_error is not None:
+                raise _Stopping from self._commit_error
+            try:
+                self._batches.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _close_commit_stage(self, committer: threading.Thread) -> None:
+        while committer.is_alive():
+            try:
+                self._batches.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        committer.join()
+
+    def _commit_loop(self) -> None:
+        try:
+            while True:
+                item = self._batches.get()
+                if item is None:
+                    return
+                self._commit(*item)
+        except BaseException as exc:
+            if not isinstance(exc, _Stopping):
+                log.exception("the commit stage failed; the ingester stops")
+            self._commit_error = exc
+            self.stop()
+
+    def _commit(self, pending: list[_Pending], batch: Batch) -> None:
         started = time.perf_counter()
         result = self._write(pending, batch)
         commit_s = time.perf_counter() - started
