@@ -1,0 +1,249 @@
+"""Alert benchmark: MQTT publish of an SOS event -> 120 push received, under telemetry load.
+
+A private Mosquitto, a fresh database, the ingester with detection and the alert service
+(``AlertListener`` on the ``DetectionSink``), and the delivery worker run as their own
+processes; ``--devices`` simulated wearables stream telemetry (one message per device per
+second, paced, from ``--publishers`` processes) while this process publishes one SOS event
+for each of ``--events`` other devices (``--rate`` per second) and runs the local 120
+receiver (tests/alerts/receiver.py: verifies the signature). Latency per event: from just
+before the publish to the arrival of its 120 push, both on this process's monotonic clock.
+
+    .venv/bin/python bench/alerts.py --devices 5000 --events 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.mqtt import MqttClient  # noqa: E402
+from devices.protocol import Channel, Event, EventKind, encode_event, topic  # noqa: E402
+from devices.registry import ensure_devices  # noqa: E402
+from simulators.wearable import WearableFleet, publish_fleet  # noqa: E402
+from tests.alerts.receiver import SECRET, Receiver, serve  # noqa: E402
+from tests.services import ADMIN_URL, PrivateBroker, fresh_database, wait_until  # noqa: E402
+
+
+def _ingest_child() -> int:
+    """The ingester of run_ingest, plus the alert service listening to the detection sink."""
+    import logging
+
+    from alerts.service import AlertListener, AlertService, PostgresDirectory
+    from core import db
+    from core.settings import load_settings
+    from ingest.detection import DetectionSink
+    from ingest.service import IngestService
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    db.upgrade(settings.db.url)
+    service = IngestService(settings)
+    alerts = AlertService(settings.alerts, PostgresDirectory(settings.alerts.sms_url))
+    listener = AlertListener(lambda: psycopg.connect(settings.db.url, autocommit=True), alerts)
+    sink = DetectionSink(
+        settings.db.url,
+        lambda device_id: service.devices.get(device_id),  # noqa: PLW0108 - snapshot is replaced
+        registry=service.metrics.registry,
+        listeners=[listener],
+    )
+    service.add_sink(sink)
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    try:
+        service.run()
+    finally:
+        sink.close()
+        listener.close()
+    return 0
+
+
+def _publish_part(port: int, prefix: str, ids: list[str], seconds: int) -> int:
+    client = MqttClient(host="127.0.0.1", port=port, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
+                        protocol_v5=False)  # fmt: skip
+    client.connect_inline()
+    fleet = WearableFleet(ids).with_prefix(prefix)
+    report = publish_fleet(client, fleet, seconds=seconds, paced=True)
+    client.stop()
+    return report.unacknowledged
+
+
+def _telemetry(port: int, prefix: str, ids: list[str], seconds: int, processes: int) -> None:
+    parts = [ids[i::processes] for i in range(processes)]
+    with mp.get_context("spawn").Pool(processes) as pool:
+        pool.starmap(_publish_part, [(port, prefix, p, seconds) for p in parts])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--devices", type=int, default=5000, help="telemetry devices")
+    parser.add_argument("--events", type=int, default=1000, help="SOS events (one per device)")
+    parser.add_argument("--rate", type=float, default=20.0, help="SOS events per second")
+    parser.add_argument("--publishers", type=int, default=4, help="telemetry processes")
+    parser.add_argument("--child", choices=["ingest"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "ingest":
+        return _ingest_child()
+
+    workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-alerts-"))
+    broker = PrivateBroker()
+    broker.start()
+    receiver_gen = serve(Receiver())
+    receiver = next(receiver_gen)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with fresh_database(ADMIN_URL) as url:
+            tele = [f"tel-{i:05d}" for i in range(args.devices)]
+            sos = [f"sos-{i:05d}" for i in range(args.events)]
+            with psycopg.connect(url) as conn:
+                ensure_devices(conn, tele + sos)
+            prefix = f"bench-{uuid.uuid4().hex[:6]}/v1"
+            env = {
+                **os.environ,
+                "ANXIN_ENVIRONMENT": "test",
+                "ANXIN_DB__URL": url,
+                "ANXIN_MQTT__URL": broker.url,
+                "ANXIN_MQTT__TOPIC_PREFIX": prefix,
+                "ANXIN_MQTT__CLIENT_ID": f"bench-alerts-{uuid.uuid4().hex[:6]}",
+                "ANXIN_INGEST__METRICS_PORT": "0",
+                "ANXIN_INGEST__DETECTION": "true",
+                "ANXIN_ALERTS__DISPATCH120_URL": receiver.url,
+                "ANXIN_ALERTS__DISPATCH120_SECRET": SECRET,
+                "ANXIN_LOG_LEVEL": "WARNING",
+            }
+            log = workdir / "services.log"
+            with log.open("ab") as out:
+                procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                               "--child", "ingest"], env={**env, "ANXIN_LOG_LEVEL": "INFO"},
+                                              cwd=ROOT, stdout=out, stderr=out))  # fmt: skip
+                code = (
+                    "import sys; from alerts.delivery import main_worker; sys.exit(main_worker())"
+                )
+                procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
+                                              stdout=out, stderr=out))  # fmt: skip
+            wait_until(lambda: b"subscribed to" in log.read_bytes(), 60, "the ingester")
+            seconds = int(args.events / args.rate) + 25
+            telemetry = threading.Thread(
+                target=_telemetry,
+                args=(broker.port, prefix, tele, seconds, args.publishers),
+                name="telemetry",
+                daemon=True,
+            )
+            telemetry.start()
+            time.sleep(8)  # telemetry reaches its steady rate
+            client = MqttClient(host="127.0.0.1", port=broker.port, client_id="bench-sos",
+                                protocol_v5=False)  # fmt: skip
+            client.connect_inline()
+            sent_at: dict[str, float] = {}
+            t0 = time.monotonic()
+            for i, device in enumerate(sos):
+                due = t0 + i / args.rate
+                while (wait := due - time.monotonic()) > 0:
+                    client.pump(min(0.01, wait))
+                payload = encode_event(Event(time.time_ns() // 1_000_000, 1, device, EventKind.SOS))
+                sent_at[device] = time.monotonic()
+                client.publish(topic(prefix, device, Channel.EVENT), payload, qos=1)
+                client.pump(0)
+
+            def received() -> int:
+                return len(receiver.first_accepted())
+
+            try:
+                wait_until(lambda: received() >= args.events, 60, "every 120 push", interval=0.2)
+            except AssertionError as exc:
+                print(f"warning: {exc} ({received()} of {args.events})")
+            client.stop()
+            latencies: list[float] = []
+            for arrival in receiver.first_accepted():
+                record = json.loads(arrival.body)
+                device = record["alert"]["device_id"]
+                if device in sent_at and record["alert"]["kind"] == "sos":
+                    latencies.append((arrival.at - sent_at[device]) * 1000.0)
+            telemetry.join(timeout=seconds + 60)
+            bad = sum(1 for a in receiver.arrivals if not a.signature_ok)
+            with psycopg.connect(url) as conn:
+                counts = [
+                    conn.execute(q).fetchone()[0]  # type: ignore[index]
+                    for q in (
+                        "SELECT count(*) FROM device_events",
+                        "SELECT count(*) FROM findings WHERE kind = 'sos'",
+                        "SELECT count(*) FROM alerts WHERE kind = 'sos'",
+                        "SELECT count(*) FROM deliveries WHERE channel = 'dispatch120'",
+                    )
+                ]
+            print("events, sos findings, sos alerts, 120 deliveries:", counts)
+            with psycopg.connect(url) as conn:
+                # Where the time goes: device timestamp (publish) -> alert row committed by the
+                # ingester's alert listener -> first attempt logged by the delivery worker.
+                split = conn.execute(
+                    """SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY
+                                  extract(epoch FROM a.created_at - a.first_at) * 1000),
+                              percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY
+                                  extract(epoch FROM t.at - a.created_at) * 1000)
+                         FROM alerts a
+                         JOIN deliveries d ON d.alert_id = a.id AND d.channel = 'dispatch120'
+                         JOIN delivery_attempts t ON t.delivery_id = d.id AND t.ok
+                        WHERE a.kind = 'sos'"""
+                ).fetchone()
+            if split is not None and split[0] is not None:
+                print(
+                    f"publish -> alert committed: p50 {split[0][0]:.1f} ms, p99 {split[0][1]:.1f} ms; "
+                    f"alert -> 120 push answered: p50 {split[1][0]:.1f} ms, p99 {split[1][1]:.1f} ms"
+                )
+            _stop(procs)
+    finally:
+        _stop(procs)
+        receiver_gen.close()
+        broker.close()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")  # fmt: skip
+    print(
+        f"telemetry: {args.devices} devices x 1 msg/s; SOS events: {args.events} at {args.rate}/s"
+    )
+    print(f"120 pushes received: {len(latencies)} of {args.events}; bad signatures: {bad}")
+    if latencies:
+        print(f"SOS publish -> 120 push received: p50 {statistics.median(latencies):.1f} ms, "
+              f"p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms")  # fmt: skip
+        print(
+            f"target p99 <= 250 ms: {'met' if _percentile(latencies, 0.99) <= 250 else 'NOT met'}"
+        )
+    print(f"logs: {workdir}")
+    return 0 if len(latencies) == args.events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
