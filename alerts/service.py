@@ -954,6 +954,9 @@ class AlertListener:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             conn = self._conn = self._connect()
+            # The service opens its own transactions; on a connection outside autocommit they
+            # would be savepoints of a transaction nobody commits.
+            conn.autocommit = True
         try:
             self._service.raise_findings(conn, findings, self._now(), find_ids=True)
         except BaseException:
