@@ -1,8 +1,8 @@
 """Alert benchmark: MQTT publish of an SOS event -> 120 push received, under telemetry load.
 
 A private Mosquitto, a fresh database, the ingester with detection and the alert service
-(``AlertListener`` on the ``DetectionSink``), and the delivery worker run as their own
-processes; ``--devices`` simulated wearables stream telemetry (one message per device per
+(``anxin ingest``: detection and alerts included), and ``anxin alerts worker`` run as their
+own processes; ``--devices`` simulated wearables stream telemetry (one message per device per
 second, paced, from ``--publishers`` processes) while this process publishes one SOS event
 for each of ``--events`` other devices (``--rate`` per second) and runs the local 120
 receiver (tests/alerts/receiver.py: verifies the signature). Latency per event: from just
@@ -39,40 +39,6 @@ from devices.registry import ensure_devices  # noqa: E402
 from simulators.wearable import WearableFleet, publish_fleet  # noqa: E402
 from tests.alerts.receiver import SECRET, Receiver, serve  # noqa: E402
 from tests.services import ADMIN_URL, PrivateBroker, fresh_database, wait_until  # noqa: E402
-
-
-def _ingest_child() -> int:
-    """The ingester of run_ingest, plus the alert service listening to the detection sink."""
-    import logging
-
-    from alerts.service import AlertListener, AlertService, PostgresDirectory
-    from core import db
-    from core.settings import load_settings
-    from ingest.detection import DetectionSink
-    from ingest.service import IngestService
-
-    settings = load_settings()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    db.upgrade(settings.db.url)
-    service = IngestService(settings)
-    alerts = AlertService(settings.alerts, PostgresDirectory(settings.alerts.sms_url))
-    listener = AlertListener(lambda: psycopg.connect(settings.db.url, autocommit=True), alerts)
-    sink = DetectionSink(
-        settings.db.url,
-        lambda device_id: service.devices.get(device_id),  # noqa: PLW0108 - snapshot is replaced
-        registry=service.metrics.registry,
-        listeners=[listener],
-    )
-    service.add_sink(sink)
-    signal.signal(signal.SIGTERM, lambda *_: service.stop())
-    try:
-        service.run()
-    finally:
-        sink.close()
-        listener.close()
-    return 0
 
 
 def _publish_part(port: int, prefix: str, ids: list[str], seconds: int) -> int:
@@ -113,10 +79,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1000, help="SOS events (one per device)")
     parser.add_argument("--rate", type=float, default=20.0, help="SOS events per second")
     parser.add_argument("--publishers", type=int, default=4, help="telemetry processes")
-    parser.add_argument("--child", choices=["ingest"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "ingest":
-        return _ingest_child()
 
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-alerts-"))
     broker = PrivateBroker()
@@ -146,14 +109,13 @@ def main() -> int:
             }
             log = workdir / "services.log"
             with log.open("ab") as out:
-                procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                               "--child", "ingest"], env={**env, "ANXIN_LOG_LEVEL": "INFO"},
+                # What an operator runs: `anxin ingest` (detection and alerts included) and
+                # `anxin alerts worker` (delivery and escalation).
+                procs.append(subprocess.Popen([sys.executable, "-m", "api.cli", "ingest"],
+                                              env={**env, "ANXIN_LOG_LEVEL": "INFO"},
                                               cwd=ROOT, stdout=out, stderr=out))  # fmt: skip
-                code = (
-                    "import sys; from alerts.delivery import main_worker; sys.exit(main_worker())"
-                )
-                procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
-                                              stdout=out, stderr=out))  # fmt: skip
+                procs.append(subprocess.Popen([sys.executable, "-m", "api.cli", "alerts", "worker"],
+                                              env=env, cwd=ROOT, stdout=out, stderr=out))  # fmt: skip
             wait_until(lambda: b"subscribed to" in log.read_bytes(), 60, "the ingester")
             seconds = int(args.events / args.rate) + 25
             telemetry = threading.Thread(
