@@ -2,10 +2,15 @@
 
 Finds the configured PostgreSQL and MQTT broker (``ANXIN_DB__URL``, ``ANXIN_MQTT__URL``) and,
 when one is unreachable, starts an embedded one (:mod:`core.embedded`) unless told not to.
-Then: migrate, register simulated wristbands, run the ingester, the HTTP API with the console
-and a paced simulator (one message per device per second), each in a thread. Every
-``BAD_EVERY_S`` seconds one malformed message and one with an absurd heart rate go out, so
-the dead-letter path shows. A line of figures every ``REPORT_EVERY_S`` seconds; totals on exit.
+Then: migrate, register simulated wristbands and one demo elder with a full (sample) emergency
+profile and care circle, start a local stand-in for the 120 dispatch centre and the family's
+phones (:mod:`api.demo_receiver`), and run the ingester (which raises alerts), the alert
+delivery worker and escalation clock, the HTTP API with the console and a paced simulator (one
+message per device per second), each in a thread. Every ``BAD_EVERY_S`` seconds one malformed
+message and one with an absurd heart rate go out, so the dead-letter path shows; every
+``SOS_EVERY_S`` seconds the demo elder's wristband sends an SOS, so an alert opens and the 120
+push and the family's and the doctor's messages arrive at the receiver. A few lines of figures
+every ``REPORT_EVERY_S`` seconds; totals on exit.
 
 ``ANXIN_DEMO_SECONDS`` (or ``seconds=``) stops the demo after that long, for tests.
 """
@@ -13,13 +18,16 @@ the dead-letter path shows. A line of figures every ``REPORT_EVERY_S`` seconds; 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -28,8 +36,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
+from alerts.delivery import run_worker
+from alerts.escalation import run_escalation
+from alerts.lifecycle import TransitionRefused
+from alerts.model import Actor, ActorKind, AlertState
+from alerts.service import AlertService, PostgresDirectory
 from api.app import create_app
+from api.demo_receiver import DemoReceiver, ReceiverTotals
 from core import db
+from core.clock import SystemClock
 from core.embedded import (
     EmbeddedBroker,
     EmbeddedError,
@@ -44,6 +59,30 @@ from core.mqtt import MqttClient, MqttError, client_for
 from core.settings import Settings, load_settings
 from devices import access
 from devices import protocol as proto
+from devices import repository as registry
+from devices.crypto import Keyring
+from devices.model import (
+    Address,
+    BloodType,
+    ChannelIn,
+    CommunityIn,
+    ConsentIn,
+    ConsentRelation,
+    ConsentScope,
+    ContactIn,
+    ContactPatch,
+    ContactRole,
+    ContractIn,
+    DoctorTeamIn,
+    HospitalIn,
+    ProfileIn,
+    ResidentIn,
+    ResponderNotes,
+    Sex,
+    SpecialFlag,
+    TeamMemberIn,
+    TeamRole,
+)
 from devices.registry import ensure_devices
 from ingest.runner import run_ingest
 from ingest.service import IngestService
@@ -57,6 +96,10 @@ REPORT_EVERY_S = 5.0
 BAD_EVERY_S = 15.0
 FIRST_BAD_AFTER_S = 3.0
 SECONDS_ENV = "ANXIN_DEMO_SECONDS"
+SOS_EVERY_S = 20.0
+FIRST_SOS_AFTER_S = 5.0
+#: Deliveries still due when the demo stops get this long to go out.
+DRAIN_S = 10.0
 # Libraries whose INFO lines would drown the demo's own report.
 _QUIET_LOGGERS = (
     "amqtt",
@@ -67,6 +110,9 @@ _QUIET_LOGGERS = (
     "psycopg.pool",
     "core",
     "api.app",
+    "alerts",
+    "apprise",
+    "httpx",
 )
 
 
@@ -118,6 +164,174 @@ def _replace(settings: Settings, **sections: dict[str, Any]) -> Settings:
         name: getattr(settings, name).model_copy(update=fields) for name, fields in sections.items()
     }
     return settings.model_copy(update=update)
+
+
+# -- the demo elder and the care circle -----------------------------------------------------
+# Every name, number and address below is made up for the demo; people are named by role.
+
+DEMO_BY = "anxin demo"
+DEMO_ELDER = "演示老人 Demo elder (sample)"
+DEMO_COMMUNITY = "安心示例社区 Sample community"
+DEMO_HOSPITAL = "示例市第一人民医院 Sample partner hospital"
+DEMO_TEAM = "示例家庭医生团队 Sample family doctor team"
+DEMO_DOCTOR = "Demo family doctor (sample)"
+#: (name, role, priority, phone, receiver path) of the demo elder's care circle.
+DEMO_CONTACTS = (
+    ("Demo child (sample)", ContactRole.CHILD, 1, "13800000002", "child"),
+    ("Demo work unit, retirement office (sample)", ContactRole.WORK_UNIT, 2, "0371-55550102", "work-unit"),
+)  # fmt: skip
+#: Receiver paths of the family and the doctor (the rest: hospital, community, operator).
+FAMILY_PATHS = frozenset({"child", "work-unit", "doctor"})
+
+
+def _demo_profile() -> ProfileIn:
+    return ProfileIn(
+        conditions=["高血压 hypertension", "2 型糖尿病 type 2 diabetes"],
+        medications=[
+            "氨氯地平 amlodipine 5 mg, mornings",
+            "二甲双胍 metformin 500 mg, twice a day",
+        ],
+        allergies=["青霉素 penicillin"],
+        blood_type=BloodType.A_POS,
+        past_treatments=["2021 年心脏支架 coronary stent, 2021 (sample)"],
+        responder_notes=ResponderNotes(
+            door_code="门禁 0000# (sample)",
+            mobility="walks with a cane; stairs are hard",
+            language="普通话 Mandarin",
+            hearing="hard of hearing on the left",
+        ),
+    )
+
+
+def _find(conn: Any, query: str, *params: object) -> uuid.UUID | None:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else cast(uuid.UUID, row[0])
+
+
+def ensure_demo_elder(
+    conn: Any, keyring: Keyring, receiver: DemoReceiver, device_id: str
+) -> uuid.UUID:
+    """The demo elder, registered once and reused: profile, consent, care circle (a child and a
+    work unit), a family doctor under contract, a partner hospital and a community, and
+    ``device_id`` bound to them. The channels point at this run's ``receiver`` (its port
+    changes from run to run). Returns the elder's id."""
+    today = dt.date.today()
+    community = _find(
+        conn, "SELECT id FROM communities WHERE name = %s AND status = 'active'", DEMO_COMMUNITY
+    ) or registry.create_community(
+        conn, CommunityIn(name=DEMO_COMMUNITY, address="示例市演示区样例路 1 号 (sample)",
+                          phone="0371-55550100"),
+    ).id  # fmt: skip
+    hospital = _find(
+        conn, "SELECT id FROM hospitals WHERE name = %s AND status = 'active'", DEMO_HOSPITAL
+    ) or registry.create_hospital(
+        conn, HospitalIn(name=DEMO_HOSPITAL, address="示例市演示区健康路 120 号 (sample)",
+                         green_channel_phone="0371-55550120"),
+    ).id  # fmt: skip
+    elder = _find(
+        conn,
+        "SELECT id FROM residents WHERE name = %s AND status = 'active' ORDER BY created_at LIMIT 1",
+        DEMO_ELDER,
+    )
+    if elder is None:
+        elder = registry.create_resident(
+            conn,
+            ResidentIn(
+                name=DEMO_ELDER, sex=Sex.FEMALE, birth_date=dt.date(1941, 3, 8),
+                landline="0371-55550101", mobile="13800000001",
+                address=Address(
+                    province="示例省", city="示例市", district="演示区", street="样例路 8 号",
+                    community="安心示例小区", text="3 号楼 2 单元 401 (sample address)",
+                    lat=34.7802, lon=113.6651,
+                ),
+                flags=frozenset({SpecialFlag.LIVING_ALONE, SpecialFlag.EMPTY_NEST,
+                                 SpecialFlag.CHRONIC_DISEASE}),
+                community_id=community, hospital_id=hospital,
+            ),
+            keyring=keyring,
+        ).id  # fmt: skip
+        registry.record_consent(
+            conn, elder,
+            ConsentIn(given_by=DEMO_ELDER, relation=ConsentRelation.SELF,
+                      given_at=dt.datetime.now(dt.UTC),
+                      scopes=frozenset({ConsentScope.REGISTRY, ConsentScope.EMERGENCY_PROFILE,
+                                        ConsentScope.SHARE_WITH_120, ConsentScope.SHARE_WITH_DOCTOR,
+                                        ConsentScope.SHARE_WITH_FAMILY, ConsentScope.MONITORING})),
+        )  # fmt: skip
+        registry.put_profile(
+            conn, elder, _demo_profile(), by=DEMO_BY, keyring=keyring,
+            verified_at=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+    have = {c.name: c for c in registry.list_contacts(conn, elder, keyring=keyring)}
+    for name, role, priority, phone, path in DEMO_CONTACTS:
+        channel = ChannelIn(url=receiver.phone_url(path))
+        if name in have:
+            registry.update_contact(
+                conn, have[name].id, ContactPatch(channel=channel), keyring=keyring
+            )
+        else:
+            registry.add_contact(
+                conn, elder,
+                ContactIn(name=name, role=role, priority=priority, phones=[phone], channel=channel),
+                keyring=keyring,
+            )  # fmt: skip
+    doctor = TeamMemberIn(
+        name=DEMO_DOCTOR, role=TeamRole.DOCTOR, phone="13700000003",
+        channel=ChannelIn(url=receiver.phone_url("doctor")),
+    )  # fmt: skip
+    team = _find(
+        conn, "SELECT id FROM doctor_teams WHERE name = %s AND status = 'active'", DEMO_TEAM
+    )
+    if team is None:
+        team = registry.create_team(
+            conn,
+            DoctorTeamIn(
+                name=DEMO_TEAM, institution="示例社区卫生服务中心 (sample)", members=[doctor]
+            ),
+            keyring=keyring,
+        ).id
+    else:
+        url = receiver.phone_url("doctor")
+        members = registry.get_team(conn, team, keyring=keyring).members
+        current = [m for m in members if m.name == DEMO_DOCTOR and m.status == "active"]
+        if not any(m.channel is not None and m.channel.url == url for m in current):
+            for m in current:  # an earlier run's receiver port: the member with the new one
+                registry.retire_team_member(conn, m.id)
+            registry.add_team_member(conn, team, doctor, keyring=keyring)
+    contract = registry.active_contract(conn, elder, on=today)
+    if contract is None or contract.team_id != team:
+        registry.sign_contract(
+            conn, elder,
+            ContractIn(team_id=team, service_package="慢病管理 chronic disease care (sample)",
+                       starts_on=today - dt.timedelta(days=30), ends_on=today + dt.timedelta(days=365)),
+        )  # fmt: skip
+    if registry.get_device(conn, device_id).resident_id != elder:
+        registry.bind_device(conn, device_id, resident_id=elder, gateway_id=None, by=DEMO_BY)
+    return elder
+
+
+def close_leftover_alerts(conn: Any, service: AlertService, device_prefix: str) -> int:
+    """Close the live alerts an earlier demo run left on the demo devices, so that this run's
+    first SOS opens a new alert (a live one would only count one more occurrence)."""
+    rows = conn.execute(
+        """SELECT id, state FROM alerts WHERE device_id LIKE %s
+              AND state IN ('pending', 'open', 'acknowledged', 'dispatched')""",
+        (f"{device_prefix}-%",),
+    ).fetchall()
+    operator = Actor(ActorKind.OPERATOR, DEMO_BY)
+    now = dt.datetime.now(dt.UTC)
+    closed = 0
+    for alert_id, state in rows:
+        target = AlertState.CANCELLED if state == "pending" else AlertState.RESOLVED
+        try:
+            service.transition(
+                conn, alert_id, target, operator, now, channel="api",
+                note="left open by an earlier demo run; closed at start-up",
+            )  # fmt: skip
+        except TransitionRefused:
+            continue
+        closed += 1
+    return closed
 
 
 # -- finding or starting the services -------------------------------------------------------
@@ -192,10 +406,15 @@ class _Demo:
     stop: threading.Event = field(default_factory=threading.Event)
     sim_stop: threading.Event = field(default_factory=threading.Event)
     ingest_stop: threading.Event = field(default_factory=threading.Event)
+    alerts_stop: threading.Event = field(default_factory=threading.Event)
     workers: list[_Worker] = field(default_factory=list)
     service: IngestService | None = None
+    receiver: DemoReceiver | None = None
     published: int = 0
     bad_published: int = 0
+    sos_published: int = 0
+    shown: set[str] = field(default_factory=set)
+    """Samples of what arrived at the receiver, printed once each."""
 
     def spawn(self, name: str, target: Callable[[], None]) -> _Worker:
         def body() -> None:
@@ -216,6 +435,7 @@ class _Demo:
         fleet = WearableFleet(self.device_ids).with_prefix(prefix)
         started = time.monotonic()
         next_bad = started + FIRST_BAD_AFTER_S
+        next_sos = started + FIRST_SOS_AFTER_S
         second = 0
         try:
             while not self.sim_stop.is_set():
@@ -225,6 +445,9 @@ class _Demo:
                 if now >= next_bad:
                     self.bad_published += self._publish_bad(client, prefix, second)
                     next_bad += BAD_EVERY_S
+                if now >= next_sos:
+                    self._publish_sos(client, prefix, second)
+                    next_sos += SOS_EVERY_S
                 second += 1
                 wake = started + second
                 while not self.sim_stop.is_set() and time.monotonic() < wake:
@@ -234,6 +457,17 @@ class _Demo:
                 client.pump(0.02)
         finally:
             client.stop()
+
+    def _publish_sos(self, client: MqttClient, prefix: str, seq: int) -> None:
+        """The demo elder presses the SOS key of the wristband (an event, QoS 1)."""
+        device = self.device_ids[0]
+        event = proto.Event(
+            ts_ms=time.time_ns() // 1_000_000, seq=seq, device_id=device, kind=proto.EventKind.SOS
+        )
+        client.publish(
+            proto.topic(prefix, device, proto.Channel.EVENT), proto.encode_event(event), qos=1
+        )
+        self.sos_published += 1
 
     def _publish_bad(self, client: MqttClient, prefix: str, seq: int) -> int:
         device = self.device_ids[0]
@@ -251,18 +485,56 @@ class _Demo:
         return 2
 
 
-def _counts(url: str) -> tuple[int, int, dict[str, int]]:
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    vitals: int
+    bursts: int
+    reasons: dict[str, int]
+    alerts_live: int
+    alerts_total: int
+    delivered: int
+    deliveries: int
+
+
+def _counts(url: str) -> _Counts:
     with db.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT (SELECT count(*) FROM vitals), (SELECT count(*) FROM accel_bursts)"
+            """SELECT (SELECT count(*) FROM vitals), (SELECT count(*) FROM accel_bursts),
+                      (SELECT count(*) FILTER (WHERE state IN ('pending', 'open', 'acknowledged',
+                                                               'dispatched')) FROM alerts),
+                      (SELECT count(*) FROM alerts),
+                      (SELECT count(*) FILTER (WHERE status = 'delivered') FROM deliveries),
+                      (SELECT count(*) FROM deliveries)"""
         ).fetchone()
         reasons = dict(
             conn.execute(
                 "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason"
             ).fetchall()
         )
-    vitals, bursts = (int(row[0]), int(row[1])) if row else (0, 0)
-    return vitals, bursts, {str(k): int(v) for k, v in reasons.items()}
+    n = [int(v) for v in row] if row else [0] * 6
+    return _Counts(n[0], n[1], {str(k): int(v) for k, v in reasons.items()}, *n[2:])
+
+
+def _outbox_busy(url: str) -> bool:
+    """Whether deliveries are being sent or are due now (not those waiting for a retry)."""
+    with db.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            """SELECT count(*) FROM deliveries WHERE status = 'sending'
+                   OR (status = 'pending' AND next_attempt_at <= now())"""
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _alerts_text(counts: _Counts, got: ReceiverTotals) -> str:
+    family = sum(n for who, n in got.messages.items() if who in FAMILY_PATHS)
+    others = sum(got.messages.values()) - family
+    bad = f", {got.bad_signatures} refused (bad signature)" if got.bad_signatures else ""
+    return (
+        f"alerts {counts.alerts_live} live of {counts.alerts_total} | deliveries "
+        f"{counts.delivered} of {counts.deliveries} delivered | received: 120 pushes "
+        f"{got.pushes} (signature ok){bad}, family/doctor messages {family}, hospital/community/"
+        f"operator {others}"
+    )
 
 
 def _reasons_text(reasons: dict[str, int]) -> str:
@@ -369,29 +641,62 @@ def _start(
     metrics_port = base.ingest.metrics_port
     if metrics_port and not _port_free(base.ingest.metrics_host, metrics_port):
         metrics_port = 0
+    shown_host = "127.0.0.1" if api_host in ("0.0.0.0", "::", "") else api_host  # noqa: S104 - a display rule
+    # The 120 centre and the phones: a local receiver, with a secret of this run for the push.
+    secret = secrets.token_urlsafe(24)
+    receiver = stack.enter_context(DemoReceiver(secret))
+    alerts = load_settings(
+        alerts={
+            **base.alerts.model_dump(),
+            "dispatch120_url": receiver.dispatch120_url,
+            "dispatch120_secret": secret,
+            "operator_url": receiver.phone_url("operator"),
+            "sms_url": receiver.phone_url("sms-{phone}"),
+            "ack_base_url": f"http://{shown_host}:{api_port}/api/v1/ack/",
+        }
+    ).alerts
     settings = _replace(
         base,
         db={"url": db_url},
         mqtt={"url": mqtt_url},
         api={"port": api_port},
         ingest={"metrics_port": metrics_port},
-    )
+    ).model_copy(update={"alerts": alerts})
     result = db.upgrade(db_url)
     ids = [f"{DEVICE_PREFIX}-{i:05d}" for i in range(devices)]
+    keyring = Keyring.from_settings(settings.registry)
+    directory = PostgresDirectory(alerts.sms_url, opener=registry.channel_opener(keyring))
+    alert_service = AlertService(alerts, directory)
     with db.connect(db_url) as conn:
         added = ensure_devices(conn, ids)
         # The console reads the stream through the API, as an operator: a token for today.
         console_principal = access.create_principal(conn, "demo console", access.Role.OPERATOR)
         console_token = access.issue_token(conn, console_principal, days=1).token
         conn.commit()
+        ensure_demo_elder(conn, keyring, receiver, ids[0])
+        conn.commit()
+        closed = close_leftover_alerts(conn, alert_service, DEVICE_PREFIX)
+        conn.commit()
     _say(
         out,
         f"schema:    version {result.current} ({result.mode} mode); {devices} demo wristbands "
         f"({added} newly registered)",
     )
+    _say(
+        out,
+        f"receiver:  stand-ins for the 120 dispatch centre and the family's phones at "
+        f"http://{receiver.host}:{receiver.port}",
+    )
+    _say(
+        out,
+        f"elder:     {DEMO_ELDER} wears {ids[0]}: emergency profile, a child, a work unit, a "
+        f"family doctor, a partner hospital, a community (all sample data)"
+        + (f"; closed {closed} live alert(s) an earlier run left" if closed else ""),
+    )
 
-    demo = _Demo(settings, ids, stop=stop)
-    # Stop order, last in first out: simulator, ingester (drains), API, then the services.
+    demo = _Demo(settings, ids, stop=stop, receiver=receiver)
+    # Stop order, last in first out: simulator, ingester (drains), alert workers, API, then
+    # the receiver and the services.
     ingest_client = client_for(
         settings.mqtt,
         persistent=True,
@@ -418,6 +723,26 @@ def _start(
         api_worker.thread.join(timeout=10)
 
     stack.callback(stop_api)
+    alert_workers = [
+        demo.spawn("deliveries", lambda: run_worker(settings, demo.alerts_stop)),
+        demo.spawn(
+            "escalation",
+            lambda: run_escalation(
+                lambda: db.connect(db_url, autocommit=True),
+                alert_service,
+                SystemClock(),
+                demo.alerts_stop,
+                alerts.escalation_every_s,
+            ),
+        ),
+    ]
+
+    def stop_alert_workers() -> None:
+        demo.alerts_stop.set()
+        for worker in alert_workers:
+            worker.thread.join(timeout=30)
+
+    stack.callback(stop_alert_workers)
     ingest_worker = demo.spawn("ingest", lambda: run_ingest(settings, demo.ingest_stop, service))
 
     def stop_ingest() -> None:
@@ -444,7 +769,6 @@ def _start(
 
     stack.callback(stop_sim)
 
-    shown_host = "127.0.0.1" if api_host in ("0.0.0.0", "::", "") else api_host  # noqa: S104 - a display rule
     url = f"http://{shown_host}:{api_port}/#token={console_token}"
     bar = "=" * (len(url) + 22)
     _say(out)
@@ -456,15 +780,48 @@ def _start(
     _say(
         out,
         f"{devices} wristbands publish once a second; a malformed message and a heart rate of 900 "
-        f"go out every {BAD_EVERY_S:.0f} s. Ctrl-C stops.",
+        f"go out every {BAD_EVERY_S:.0f} s; the demo elder presses SOS every {SOS_EVERY_S:.0f} s "
+        f"(first after {FIRST_SOS_AFTER_S:.0f} s). Ctrl-C stops.",
     )
     _say(out)
     return demo
 
 
+_INDENT = " " * 9  # under the "[   5 s] " of a status line
+
+
+def _show_samples(receiver: DemoReceiver, out: TextIO, shown: set[str]) -> None:
+    """Once each: what the first 120 push and the first family message said."""
+    if "push" not in shown and (pushes := receiver.pushes()):
+        push = pushes[0]
+        shown.add("push")
+        _say(out, f"{_INDENT}the 120 centre got alert {push.alert_id} ({push.kind}), signed, with:")
+        _say(out, f"{_INDENT}  elder:   {push.elder_name}")
+        _say(out, f"{_INDENT}  address: {push.address}")
+        if push.has_profile:
+            _say(
+                out,
+                f"{_INDENT}  profile: {'; '.join(push.conditions) or '-'} | allergies: "
+                f"{'; '.join(push.allergies) or '-'} | blood type {push.blood_type}",
+            )
+    # The child's message first: the one a family member would read.
+    family = sorted(
+        (m for m in receiver.messages() if m.recipient in FAMILY_PATHS),
+        key=lambda m: m.recipient != "child",
+    )
+    if "message" not in shown and family:
+        message = family[0]
+        shown.add("message")
+        _say(out, f"{_INDENT}the {message.recipient}'s phone got:")
+        for line in [message.title, *message.body.splitlines()]:
+            if line.strip():
+                _say(out, f"{_INDENT}  | {line.strip()}")
+
+
 def _run(demo: _Demo, out: TextIO, limit: float | None) -> int:
     service = demo.service
-    assert service is not None  # noqa: S101 - set by _start()
+    receiver = demo.receiver
+    assert service is not None and receiver is not None  # noqa: S101 - set by _start()
     started = time.monotonic()
     last_t = started
     last_received = 0
@@ -482,28 +839,33 @@ def _run(demo: _Demo, out: TextIO, limit: float | None) -> int:
             rate = (received - last_received) / (now - last_t)
             last_received, last_t = received, now
             try:
-                vitals, bursts, reasons = _counts(url)
+                counts = _counts(url)
             except DatabaseError as exc:
                 _say(out, f"[{now - started:5.0f} s] database unavailable: {exc}")
                 continue
             _say(
                 out,
-                f"[{now - started:5.0f} s] stored {vitals} vitals, {bursts} accel bursts | "
-                f"{rate:.0f} msg/s | dead letters: {_reasons_text(reasons)}",
+                f"[{now - started:5.0f} s] stored {counts.vitals} vitals, {counts.bursts} accel "
+                f"bursts | {rate:.0f} msg/s | dead letters: {_reasons_text(counts.reasons)}",
             )
+            _say(out, f"{_INDENT}{_alerts_text(counts, receiver.totals())}")
+            _show_samples(receiver, out, demo.shown)
     finally:
         _say(out, "stopping ...")
     return _finish(demo, out, service, time.monotonic() - started)
 
 
 def _finish(demo: _Demo, out: TextIO, service: IngestService, elapsed: float) -> int:
+    receiver = demo.receiver
+    assert receiver is not None  # noqa: S101 - set by _start()
     # Stop the producers first and let the ingester drain what it received.
     demo.sim_stop.set()
     for worker in demo.workers:
         if worker.name == "simulator":
             worker.thread.join(timeout=15)
+    sent = demo.published + demo.bad_published + demo.sos_published
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and service.totals()["received"] < demo.published + demo.bad_published:
+    while time.monotonic() < deadline and service.totals()["received"] < sent:
         time.sleep(0.1)
     # Its "disconnected from the broker" warning is expected now.
     logging.getLogger("ingest.service").setLevel(logging.ERROR)
@@ -511,23 +873,38 @@ def _finish(demo: _Demo, out: TextIO, service: IngestService, elapsed: float) ->
     for worker in demo.workers:
         if worker.name == "ingest":
             worker.thread.join(timeout=30)
+    # Then the alert workers, once what is due in the outbox went out (retries wait).
+    deadline = time.monotonic() + DRAIN_S
+    with contextlib.suppress(DatabaseError):
+        while time.monotonic() < deadline and _outbox_busy(demo.settings.db.url):
+            time.sleep(0.2)
+    demo.alerts_stop.set()
+    for worker in demo.workers:
+        if worker.name in ("deliveries", "escalation"):
+            worker.thread.join(timeout=30)
     failed = [w for w in demo.workers if w.error is not None]
     totals = service.totals()
     try:
-        vitals, bursts, reasons = _counts(demo.settings.db.url)
+        counts: _Counts | None = _counts(demo.settings.db.url)
     except DatabaseError:
-        vitals, bursts, reasons = -1, -1, {}
+        counts = None
     _say(
         out,
         f"totals after {elapsed:.0f} s: published {demo.published} messages "
-        f"(+{demo.bad_published} bad ones); ingester received {totals['received']}, stored "
-        f"{totals['stored']} rows, dead-lettered {totals['dead']}, {totals['dup']} duplicates",
+        f"(+{demo.bad_published} bad ones, {demo.sos_published} SOS); ingester received "
+        f"{totals['received']}, stored {totals['stored']} rows, dead-lettered {totals['dead']}, "
+        f"{totals['dup']} duplicates",
     )
-    _say(
-        out,
-        f"in the database: {vitals} vitals, {bursts} accel bursts; "
-        f"dead letters: {_reasons_text(reasons)}",
-    )
+    if counts is None:
+        _say(out, "in the database: unavailable")
+    else:
+        _say(
+            out,
+            f"in the database: {counts.vitals} vitals, {counts.bursts} accel bursts; "
+            f"dead letters: {_reasons_text(counts.reasons)}",
+        )
+        _say(out, f"and then: {_alerts_text(counts, receiver.totals())}")
+    _show_samples(receiver, out, demo.shown)
     for worker in failed:
         _say(out, f"anxin demo: the {worker.name} stopped with an error: {worker.error!r}")
     return 1 if failed else 0
