@@ -9,12 +9,19 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import apprise
+import httpx
+import orjson
 import psycopg
 import pytest
 
+from alerts.channels import with_idempotency_header
+from alerts.dispatch120 import sign_body
 from api.demo import run_demo
+from api.demo_receiver import DemoReceiver
 from core.embedded import free_port, reachable_broker
 from core.settings import load_settings
 
@@ -65,11 +72,19 @@ def _console_url(output: str) -> str:
     return match.group(1)
 
 
+_ALERT_TOTALS = re.compile(
+    r"and then: alerts (\d+) live of (\d+) \| deliveries (\d+) of (\d+) delivered \| received: "
+    r"120 pushes (\d+) \(signature ok\), family/doctor messages (\d+)"
+)
+
+
 @pytest.mark.integration
-def test_demo_stores_vitals_and_dead_letters_the_bad_messages(fresh_database: str) -> None:
+def test_demo_stores_vitals_dead_letters_bad_messages_and_alerts_reach_the_receiver(
+    fresh_database: str,
+) -> None:
     _require_mosquitto()
     result = _run_cli(
-        _demo_env(ANXIN_DB__URL=fresh_database, ANXIN_MQTT__URL=MOSQUITTO),
+        _demo_env(ANXIN_DB__URL=fresh_database, ANXIN_MQTT__URL=MOSQUITTO, ANXIN_DEMO_SECONDS="20"),
         "--devices",
         "3",
         "--embedded",
@@ -88,7 +103,7 @@ def test_demo_stores_vitals_and_dead_letters_the_bad_messages(fresh_database: st
         letters = conn.execute(
             "SELECT reason, device_id, topic FROM dead_letters ORDER BY id"
         ).fetchall()
-    # Three wristbands, once a second for about 12 s.
+    # Three wristbands, once a second for about 20 s.
     assert set(per_device) == {"demo-wb-00000", "demo-wb-00001", "demo-wb-00002"}
     assert all(n >= 8 for n in per_device.values()), per_device
     reasons = {reason for reason, _, _ in letters}
@@ -97,6 +112,45 @@ def test_demo_stores_vitals_and_dead_letters_the_bad_messages(fresh_database: st
         device == "demo-wb-00000" and "/dev/demo-wb-00000/telemetry" in topic
         for _, device, topic in letters
     )
+    _assert_the_sos_alert_reached_everyone(output, fresh_database)
+
+
+def _assert_the_sos_alert_reached_everyone(output: str, url: str) -> None:
+    """The SOS at 5 s opened an alert; the signed 120 push with the profile, the child's, the
+    work unit's and the doctor's messages reached the demo's receiver."""
+    totals = _ALERT_TOTALS.search(output)
+    assert totals, output
+    live, total, delivered, deliveries, pushes, family = map(int, totals.groups())
+    assert (live, total, pushes) == (1, 1, 1), output
+    assert family == 3, output
+    assert delivered == deliveries >= 5, output  # 120, child, work unit, doctor, hospital
+    assert "the 120 centre got alert 1 (sos), signed, with:" in output
+    assert re.search(r"elder: +演示老人 Demo elder \(sample\)", output), output
+    assert re.search(r"address: +示例省示例市演示区样例路 8 号", output), output
+    assert re.search(
+        r"profile: .*hypertension.* \| allergies: .*penicillin.* \| blood type A\+", output
+    )
+    assert "the child's phone got:" in output
+    assert re.search(r"\| .*按下了紧急呼叫\(SOS\)", output), output
+    assert re.search(r"\| .*http://127\.0\.0\.1:\d+/api/v1/ack/[A-Za-z0-9_-]{24}", output), output
+    with psycopg.connect(url) as conn:
+        alerts = conn.execute(
+            "SELECT a.kind, a.severity, a.state, a.device_id, r.name FROM alerts a "
+            "JOIN residents r ON r.id = a.resident_id"
+        ).fetchall()
+        sent: dict[str, str] = dict(
+            conn.execute(
+                "SELECT recipient_kind, status FROM deliveries WHERE tier = 0 ORDER BY id"
+            ).fetchall()
+        )
+        attempts = conn.execute(
+            "SELECT d.recipient_kind, t.status_code FROM delivery_attempts t "
+            "JOIN deliveries d ON d.id = t.delivery_id WHERE d.channel = 'dispatch120'"
+        ).fetchall()
+    assert alerts == [("sos", "emergency", "open", "demo-wb-00000", "演示老人 Demo elder (sample)")]
+    for kind in ("dispatch120", "child", "work_unit", "doctor", "hospital"):
+        assert sent.get(kind) == "delivered", sent
+    assert attempts == [("dispatch120", 200)], attempts
 
 
 def test_demo_without_services_and_without_embedded_ones_says_so() -> None:
@@ -140,5 +194,75 @@ def test_demo_falls_back_to_an_embedded_postgres_and_broker() -> None:
     assert int(match.group(1)) >= 2 * 6
     assert "malformed_json 1" in match.group(3)
     assert "out_of_range 1" in match.group(3)
+    # The SOS at 5 s reached the receiver through the embedded services too.
+    totals = _ALERT_TOTALS.search(output)
+    assert totals, output
+    assert int(totals.group(5)) == 1, output
+    assert int(totals.group(6)) == 3, output
     # The throw-away data directory is gone with the server.
     assert _embedded_data_dirs() - before == set()
+
+
+# -- the demo's receiver (the 120 centre and the phones) ----------------------------------------
+
+
+def _record(alert_id: int) -> bytes:
+    return orjson.dumps(
+        {
+            "version": 1,
+            "alert": {"id": alert_id, "kind": "sos"},
+            "resident": {"name": "Sample elder", "address": {"city": "示例市", "text": "Room 1"}},
+            "profile": {"conditions": ["hypertension"], "allergies": [], "blood_type": "O+"},
+        }
+    )
+
+
+def _signed(secret: str, body: bytes, key: str, *, at: float | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time() if at is None else at))
+    return {
+        "Content-Type": "application/json",
+        "X-Anxin-Timestamp": timestamp,
+        "X-Anxin-Signature": sign_body(secret.encode(), timestamp, body),
+        "Idempotency-Key": key,
+    }
+
+
+def test_receiver_takes_a_signed_push_once_and_refuses_a_bad_or_stale_signature() -> None:
+    with DemoReceiver("s3cret") as receiver, httpx.Client() as http:
+        url = receiver.dispatch120_url
+        body = _record(7)
+        first = http.post(url, content=body, headers=_signed("s3cret", body, "k-1"))
+        again = http.post(url, content=body, headers=_signed("s3cret", body, "k-1"))
+        wrong = http.post(url, content=body, headers=_signed("other", body, "k-2"))
+        stale = http.post(
+            url, content=body, headers=_signed("s3cret", body, "k-3", at=time.time() - 3600)
+        )
+        tampered = http.post(url, content=_record(8), headers=_signed("s3cret", body, "k-4"))
+        totals = receiver.totals()
+        pushes = receiver.pushes()
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert (wrong.status_code, stale.status_code, tampered.status_code) == (401, 401, 401)
+    assert (totals.pushes, totals.duplicates, totals.bad_signatures) == (1, 1, 3)
+    assert [(p.alert_id, p.elder_name, p.address, p.conditions, p.blood_type) for p in pushes] == [
+        (7, "Sample elder", "示例市 Room 1", ("hypertension",), "O+")
+    ]
+
+
+def test_receiver_counts_apprise_json_messages_per_phone_once_per_key() -> None:
+    with DemoReceiver("s3cret") as receiver:
+        for _ in range(2):  # a retry with the same key is dropped
+            notifier = apprise.Apprise()
+            assert notifier.add(
+                with_idempotency_header(receiver.phone_url("child"), "alert-1-open0-t0-child-x")
+            )
+            assert notifier.notify(title="SOS", body="Sample elder pressed SOS.\nPlease call.")
+        with httpx.Client() as http:
+            unknown = http.post(f"http://{receiver.host}:{receiver.port}/elsewhere", json={})
+        totals = receiver.totals()
+        messages = receiver.messages()
+    assert unknown.status_code == 404
+    assert totals.messages == {"child": 1}
+    assert totals.duplicates == 1
+    assert [(m.recipient, m.title, m.body) for m in messages] == [
+        ("child", "SOS", "Sample elder pressed SOS.\nPlease call.")
+    ]
