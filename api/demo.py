@@ -9,8 +9,10 @@ delivery worker and escalation clock, the HTTP API with the console and a paced 
 message per device per second), each in a thread. Every ``BAD_EVERY_S`` seconds one malformed
 message and one with an absurd heart rate go out, so the dead-letter path shows; every
 ``SOS_EVERY_S`` seconds the demo elder's wristband sends an SOS, so an alert opens and the 120
-push and the family's and the doctor's messages arrive at the receiver. A few lines of figures
-every ``REPORT_EVERY_S`` seconds; totals on exit.
+push and the family's and the doctor's messages arrive at the receiver; the child taps the
+acknowledge link in the message, and the demo operator resolves the alert ``RESOLVE_AFTER_S``
+later, so the next SOS opens a new one. A few lines of figures every ``REPORT_EVERY_S``
+seconds; totals on exit.
 
 ``ANXIN_DEMO_SECONDS`` (or ``seconds=``) stops the demo after that long, for tests.
 """
@@ -21,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -34,6 +37,7 @@ from types import FrameType
 from typing import Any, Literal, TextIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import uvicorn
 
 from alerts.delivery import run_worker
@@ -100,6 +104,9 @@ SOS_EVERY_S = 20.0
 FIRST_SOS_AFTER_S = 5.0
 #: Deliveries still due when the demo stops get this long to go out.
 DRAIN_S = 10.0
+#: The demo operator resolves an acknowledged alert this long after, so the next SOS opens anew.
+RESOLVE_AFTER_S = 8.0
+_ACK_LINK = re.compile(r"https?://\S+/api/v1/ack/[A-Za-z0-9_-]{24}")
 # Libraries whose INFO lines would drown the demo's own report.
 _QUIET_LOGGERS = (
     "amqtt",
@@ -410,6 +417,9 @@ class _Demo:
     workers: list[_Worker] = field(default_factory=list)
     service: IngestService | None = None
     receiver: DemoReceiver | None = None
+    alert_service: AlertService | None = None
+    tapped: set[str] = field(default_factory=set)
+    """Idempotency keys of the child's messages whose acknowledge link was looked at."""
     published: int = 0
     bad_published: int = 0
     sos_published: int = 0
@@ -694,7 +704,7 @@ def _start(
         + (f"; closed {closed} live alert(s) an earlier run left" if closed else ""),
     )
 
-    demo = _Demo(settings, ids, stop=stop, receiver=receiver)
+    demo = _Demo(settings, ids, stop=stop, receiver=receiver, alert_service=alert_service)
     # Stop order, last in first out: simulator, ingester (drains), alert workers, API, then
     # the receiver and the services.
     ingest_client = client_for(
@@ -818,6 +828,46 @@ def _show_samples(receiver: DemoReceiver, out: TextIO, shown: set[str]) -> None:
                 _say(out, f"{_INDENT}  | {line.strip()}")
 
 
+def _family_and_operator_act(demo: _Demo, out: TextIO) -> None:
+    """The child taps the acknowledge link of a new message (help is on the way); the demo
+    operator resolves an alert acknowledged ``RESOLVE_AFTER_S`` ago, so the next SOS opens a
+    new alert with a new 120 push."""
+    receiver, service = demo.receiver, demo.alert_service
+    assert receiver is not None and service is not None  # noqa: S101 - set by _start()
+    for message in receiver.messages():
+        key = message.idempotency_key or ""
+        if message.recipient != "child" or key in demo.tapped:
+            continue
+        demo.tapped.add(key)
+        link = _ACK_LINK.search(message.body)
+        if link is None:
+            continue
+        try:
+            answer = httpx.get(link.group(0), timeout=5.0)
+        except httpx.HTTPError as exc:
+            _say(out, f"{_INDENT}the child's acknowledge link did not answer: {exc}")
+            continue
+        if answer.status_code == 200:
+            said = answer.json().get("message", "")
+            _say(out, f"{_INDENT}the child tapped the acknowledge link: {said}")
+    operator = Actor(ActorKind.OPERATOR, DEMO_BY)
+    with db.connect(demo.settings.db.url, autocommit=True) as conn:
+        due = conn.execute(
+            """SELECT id FROM alerts WHERE state = 'acknowledged' AND device_id LIKE %s
+                  AND acknowledged_at < now() - make_interval(secs => %s) ORDER BY id""",
+            (f"{DEVICE_PREFIX}-%", RESOLVE_AFTER_S),
+        ).fetchall()
+        for (alert_id,) in due:
+            with contextlib.suppress(TransitionRefused):
+                service.transition(
+                    conn, alert_id, AlertState.RESOLVED, operator, dt.datetime.now(dt.UTC),
+                    channel="api", note="demo: the family came round; all well",
+                )  # fmt: skip
+                _say(
+                    out, f"{_INDENT}the operator resolved alert {alert_id} (the family came round)"
+                )
+
+
 def _run(demo: _Demo, out: TextIO, limit: float | None) -> int:
     service = demo.service
     receiver = demo.receiver
@@ -850,6 +900,10 @@ def _run(demo: _Demo, out: TextIO, limit: float | None) -> int:
             )
             _say(out, f"{_INDENT}{_alerts_text(counts, receiver.totals())}")
             _show_samples(receiver, out, demo.shown)
+            try:
+                _family_and_operator_act(demo, out)
+            except DatabaseError as exc:
+                _say(out, f"{_INDENT}database unavailable: {exc}")
     finally:
         _say(out, "stopping ...")
     return _finish(demo, out, service, time.monotonic() - started)
