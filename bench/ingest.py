@@ -286,7 +286,7 @@ def main() -> int:
             f"| {name} | {med[name]:,.0f} | {3 * med[name]:,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} |"
         )
     print(
-        f"\nanxin i16 / naive i16, per round: {', '.join(f'{r:.1f}x' for r in ratios)} (median {statistics.median(ratios):.1f}x)"
+        f"\ningest i16 / naive i16, per round: {', '.join(f'{r:.1f}x' for r in ratios)} (median {statistics.median(ratios):.1f}x)"
     )
     print(
         f"live: {args.live_devices} devices x 1 msg/s for {args.live_seconds} s: {n} readings stored once; "

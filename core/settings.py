@@ -94,11 +94,10 @@ class MqttSettings(_Section):
         description="When set, subscribe as $share/<group>/... so several ingesters split the load.",
     )
     protocol: Literal["3.1.1", "5"] = Field(
-        "3.1.1",
-        description="MQTT version of the service's own connections. 3.1.1 by default: paho parses "
-        "MQTT 5 properties of every message in Python, which costs the ingester about a third of its "
-        "receive throughput. With 3.1.1 the broker's max_inflight_messages bounds the in-flight "
-        "window; with 5, receive_maximum below does.",
+        "5",
+        description="MQTT version of the service's own connections. With 5 the ingester announces "
+        "receive_maximum, so the broker never has more unacknowledged messages in flight to it "
+        "than that (this bounds its memory); with 3.1.1 only the broker's configuration can.",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     session_expiry_s: int = Field(
