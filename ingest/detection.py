@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
 import struct
 import threading
@@ -416,7 +417,9 @@ class DetectionSink:
         self._vitals = _VitalsRings(self.config)
         self._health = _HealthTable()
         self._accel_end: dict[str, float] = {}
-        self._changed: dict[str, set[str]] = {_FALL: set(), _VITALS: set(), _HEALTH: set()}
+        # Devices whose state changed since it was last saved, per detector, oldest first (a
+        # dict used as an ordered set): saves take the oldest, so every device gets its turn.
+        self._changed: dict[str, dict[str, None]] = {_FALL: {}, _VITALS: {}, _HEALTH: {}}
         self._loaded = False
         self._started_ms: int | None = None
         self._last_health_ms = _EMPTY
@@ -441,8 +444,11 @@ class DetectionSink:
                 self._conn.close()
                 self._conn = None
 
-    def persist(self, now_ms: int, *, wait: bool = False) -> int:
-        """Save the state of the devices that changed since the last save; returns rows.
+    def persist(self, now_ms: int, *, wait: bool = False, limit: int | None = None) -> int:
+        """Save the state of the devices that changed since their last save; returns rows.
+
+        ``limit`` caps the devices per detector taken in this call (the oldest changes first);
+        the sink saves a slice every second so no call stalls the stream.
 
         The states are exported here (copies of small arrays) and written by a background
         thread with a connection of its own, in one COPY and one upsert: writing thousands of
@@ -462,14 +468,17 @@ class DetectionSink:
             _VITALS: self._vitals.export,
             _HEALTH: self._health.export,
         }
-        pending = {k: set(v) for k, v in self._changed.items()}
+        pending: dict[str, list[str]] = {}
+        for detector, devices in self._changed.items():
+            take = list(devices) if limit is None else list(itertools.islice(devices, limit))
+            for dev in take:
+                del devices[dev]
+            pending[detector] = take
         for detector, devs in pending.items():
             export = exporters[detector]
             for dev in devs:
                 if detector != _FALL or dev in self.falls.store:
                     rows.append((dev, detector, export(dev), at))
-        for detector, devs in pending.items():
-            self._changed[detector] -= devs
         self._last_persist_ms = now_ms
         if rows:
             self._state_future = self._state_writer.submit(self._write_state, rows)
@@ -481,7 +490,7 @@ class DetectionSink:
         with self._failed_lock:
             failed, self._failed_state = self._failed_state, []
         for dev, detector in failed:
-            self._changed.setdefault(detector, set()).add(dev)
+            self._changed.setdefault(detector, {})[dev] = None
 
     def _write_state(self, rows: list[tuple[str, str, bytes, datetime]]) -> None:
         try:
@@ -587,8 +596,13 @@ class DetectionSink:
             for listener in self._listeners:
                 self._guard("listener", lambda ls=listener: ls(list(findings)))  # type: ignore[misc]
         last = self._last_persist_ms
-        if last is not None and now_ms - last >= self.config.persist_every_s * 1000:
-            self._guard("persist", lambda: self.persist(now_ms))
+        # A thirtieth of the changed devices every thirtieth of the interval: each device is
+        # saved about every persist_every_s, and no single call exports thousands of states.
+        slices = 30
+        if last is not None and now_ms - last >= self.config.persist_every_s * 1000 / slices:
+            waiting = max(len(d) for d in self._changed.values())
+            limit = max(64, -(-waiting // slices))
+            self._guard("persist", lambda: self.persist(now_ms, limit=limit))
 
     def _guard(self, stage: str, action: Callable[[], object]) -> bool:
         try:
@@ -609,7 +623,7 @@ class DetectionSink:
             return []
         events.sort(key=lambda e: e.ts_ms)
         ids = [e.device_id for e in events]
-        self._changed[_FALL].update(ids)
+        self._changed[_FALL].update(dict.fromkeys(ids))
         return self.falls.device_events(
             device_ids=ids,
             resident_ids=[resident(d) for d in ids],
@@ -663,7 +677,7 @@ class DetectionSink:
                 rounds.append([])
             rounds[k].append(b)
             self._accel_end[b.device_id] = b.t0_ms + len(b.samples) // 6 * 1000.0 / b.rate
-        self._changed[_FALL].update(occurrence)
+        self._changed[_FALL].update(dict.fromkeys(occurrence))
         out: list[Finding] = []
         for items in rounds:
             out.extend(self.falls.process(_fall_batch(items, resident), now_ms))
@@ -734,7 +748,7 @@ class DetectionSink:
             np.array(ts, np.int64),
             np.array(values, np.float64),
         )
-        self._changed[_VITALS].update(ring.ids[i] for i in set(rows))
+        self._changed[_VITALS].update(dict.fromkeys(ring.ids[i] for i in set(rows)))
         if fresh.size == 0:
             return []
         found = news2_findings(
@@ -779,7 +793,7 @@ class DetectionSink:
             h.offline_reported[row] = False
             if r.battery is not None:
                 h.battery_level(row, r.ts_ms, r.battery.level_pct, r.battery.charging)
-            changed.add(r.device_id)
+            changed[r.device_id] = None
         for s in batch.device_statuses:
             row = h.row(s.device_id)
             if s.online:
@@ -792,7 +806,7 @@ class DetectionSink:
                 wills.append(row)
             if s.battery_pct is not None:
                 h.battery_level(row, s.ts_ms, s.battery_pct, None)
-            changed.add(s.device_id)
+            changed[s.device_id] = None
         due = now_ms - self._last_health_ms >= self.config.health_every_s * 1000
         if not wills and not due:
             return []
@@ -842,7 +856,7 @@ class DetectionSink:
         ]
         h.offline_reported[rows[new_offline]] = True
         h.battery_reported[rows[new_battery]] = level[new_battery]
-        changed.update(f.device_id for f in out)
+        changed.update(dict.fromkeys(f.device_id for f in out))
         return out
 
     # -- storage -----------------------------------------------------------------------

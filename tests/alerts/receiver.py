@@ -167,7 +167,7 @@ def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001")
         resident = registry.create_resident(
             conn,
             ResidentIn(
-                name="王秀英",
+                name="示例老人",
                 sex=Sex.FEMALE,
                 birth_date=dt.date(1941, 3, 8),
                 landline="0371-65551234",
@@ -205,7 +205,7 @@ def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001")
             conn,
             resident.id,
             ContactIn(
-                name="李明",
+                name="示例子女",
                 role=ContactRole.CHILD,
                 priority=1,
                 phones=["13900139000"],
@@ -229,7 +229,7 @@ def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001")
             DoctorTeamIn(
                 name="金水区家庭医生一队",
                 institution="文化路社区卫生服务中心",
-                members=[TeamMemberIn(name="张医生", role=TeamRole.DOCTOR, phone="13700137000")],
+                members=[TeamMemberIn(name="示例医生", role=TeamRole.DOCTOR, phone="13700137000")],
             ),
             keyring=keyring,
         )

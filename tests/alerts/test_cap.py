@@ -60,7 +60,7 @@ def _record(
     rid = uuid.uuid4()
     resident = Resident(
         id=rid,
-        name="王秀英",
+        name="示例老人",
         sex=Sex.FEMALE,
         birth_date=dt.date(1941, 3, 8),
         id_number=None,
@@ -103,7 +103,7 @@ def _record(
     contact = Contact(
         id=uuid.uuid4(),
         resident_id=rid,
-        name="李明",
+        name="示例子女",
         role=ContactRole.CHILD,
         priority=1,
         phones=("13900139000",),

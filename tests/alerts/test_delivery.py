@@ -30,7 +30,7 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def _delivery(attempts: int, created_at: dt.datetime = T0) -> Delivery:
-    return Delivery(1, 1, 0, "child", None, "李明", "apprise", "x://", "zh", "emergency", "k",
+    return Delivery(1, 1, 0, "child", None, "示例子女", "apprise", "x://", "zh", "emergency", "k",
                     attempts, created_at)  # fmt: skip
 
 
@@ -131,7 +131,7 @@ def test_apprise_messages_carry_the_right_text_in_zh_and_en(db_url: str) -> None
         db_url,
         seeded,
         [
-            ("child", "李明", "apprise", "anxintest://child", "zh"),
+            ("child", "示例子女", "apprise", "anxintest://child", "zh"),
             ("work_unit", "Textile Works", "apprise", "anxintest://unit", "en"),
         ],
     )
@@ -158,8 +158,8 @@ def test_apprise_messages_carry_the_right_text_in_zh_and_en(db_url: str) -> None
         thread.join(30)
 
     zh_title, zh_body = captured["child"]
-    assert zh_title == "【安心紧急告警】王秀英按下了紧急呼叫(SOS)"
-    assert zh_body.startswith("李明您好:\n王秀英按下了紧急呼叫(SOS)。")
+    assert zh_title == "【安心紧急告警】示例老人按下了紧急呼叫(SOS)"
+    assert zh_body.startswith("示例子女您好:\n示例老人按下了紧急呼叫(SOS)。")
     assert (
         "地点:河南省郑州市金水区文化路 88 号幸福里 3 号楼 2 单元 401 (34.78031,113.66522)"
         in zh_body
@@ -167,8 +167,8 @@ def test_apprise_messages_carry_the_right_text_in_zh_and_en(db_url: str) -> None
     assert "120 急救中心已同步收到" in zh_body
     assert f"请点击确认:https://anxin.example/ack/{ids[0]}-" in zh_body
     en_title, en_body = captured["unit"]
-    assert en_title == "[Anxin EMERGENCY] 王秀英 pressed the SOS emergency button"
-    assert en_body.startswith("Dear Textile Works,\n王秀英 pressed the SOS emergency button.")
+    assert en_title == "[Anxin EMERGENCY] 示例老人 pressed the SOS emergency button"
+    assert en_body.startswith("Dear Textile Works,\n示例老人 pressed the SOS emergency button.")
     assert "Where: 河南省郑州市金水区文化路 88 号幸福里 3 号楼 2 单元 401" in en_body
     assert f"acknowledge here: https://anxin.example/ack/{ids[1]}-" in en_body
     with psycopg.connect(db_url) as conn:
@@ -187,7 +187,7 @@ def test_apprise_webhook_gets_the_idempotency_key_header(db_url: str) -> None:
         seeded = seed_registry(db_url, make_keyring())
         url = receiver.url.replace("http://", "json://")
         _alert, (delivery_id,) = insert_alert(
-            db_url, seeded, [("child", "李明", "apprise", url, "zh")]
+            db_url, seeded, [("child", "示例子女", "apprise", url, "zh")]
         )
         # The webhook is unsigned (apprise), so the receiver answers 401; the worker retries.
         config = DeliveryConfig(dispatch120_secret=SECRET, poll_s=0.05, backoff_base_s=10)
@@ -200,4 +200,4 @@ def test_apprise_webhook_gets_the_idempotency_key_header(db_url: str) -> None:
             "SELECT idempotency_key FROM deliveries WHERE id = %s", (delivery_id,)
         ).fetchone()  # type: ignore[misc]
     assert arrival.key == key
-    assert "王秀英" in json.loads(arrival.body)["title"]
+    assert "示例老人" in json.loads(arrival.body)["title"]

@@ -84,7 +84,7 @@ def test_sos_reaches_the_receiver_with_the_full_profile_and_a_valid_signature(
         assert arrival.headers["content-type"].startswith("application/cap+xml")
         text = arrival.body.decode()
         for expected in (
-            "王秀英",
+            "示例老人",
             "青霉素",
             "高血压",
             "二甲双胍 500 mg",
@@ -92,14 +92,14 @@ def test_sos_reaches_the_receiver_with_the_full_profile_and_a_valid_signature(
             "2021 年心脏支架手术",
             "34.780310,113.665220 0.012",
             "<msgType>Alert</msgType>",
-            "李明",
+            "示例子女",
         ):
             assert expected in text
     else:
         assert arrival.headers["content-type"] == "application/json"
         record = json.loads(arrival.body)
         assert record["alert"]["id"] == alert_id and record["alert"]["kind"] == "sos"
-        assert record["resident"]["name"] == "王秀英"
+        assert record["resident"]["name"] == "示例老人"
         assert record["resident"]["landline"] and record["resident"]["mobile"]
         assert record["resident"]["address"]["text"] == "3 号楼 2 单元 401"
         profile = record["profile"]
@@ -116,7 +116,7 @@ def test_sos_reaches_the_receiver_with_the_full_profile_and_a_valid_signature(
         circle = record["care_circle"]
         assert [c["name"] for c in circle["contacts"]] == [seeded.child_name, seeded.work_unit_name]
         assert all("channel" not in c for c in circle["contacts"])  # tokens stay home
-        assert circle["doctor_team"]["members"][0]["name"] == "张医生"
+        assert circle["doctor_team"]["members"][0]["name"] == "示例医生"
         assert circle["service_package"] == "慢病管理"
         assert circle["hospital"]["name"] == "市第一人民医院"
         assert circle["community"]["name"] == "幸福里社区"
@@ -175,4 +175,4 @@ def test_a_refusal_gives_up_with_the_reason_and_tells_the_operator(
         assert len(notes) == 1 and "HTTP 422" in notes[0][0]
     assert len(seen) == 1
     assert f"告警 #{alert_id}" in seen[0] and "120 (dispatch120, dispatch120)" in seen[0]
-    assert "HTTP 422" in seen[0] and "王秀英" in seen[0]
+    assert "HTTP 422" in seen[0] and "示例老人" in seen[0]

@@ -52,7 +52,7 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-def _elder(name: str = "Test Elder Zhang", **kw: Any) -> ResidentIn:
+def _elder(name: str = "Test Elder Yankee", **kw: Any) -> ResidentIn:
     data: dict[str, Any] = {
         "name": name, "sex": "female", "birth_date": dt.date(1938, 5, 4), "landline": "0531-86123456",
         "mobile": "13800138000", "id_number": "37010219380504002X",
@@ -75,7 +75,7 @@ PROFILE = ProfileIn(
 def test_resident_create_read_update_search_and_status(conn: psycopg.Connection[Any]) -> None:
     community = repo.create_community(conn, CommunityIn(name="Sample Street Community"))
     a = repo.create_resident(conn, _elder(community_id=community.id), keyring=KEYS)
-    repo.create_resident(conn, _elder("Test Elder Li", landline=None, mobile="139 0013 9000", flags={"dementia"}, address=Address(),
+    repo.create_resident(conn, _elder("Test Elder Kilo", landline=None, mobile="139 0013 9000", flags={"dementia"}, address=Address(),
                                       id_number=None), keyring=KEYS)
     assert repo.get_resident(conn, a.id, keyring=KEYS) == a
     assert a.id_number == "37010219380504002X"
@@ -87,14 +87,14 @@ def test_resident_create_read_update_search_and_status(conn: psycopg.Connection[
     def names(**kw: Any) -> list[str]:
         return [r.name for r in repo.list_residents(conn, ResidentSearch(**kw), keyring=KEYS).items]
 
-    assert names(name="elder") == ["Test Elder Li", "Test Elder Zhang"]
-    assert names(phone="13700137000") == ["Test Elder Zhang"]
-    assert names(phone="(0531) 8612-3456") == ["Test Elder Zhang"]
-    assert names(flags={"dementia"}) == ["Test Elder Li"]
-    assert names(community_id=community.id) == ["Test Elder Zhang"]
-    assert names(community_name="sample gar") == ["Test Elder Zhang"]
+    assert names(name="elder") == ["Test Elder Kilo", "Test Elder Yankee"]
+    assert names(phone="13700137000") == ["Test Elder Yankee"]
+    assert names(phone="(0531) 8612-3456") == ["Test Elder Yankee"]
+    assert names(flags={"dementia"}) == ["Test Elder Kilo"]
+    assert names(community_id=community.id) == ["Test Elder Yankee"]
+    assert names(community_name="sample gar") == ["Test Elder Yankee"]
     page = repo.list_residents(conn, keyring=KEYS, limit=1, offset=1)
-    assert (page.total, [r.name for r in page.items]) == (2, ["Test Elder Zhang"])
+    assert (page.total, [r.name for r in page.items]) == (2, ["Test Elder Yankee"])
 
     moved = repo.set_resident_status(conn, a.id, ResidentStatus.MOVED, keyring=KEYS)
     assert moved.status is ResidentStatus.MOVED
@@ -111,7 +111,7 @@ def test_resident_create_read_update_search_and_status(conn: psycopg.Connection[
 
 def test_consent_is_recorded_and_withdrawn(conn: psycopg.Connection[Any]) -> None:
     r = repo.create_resident(conn, _elder(), keyring=KEYS)
-    c = repo.record_consent(conn, r.id, ConsentIn(given_by="Test Child Zhang", relation="child", given_at=NOW,
+    c = repo.record_consent(conn, r.id, ConsentIn(given_by="Test Child Yankee", relation="child", given_at=NOW,
                                                   scopes={"emergency_profile", "share_with_120"}))
     assert repo.consented_scopes(conn, r.id) == {"emergency_profile", "share_with_120"}
     repo.withdraw_consent(conn, c.id, at=NOW)
@@ -123,7 +123,7 @@ def test_consent_is_recorded_and_withdrawn(conn: psycopg.Connection[Any]) -> Non
 
 def test_profile_versions_history_extension_and_verification_report(conn: psycopg.Connection[Any]) -> None:
     r = repo.create_resident(conn, _elder(), keyring=KEYS)
-    other = repo.create_resident(conn, _elder("Test Elder Wang"), keyring=KEYS)
+    other = repo.create_resident(conn, _elder("Test Elder Whiskey"), keyring=KEYS)
     with pytest.raises(NotFoundError):
         repo.get_profile(conn, r.id, keyring=KEYS)
     v1 = repo.put_profile(conn, r.id, PROFILE, by="operator-1", keyring=KEYS, verified_at=NOW - dt.timedelta(days=400))
@@ -146,7 +146,7 @@ def test_profile_versions_history_extension_and_verification_report(conn: psycop
     assert [p.version for p in repo.profile_history(conn, r.id, keyring=KEYS)] == [1, 2]
 
     report = repo.unverified_profiles(conn, months=12, now=NOW)
-    assert [(u.name, u.version) for u in report] == [("Test Elder Wang", None), ("Test Elder Zhang", 2)]
+    assert [(u.name, u.version) for u in report] == [("Test Elder Whiskey", None), ("Test Elder Yankee", 2)]
     v3 = repo.verify_profile(conn, r.id, by="community-worker-1", at=NOW, keyring=KEYS)
     assert (v3.version, v3.change_kind, v3.allergies) == (3, "verify", ("penicillin", "latex"))
     assert [u.resident_id for u in repo.unverified_profiles(conn, months=12, now=NOW)] == [other.id]
@@ -214,7 +214,7 @@ def test_care_circle_team_contract_hospital(conn: psycopg.Connection[Any]) -> No
 
 def test_device_binding_and_lifecycle(conn: psycopg.Connection[Any]) -> None:
     r = repo.create_resident(conn, _elder(), keyring=KEYS)
-    other = repo.create_resident(conn, _elder("Test Elder Wang"), keyring=KEYS)
+    other = repo.create_resident(conn, _elder("Test Elder Whiskey"), keyring=KEYS)
     hub = repo.create_device(conn, DeviceIn(device_id="hub-001", kind="hub", resident_id=r.id), by="op")
     band = repo.create_device(conn, DeviceIn(device_id="band-001", kind="wristband", resident_id=r.id,
                                              gateway_id="hub-001"), by="op")
@@ -247,7 +247,7 @@ def test_device_binding_and_lifecycle(conn: psycopg.Connection[Any]) -> None:
 
 def test_caller_lookup_by_resident_and_contact_numbers(conn: psycopg.Connection[Any]) -> None:
     r = repo.create_resident(conn, _elder(), keyring=KEYS)
-    neighbour_of = repo.create_resident(conn, _elder("Test Elder Wang", landline=None, mobile="13700137000"),
+    neighbour_of = repo.create_resident(conn, _elder("Test Elder Whiskey", landline=None, mobile="13700137000"),
                                         keyring=KEYS)
     repo.add_contact(conn, neighbour_of.id, ContactIn(name="Test Neighbour", role="neighbour",
                                                       phones=["0531 8612 3456"]), keyring=KEYS)
