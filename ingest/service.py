@@ -79,9 +79,10 @@ class IngestService:
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
         self._registry_lock = threading.Lock()
-        # Processed batches waiting for the commit thread: two at most, so processing runs
-        # ahead of the database by one batch and memory stays bounded.
-        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=2)
+        # Processed batches waiting for the commit thread: one at most, so processing runs
+        # ahead of the database by one batch, an urgent message waits behind no more than
+        # that, and memory stays bounded.
+        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=1)
         self._commit_error: BaseException | None = None
         self._client = client or client_for(
             settings.mqtt,
@@ -93,6 +94,9 @@ class IngestService:
         self.metrics = metrics or create_metrics()
         self._sinks = list(sinks)
         self._inbox: deque[_Pending] = deque()
+        # Events (an SOS press, a fall detected on the device) and statuses are few and urgent:
+        # they jump the telemetry queue into the next batch.
+        self._urgent: deque[_Pending] = deque()
         self._wake = threading.Event()
         self._devices: dict[str, DeviceInfo] = {}
         self._devices_loaded_at = 0.0
@@ -109,7 +113,11 @@ class IngestService:
 
     # -- network thread ----------------------------------------------------------------
     def _on_message(self, msg: Any) -> None:
-        self._inbox.append((msg, self._now_ms(), self._client.generation))
+        item = (msg, self._now_ms(), self._client.generation)
+        if msg.topic.endswith("/telemetry"):
+            self._inbox.append(item)
+        else:
+            self._urgent.append(item)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -157,9 +165,15 @@ class IngestService:
         )
 
     def _take(self) -> list[_Pending]:
+        urgent = self._urgent
+        taken = [urgent.popleft() for _ in range(len(urgent))]
         inbox = self._inbox
-        n = min(len(inbox), self.settings.ingest.batch_size)
-        return [inbox.popleft() for _ in range(n)]
+        n = min(len(inbox), max(0, self.settings.ingest.batch_size - len(taken)))
+        taken.extend(inbox.popleft() for _ in range(n))
+        return taken
+
+    def _waiting(self) -> int:
+        return len(self._inbox) + len(self._urgent)
 
     def _process(self, pending: list[_Pending]) -> Batch:
         raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _gen in pending]
@@ -259,7 +273,7 @@ class IngestService:
                 (r.ts_ms for r in batch.readings), dtype=np.float64, count=len(batch.readings)
             )
             m.device_to_commit_seconds.observe_many((now_ms - ts) / 1000.0)
-        m.queue_depth.set(len(self._inbox))
+        m.queue_depth.set(self._waiting())
         t = self._totals
         t["received"] += len(pending)
         t["stored"] += result.stored
@@ -278,7 +292,7 @@ class IngestService:
             rows,
             t["dead"] - last.get("dead", 0),
             t["dup"] - last.get("dup", 0),
-            len(self._inbox),
+            self._waiting(),
             1000 * _hist_quantile(self.metrics, 0.5),
             t["received"],
             t["stored"],
@@ -306,16 +320,17 @@ class IngestService:
                 if now - last_log >= self.settings.ingest.log_every_s:
                     last_totals = self._log_summary(last_totals, now - last_log)
                     last_log = now
-                if not self._inbox:
+                if not self._waiting():
                     if self._stop.is_set():
                         break
                     self._wake.wait(0.5)
                     self._wake.clear()
-                    if not self._inbox:
+                    if not self._waiting():
                         continue
                     # Let a batch form when traffic resumes after idleness.
                     if (
-                        len(self._inbox) < self.settings.ingest.batch_size
+                        self._waiting() < self.settings.ingest.batch_size
+                        and not self._urgent
                         and not self._stop.is_set()
                     ):
                         time.sleep(linger)
@@ -393,7 +408,7 @@ class IngestService:
 
     @property
     def inbox_depth(self) -> int:
-        return len(self._inbox)
+        return self._waiting()
 
 
 def _hist_quantile(metrics: IngestMetrics, q: float) -> float:
