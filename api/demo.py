@@ -392,7 +392,7 @@ def _broker(
     else:
         _say(out, "broker:    starting an embedded broker (--embedded always) ...")
     broker = stack.enter_context(EmbeddedBroker())
-    _say(out, f"broker:    embedded amqtt broker at {broker.url} (in this process)")
+    _say(out, f"broker:    embedded amqtt broker at {broker.url} (in this process, MQTT 3.1.1)")
     return broker.url
 
 
@@ -668,7 +668,8 @@ def _start(
     settings = _replace(
         base,
         db={"url": db_url},
-        mqtt={"url": mqtt_url},
+        # amqtt speaks MQTT 3.1.1 only; a real broker gets the service's default (MQTT 5).
+        mqtt={"url": mqtt_url, **({} if mqtt_url == base.mqtt.url else {"protocol": "3.1.1"})},
         api={"port": api_port},
         ingest={"metrics_port": metrics_port},
     ).model_copy(update={"alerts": alerts})
