@@ -52,36 +52,11 @@ class IssuedTokenOut(BaseModel):
     expires_at: datetime
 
 
-class TokenOut(BaseModel):
-    id: uuid.UUID
-    principal_id: uuid.UUID
-    principal_name: str
-    role: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    principal_id: uuid.UUID | None
-    principal_name: str
-    role: str
-    action: str
-    resident_id: uuid.UUID | None
-    profile_version: int | None
-    purpose: str
-    granted: bool
-    reason: str
-
-
 class AuditPage(BaseModel):
     total: int
     limit: int
     offset: int
-    items: list[AuditOut]
+    items: list[access.AuditEntry]
 
 
 class WhoAmI(BaseModel):
@@ -137,9 +112,9 @@ def issue_token(
 
 
 @router.get("/tokens")
-def list_tokens(conn: DbConn, _admin: Admin) -> list[TokenOut]:
+def list_tokens(conn: DbConn, _admin: Admin) -> list[access.TokenInfo]:
     """Every token's state (never the token itself)."""
-    return [TokenOut.model_validate(t, from_attributes=True) for t in access.list_tokens(conn)]
+    return list(access.list_tokens(conn))
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
@@ -166,5 +141,5 @@ def read_audit(
         total=total,
         limit=limit,
         offset=offset,
-        items=[AuditOut.model_validate(r, from_attributes=True) for r in rows],
+        items=list(rows),
     )
