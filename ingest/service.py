@@ -17,6 +17,7 @@ message to the broker. So:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import random
@@ -47,9 +48,9 @@ class BatchSink(Protocol):
     def __call__(self, batch: Batch, now_ms: int) -> None: ...
 
 
-# An inbox entry: (paho message, received at, unix ms; connection generation). A tuple, not
-# an object: it is built once per message on the network thread.
-_Pending = tuple[Any, int, int]
+# An inbox entry: (message, received at in unix ms, connection generation, receive order). A
+# tuple, not an object: it is built once per message on the network thread.
+_Pending = tuple[Any, int, int, int]
 
 
 class _Stopping(Exception):
@@ -79,10 +80,20 @@ class IngestService:
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
         self._registry_lock = threading.Lock()
-        # Processed batches waiting for the commit thread: one at most, so processing runs
-        # ahead of the database by one batch, an urgent message waits behind no more than
-        # that, and memory stays bounded.
-        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=1)
+        # Processed batches waiting for the commit thread, urgent ones (events, statuses)
+        # first: an SOS waits at most for the batch being committed.
+        self._batches: queue.PriorityQueue[tuple[int, int, tuple[list[_Pending], Batch] | None]] = (
+            queue.PriorityQueue()
+        )
+        # One processed telemetry batch may wait; urgent batches (events, statuses) go ahead of
+        # it without a slot.
+        self._telemetry_slot = threading.Semaphore(1)
+        self._batch_seq = itertools.count()
+        # MQTT wants PUBACKs in the order the messages arrived; urgent batches commit first,
+        # so acknowledgements are released in receive order once everything before is done.
+        self._received = 0
+        self._ack_next = 0
+        self._ack_ready: dict[int, tuple[int, int, int]] = {}
         self._commit_error: BaseException | None = None
         self._client = client or client_for(
             settings.mqtt,
@@ -113,7 +124,8 @@ class IngestService:
 
     # -- network thread ----------------------------------------------------------------
     def _on_message(self, msg: Any) -> None:
-        item = (msg, self._now_ms(), self._client.generation)
+        item = (msg, self._now_ms(), self._client.generation, self._received)
+        self._received += 1
         if msg.topic.endswith("/telemetry"):
             self._inbox.append(item)
         else:
@@ -164,19 +176,20 @@ class IngestService:
             max_age_ms=int(cfg.max_age_days * 86_400_000),
         )
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> tuple[list[_Pending], bool]:
+        """The next batch: every waiting event and status if any (urgent), else telemetry."""
         urgent = self._urgent
-        taken = [urgent.popleft() for _ in range(len(urgent))]
+        if urgent:
+            return [urgent.popleft() for _ in range(len(urgent))], True
         inbox = self._inbox
-        n = min(len(inbox), max(0, self.settings.ingest.batch_size - len(taken)))
-        taken.extend(inbox.popleft() for _ in range(n))
-        return taken
+        n = min(len(inbox), self.settings.ingest.batch_size)
+        return [inbox.popleft() for _ in range(n)], False
 
     def _waiting(self) -> int:
         return len(self._inbox) + len(self._urgent)
 
     def _process(self, pending: list[_Pending]) -> Batch:
-        raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _gen in pending]
+        raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _g, _o in pending]
         limits = self._limits(self._clock.now_ms())
         prefix = self.settings.mqtt.topic_prefix
         batch = process_batch(raw, self._devices, limits, prefix)
@@ -220,7 +233,7 @@ class IngestService:
     def _write_one_by_one(self, pending: list[_Pending]) -> WriteResult:
         stored = dup = dead = 0
         for p in pending:
-            msg, received_ms, _gen = p
+            msg, received_ms, _gen, _order = p
             single = self._process([p])
             try:
                 res = self._with_db_retry(lambda b=single: self._store.write(b))  # type: ignore[misc]
@@ -238,12 +251,19 @@ class IngestService:
         return WriteResult(stored, dup, dead, True)
 
     def _ack(self, pending: list[_Pending]) -> None:
+        ready = self._ack_ready
+        for msg, _r, gen, order in pending:
+            ready[order] = (msg.mid, msg.qos, gen)
         generation = self._client.generation
-        # Packet ids of an earlier connection mean nothing now: the broker redelivers those
-        # messages and the unique index drops the copies. QoS 0 needs no acknowledgement.
-        self._client.ack_many(
-            [msg.mid for msg, _r, gen in pending if gen == generation and msg.qos == 1]
-        )
+        mids: list[int] = []
+        while self._ack_next in ready:
+            mid, qos, gen = ready.pop(self._ack_next)
+            self._ack_next += 1
+            # Packet ids of an earlier connection mean nothing now: the broker redelivers
+            # those messages and the unique index drops the copies. QoS 0 needs no PUBACK.
+            if gen == generation and qos == 1:
+                mids.append(mid)
+        self._client.ack_many(mids)
 
     def _account(
         self,
@@ -255,7 +275,7 @@ class IngestService:
     ) -> None:
         m = self.metrics
         channels: dict[str, int] = {}
-        for msg, _r, _g in pending:
+        for msg, _r, _g, _o in pending:
             channel = msg.topic.rsplit("/", 1)[-1]
             channels[channel] = channels.get(channel, 0) + 1
         for channel, n in channels.items():
@@ -335,8 +355,8 @@ class IngestService:
                     ):
                         time.sleep(linger)
                 self._with_db_retry(self._refresh_devices)
-                pending = self._take()
-                self._hand_over((pending, self._process(pending)))
+                pending, urgent = self._take()
+                self._hand_over((pending, self._process(pending)), urgent=urgent)
         except _Stopping:
             log.warning(
                 "stopped during a database outage; unacknowledged messages stay at the broker"
@@ -349,31 +369,27 @@ class IngestService:
         if self._commit_error is not None and not isinstance(self._commit_error, _Stopping):
             raise self._commit_error
 
-    def _hand_over(self, item: tuple[list[_Pending], Batch]) -> None:
-        while True:
-            if self._commit_error is not None:
-                raise _Stopping from self._commit_error
-            try:
-                self._batches.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def _hand_over(self, item: tuple[list[_Pending], Batch], *, urgent: bool) -> None:
+        if not urgent:
+            while not self._telemetry_slot.acquire(timeout=0.5):
+                if self._commit_error is not None:
+                    raise _Stopping from self._commit_error
+        if self._commit_error is not None:
+            raise _Stopping from self._commit_error
+        self._batches.put((0 if urgent else 1, next(self._batch_seq), item))
 
     def _close_commit_stage(self, committer: threading.Thread) -> None:
-        while committer.is_alive():
-            try:
-                self._batches.put(None, timeout=0.5)
-                break
-            except queue.Full:
-                continue
+        self._batches.put((2, next(self._batch_seq), None))
         committer.join()
 
     def _commit_loop(self) -> None:
         try:
             while True:
-                item = self._batches.get()
+                priority, _seq, item = self._batches.get()
                 if item is None:
                     return
+                if priority == 1:
+                    self._telemetry_slot.release()
                 self._commit(*item)
         except BaseException as exc:
             if not isinstance(exc, _Stopping):
