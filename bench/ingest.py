@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.mqtt import MqttClient  # noqa: E402
 from devices.registry import ensure_devices  # noqa: E402
+from ingest.metrics import bucket_quantile  # noqa: E402
 from simulators.wearable import WearableFleet, publish_fleet  # noqa: E402
 from tests.services import ADMIN_URL, PrivateBroker, free_port, fresh_database, wait_until  # noqa: E402
 
@@ -152,21 +153,7 @@ class Ingester:
             if line.startswith("anxin_ingest_device_to_commit_seconds_bucket"):
                 le = line.split('le="', 1)[1].split('"', 1)[0]
                 buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
-        total = buckets[-1][1]
-
-        def q(p: float) -> float:
-            rank, prev_le, prev_c = p * total, 0.0, 0.0
-            for le, c in buckets:
-                if c >= rank:
-                    if le == float("inf"):
-                        return prev_le
-                    return prev_le + (le - prev_le) * (
-                        (rank - prev_c) / (c - prev_c) if c > prev_c else 1.0
-                    )
-                prev_le, prev_c = le, c
-            return prev_le
-
-        return q(0.5), q(0.99)
+        return bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99)
 
 
 def capacity(

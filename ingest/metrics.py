@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,35 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000)
 
 
+def bucket_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """Quantile ``q`` of a histogram given as cumulative ``(le, count)`` buckets (the last
+    one ``+Inf``), interpolated within the bucket as PromQL's histogram_quantile does.
+    0 when the histogram is empty."""
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return 0.0
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def histogram_buckets(collector: Collector) -> list[tuple[float, float]]:
+    """The cumulative ``(le, count)`` buckets a histogram collector exposes."""
+    return [
+        (float(sample.labels["le"]), sample.value)
+        for family in collector.collect()
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    ]
+
+
 class BulkHistogram(Collector):
     """A histogram fed a whole array per call: one numpy pass per batch instead of one
     locked ``observe`` per reading (tens of thousands a second)."""
@@ -61,24 +90,6 @@ class BulkHistogram(Collector):
         with self._lock:
             self._counts += counts
             self._sum += float(values.sum())
-
-    def quantile(self, q: float) -> float:
-        """Bucket-interpolated quantile, as PromQL's histogram_quantile computes it."""
-        with self._lock:
-            counts = self._counts.copy()
-        total = int(counts.sum())
-        if total == 0:
-            return float("nan")
-        rank = q * total
-        cumulative = np.cumsum(counts)
-        i = int(np.searchsorted(cumulative, rank, side="left"))
-        if i >= len(self._edges):
-            return float(self._edges[-1])
-        lower = 0.0 if i == 0 else float(self._edges[i - 1])
-        upper = float(self._edges[i])
-        below = 0 if i == 0 else int(cumulative[i - 1])
-        inside = int(counts[i])
-        return lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:

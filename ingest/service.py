@@ -34,7 +34,7 @@ from core.clock import Clock, SystemClock
 from core.mqtt import MqttClient, client_for
 from core.settings import Settings
 from devices.protocol import Limits, Reason, subscriptions
-from ingest.metrics import IngestMetrics, create_metrics
+from ingest.metrics import IngestMetrics, bucket_quantile, create_metrics, histogram_buckets
 from ingest.pipeline import Batch, DeadLetter, DeviceInfo, RawMessage, process_batch
 from ingest.store import PostgresStore, TelemetryStore, WriteResult
 
@@ -313,7 +313,7 @@ class IngestService:
             t["dead"] - last.get("dead", 0),
             t["dup"] - last.get("dup", 0),
             self._waiting(),
-            1000 * _hist_quantile(self.metrics, 0.5),
+            1000 * bucket_quantile(histogram_buckets(self.metrics.commit_seconds), 0.5),
             t["received"],
             t["stored"],
         )
@@ -425,27 +425,3 @@ class IngestService:
     @property
     def inbox_depth(self) -> int:
         return self._waiting()
-
-
-def _hist_quantile(metrics: IngestMetrics, q: float) -> float:
-    hist = metrics.commit_seconds
-    total = 0.0
-    buckets: list[tuple[float, float]] = []
-    for family in hist.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name.endswith("_count"):
-                total = sample.value
-    if not total:
-        return 0.0
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return prev_le
-            span = count - prev_count
-            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
-        prev_le, prev_count = le, count
-    return prev_le
