@@ -19,6 +19,7 @@ import enum
 import hashlib
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -935,8 +936,10 @@ def _ago(opened: datetime | None, now: datetime) -> str:
 class AlertListener:
     """The :data:`ingest.detection.FindingListener` that raises alerts from DetectionSink findings.
 
-    It keeps one connection of its own (opened on first use, reopened when broken) and runs on
-    the ingest writer thread. A failure raises, so the sink counts and logs it.
+    The ingester calls it from two threads (telemetry, and the urgent lane of events and
+    statuses); each thread gets a connection of its own (opened on first use, reopened when
+    broken), so an SOS is raised while a telemetry batch's findings are. A failure raises, so
+    the sink counts and logs it.
     """
 
     def __init__(
@@ -948,24 +951,33 @@ class AlertListener:
         self._connect = connect
         self._service = service
         self._now = now or (lambda: datetime.now(UTC))
-        self._conn: Conn | None = None
+        self._local = threading.local()
+        self._conns: list[Conn] = []
+        self._conns_lock = threading.Lock()
 
     def __call__(self, findings: list[Finding]) -> None:
-        conn = self._conn
+        conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = self._conn = self._connect()
+            conn = self._connect()
             # The service opens its own transactions; on a connection outside autocommit they
             # would be savepoints of a transaction nobody commits.
             conn.autocommit = True
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
         try:
             self._service.raise_findings(conn, findings, self._now(), find_ids=True)
         except BaseException:
             if conn.broken or conn.closed:
                 conn.close()
-                self._conn = None
+                self._local.conn = None
+                with self._conns_lock:
+                    if conn in self._conns:
+                        self._conns.remove(conn)
             raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()

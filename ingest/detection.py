@@ -407,7 +407,14 @@ class DetectionSink:
         self.metrics = create_detection_metrics(self.registry)
         self._listeners = list(listeners)
         self._timeout = connect_timeout_s
-        self._conn: psycopg.Connection[Any] | None = None
+        # The ingester calls the sink from two threads (telemetry, and the urgent lane of
+        # events and statuses). The detectors' state is guarded by one lock, taken per stage,
+        # so an SOS waits at most for one stage of a telemetry batch; findings are stored and
+        # handed on outside it, each thread on its own connection.
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection[Any]] = []
+        self._conns_lock = threading.Lock()
         # Saving per-device state runs off the ingest writer thread (see persist()).
         self._state_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-state")
         self._state_future: Future[None] | None = None
@@ -430,19 +437,21 @@ class DetectionSink:
         self._listeners.append(listener)
 
     def __call__(self, batch: Batch, now_ms: int) -> None:
+        """Detect on one committed batch; thread-safe (see the class's notes)."""
         with self.metrics.seconds.time():
             self._call(batch, now_ms)
 
     def close(self) -> None:
-        """Save the state of every device that changed, then close the connection."""
+        """Save the state of every device that changed, then close the connections."""
         try:
             if self._loaded:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
             self._state_writer.shutdown(wait=True)
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            with self._conns_lock:
+                conns, self._conns = self._conns, []
+            for conn in conns:
+                conn.close()
 
     def persist(self, now_ms: int, *, wait: bool = False, limit: int | None = None) -> int:
         """Save the state of the devices that changed since their last save; returns rows.
@@ -456,6 +465,10 @@ class DetectionSink:
         (p99 publish-to-commit of 1.8 s at 5,000 devices in bench/ingest.py). When the previous
         save is still running, this one is skipped and the devices stay marked as changed.
         """
+        with self._lock:
+            return self._persist(now_ms, wait=wait, limit=limit)
+
+    def _persist(self, now_ms: int, *, wait: bool, limit: int | None) -> int:
         if self._state_future is not None and not self._state_future.done():
             if not wait:
                 return 0
@@ -524,6 +537,12 @@ class DetectionSink:
 
     def load(self) -> int:
         """Load the saved per-device state (done on the first call); returns devices loaded."""
+        with self._lock:
+            if self._loaded:
+                return 0
+            return self._load()
+
+    def _load(self) -> int:
         conn = self._connection()
         try:
             with conn.transaction():
@@ -566,9 +585,10 @@ class DetectionSink:
     def _call(self, batch: Batch, now_ms: int) -> None:
         if not self._loaded and not self._guard("load", self.load):
             return
-        if self._started_ms is None:
-            self._started_ms = now_ms
-            self._last_persist_ms = now_ms
+        with self._lock:
+            if self._started_ms is None:
+                self._started_ms = now_ms
+                self._last_persist_ms = now_ms
         residents: dict[str, str | None] = {}
 
         def resident(dev: str) -> str | None:
@@ -579,10 +599,17 @@ class DetectionSink:
             return res
 
         findings: list[Finding] = []
-        self._guard("events", lambda: findings.extend(self._events(batch, now_ms, resident)))
-        self._guard("falls", lambda: findings.extend(self._falls(batch, now_ms, resident)))
-        self._guard("vitals", lambda: findings.extend(self._news2(batch, now_ms, resident)))
-        self._guard("health", lambda: findings.extend(self._device_health(batch, now_ms, resident)))
+        stages: tuple[
+            tuple[str, Callable[[Batch, int, Callable[[str], str | None]], list[Finding]]], ...
+        ] = (
+            ("events", self._events),
+            ("falls", self._falls),
+            ("vitals", self._news2),
+            ("health", self._device_health),
+        )
+        for stage, detect in stages:
+            with self._lock:
+                self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]
         if findings:
             findings = [
                 dataclasses.replace(f, resident_id=resident(f.device_id))
@@ -595,14 +622,15 @@ class DetectionSink:
             self._guard("store", lambda: self._store_findings(findings))
             for listener in self._listeners:
                 self._guard("listener", lambda ls=listener: ls(list(findings)))  # type: ignore[misc]
-        last = self._last_persist_ms
-        # A thirtieth of the changed devices every thirtieth of the interval: each device is
-        # saved about every persist_every_s, and no single call exports thousands of states.
-        slices = 30
-        if last is not None and now_ms - last >= self.config.persist_every_s * 1000 / slices:
-            waiting = max(len(d) for d in self._changed.values())
-            limit = max(64, -(-waiting // slices))
-            self._guard("persist", lambda: self.persist(now_ms, limit=limit))
+        with self._lock:
+            last = self._last_persist_ms
+            # A thirtieth of the changed devices every thirtieth of the interval: each device is
+            # saved about every persist_every_s, and no single call exports thousands of states.
+            slices = 30
+            if last is not None and now_ms - last >= self.config.persist_every_s * 1000 / slices:
+                waiting = max(len(d) for d in self._changed.values())
+                limit = max(64, -(-waiting // slices))
+                self._guard("persist", lambda: self.persist(now_ms, limit=limit))
 
     def _guard(self, stage: str, action: Callable[[], object]) -> bool:
         try:
@@ -861,15 +889,23 @@ class DetectionSink:
 
     # -- storage -----------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, connect_timeout=max(1, int(self._timeout)))
-        return self._conn
+        """This thread's connection (opened on first use)."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self._url, connect_timeout=max(1, int(self._timeout)))
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
 
     def _drop_broken(self) -> None:
-        conn = self._conn
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None and (conn.broken or conn.closed):
             conn.close()
-            self._conn = None
+            self._local.conn = None
+            with self._conns_lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
 
     def _store_findings(self, findings: list[Finding]) -> None:
         rows = [_finding_row(f) for f in findings]

@@ -1,9 +1,16 @@
 """The ingest service: the I/O shell around :func:`ingest.pipeline.process_batch`.
 
-Two threads. paho's network thread receives messages and appends them to the inbox; the
-writer thread (the caller of :meth:`IngestService.run`) takes everything waiting, up to
-``batch_size``, processes it, writes it in one transaction and only then acknowledges each
-message to the broker. So:
+paho's network thread receives messages and sorts them into two lanes:
+
+* telemetry goes to the inbox; the processing thread (the caller of
+  :meth:`IngestService.run`) takes everything waiting, up to ``batch_size``, decodes and
+  validates it, and hands it to the commit thread, which writes it in one transaction, only
+  then acknowledges each message to the broker, and runs the sinks (detection);
+* events (an SOS press, a fall detected on the device) and statuses go to the urgent lane: a
+  thread of its own with its own database connection processes, commits, acknowledges and runs
+  the sinks for them, so an SOS never waits behind a telemetry batch or its detection.
+
+So:
 
 * nothing is acknowledged before it is committed (or dead-lettered), and the broker
   redelivers what was not, after an ingester crash or a broker restart;
@@ -17,7 +24,6 @@ message to the broker. So:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import random
@@ -43,7 +49,11 @@ T = TypeVar("T")
 
 
 class BatchSink(Protocol):
-    """Gets every committed batch (detectors, alerting). Runs on the writer thread."""
+    """Gets every committed batch (detectors, alerting).
+
+    Called on the commit thread for telemetry batches and on the urgent thread for events and
+    statuses, possibly at the same time: a sink must be thread-safe.
+    """
 
     def __call__(self, batch: Batch, now_ms: int) -> None: ...
 
@@ -79,21 +89,23 @@ class IngestService:
         self._registry = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
-        self._registry_lock = threading.Lock()
-        # Processed batches waiting for the commit thread, urgent ones (events, statuses)
-        # first: an SOS waits at most for the batch being committed.
-        self._batches: queue.PriorityQueue[tuple[int, int, tuple[list[_Pending], Batch] | None]] = (
-            queue.PriorityQueue()
+        # The urgent lane writes on a connection of its own: an SOS is committed while a
+        # telemetry batch is being written.
+        self._urgent_store = store or PostgresStore(
+            settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
-        # One processed telemetry batch may wait; urgent batches (events, statuses) go ahead of
-        # it without a slot.
-        self._telemetry_slot = threading.Semaphore(1)
-        self._batch_seq = itertools.count()
-        # MQTT wants PUBACKs in the order the messages arrived; urgent batches commit first,
-        # so acknowledgements are released in receive order once everything before is done.
+        self._registry_lock = threading.Lock()
+        # One processed telemetry batch may wait for the commit thread while it writes the
+        # previous one (None: the processing thread is done).
+        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=1)
+        # MQTT wants PUBACKs in the order the messages arrived; the two lanes commit
+        # independently, so acknowledgements are released in receive order once everything
+        # received before is done.
         self._received = 0
         self._ack_next = 0
         self._ack_ready: dict[int, tuple[int, int, int]] = {}
+        self._ack_lock = threading.Lock()
+        self._account_lock = threading.Lock()
         self._commit_error: BaseException | None = None
         self._client = client or client_for(
             settings.mqtt,
@@ -106,9 +118,10 @@ class IngestService:
         self._sinks = list(sinks)
         self._inbox: deque[_Pending] = deque()
         # Events (an SOS press, a fall detected on the device) and statuses are few and urgent:
-        # they jump the telemetry queue into the next batch.
+        # they have a lane of their own.
         self._urgent: deque[_Pending] = deque()
         self._wake = threading.Event()
+        self._urgent_wake = threading.Event()
         self._devices: dict[str, DeviceInfo] = {}
         self._devices_loaded_at = 0.0
         self._devices_loaded_ms = 0
@@ -128,10 +141,11 @@ class IngestService:
         self._received += 1
         if msg.topic.endswith("/telemetry"):
             self._inbox.append(item)
+            if not self._wake.is_set():
+                self._wake.set()
         else:
             self._urgent.append(item)
-        if not self._wake.is_set():
-            self._wake.set()
+            self._urgent_wake.set()
 
     def _on_connect(self, session_present: bool) -> None:
         prefix = self.settings.mqtt.topic_prefix
@@ -155,6 +169,7 @@ class IngestService:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._urgent_wake.set()
 
     def _refresh_devices(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -176,14 +191,11 @@ class IngestService:
             max_age_ms=int(cfg.max_age_days * 86_400_000),
         )
 
-    def _take(self) -> tuple[list[_Pending], bool]:
-        """The next batch: every waiting event and status if any (urgent), else telemetry."""
-        urgent = self._urgent
-        if urgent:
-            return [urgent.popleft() for _ in range(len(urgent))], True
+    def _take(self) -> list[_Pending]:
+        """The next telemetry batch: what is waiting, up to ``batch_size``."""
         inbox = self._inbox
         n = min(len(inbox), self.settings.ingest.batch_size)
-        return [inbox.popleft() for _ in range(n)], False
+        return [inbox.popleft() for _ in range(n)]
 
     def _waiting(self) -> int:
         return len(self._inbox) + len(self._urgent)
@@ -219,24 +231,24 @@ class IngestService:
                 jitter = 0.8 + 0.4 * random.random()  # noqa: S311 - jitter, not a secret
                 delay = min(self.settings.ingest.retry_max_s, delay * 2) * jitter
 
-    def _write(self, pending: list[_Pending], batch: Batch) -> WriteResult:
+    def _write(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> WriteResult:
         """Write the batch, retrying while the database is away. A batch the database refuses
         for its content is split so one bad message is dead-lettered and the rest stored."""
         try:
-            return self._with_db_retry(lambda: self._store.write(batch))
+            return self._with_db_retry(lambda: store.write(batch))
         except psycopg.OperationalError:
             raise
         except psycopg.Error:
             log.exception("database refused a batch; writing its messages one by one")
-            return self._write_one_by_one(pending)
+            return self._write_one_by_one(store, pending)
 
-    def _write_one_by_one(self, pending: list[_Pending]) -> WriteResult:
+    def _write_one_by_one(self, store: TelemetryStore, pending: list[_Pending]) -> WriteResult:
         stored = dup = dead = 0
         for p in pending:
             msg, received_ms, _gen, _order = p
             single = self._process([p])
             try:
-                res = self._with_db_retry(lambda b=single: self._store.write(b))  # type: ignore[misc]
+                res = self._with_db_retry(lambda b=single: store.write(b))  # type: ignore[misc]
                 stored += res.stored
                 dup += res.duplicates
                 dead += res.dead_letters
@@ -246,24 +258,26 @@ class IngestService:
                 reason, detail = Reason.STORAGE_REJECTED, str(exc)[:500]
                 letter = DeadLetter(received_ms, msg.topic, None, reason, detail, msg.payload)
                 refused = Batch(dead_letters=[letter])
-                self._with_db_retry(lambda b=refused: self._store.write(b))  # type: ignore[misc]
+                self._with_db_retry(lambda b=refused: store.write(b))  # type: ignore[misc]
                 dead += 1
         return WriteResult(stored, dup, dead, True)
 
     def _ack(self, pending: list[_Pending]) -> None:
-        ready = self._ack_ready
-        for msg, _r, gen, order in pending:
-            ready[order] = (msg.mid, msg.qos, gen)
-        generation = self._client.generation
-        mids: list[int] = []
-        while self._ack_next in ready:
-            mid, qos, gen = ready.pop(self._ack_next)
-            self._ack_next += 1
-            # Packet ids of an earlier connection mean nothing now: the broker redelivers
-            # those messages and the unique index drops the copies. QoS 0 needs no PUBACK.
-            if gen == generation and qos == 1:
-                mids.append(mid)
-        self._client.ack_many(mids)
+        with self._ack_lock:
+            ready = self._ack_ready
+            for msg, _r, gen, order in pending:
+                ready[order] = (msg.mid, msg.qos, gen)
+            generation = self._client.generation
+            mids: list[int] = []
+            while self._ack_next in ready:
+                mid, qos, gen = ready.pop(self._ack_next)
+                self._ack_next += 1
+                # Packet ids of an earlier connection mean nothing now: the broker redelivers
+                # those messages and the unique index drops the copies. QoS 0 needs no PUBACK.
+                if gen == generation and qos == 1:
+                    mids.append(mid)
+            # Under the lock: the two lanes must not reorder what was released in order.
+            self._client.ack_many(mids)
 
     def _account(
         self,
@@ -294,15 +308,16 @@ class IngestService:
             )
             m.device_to_commit_seconds.observe_many((now_ms - ts) / 1000.0)
         m.queue_depth.set(self._waiting())
-        t = self._totals
-        t["received"] += len(pending)
-        t["stored"] += result.stored
-        t["dead"] += len(batch.dead_letters)
-        t["dup"] += duplicates
-        t["batches"] += 1
+        with self._account_lock:
+            t = self._totals
+            t["received"] += len(pending)
+            t["stored"] += result.stored
+            t["dead"] += len(batch.dead_letters)
+            t["dup"] += duplicates
+            t["batches"] += 1
 
     def _log_summary(self, last: dict[str, int], elapsed: float) -> dict[str, int]:
-        t = dict(self._totals)
+        t = self.totals()
         rate = (t["received"] - last.get("received", 0)) / elapsed
         rows = (t["stored"] - last.get("stored", 0)) / elapsed
         log.info(
@@ -322,84 +337,112 @@ class IngestService:
     def run(self) -> None:
         """Run until :meth:`stop`; on stop, write and acknowledge what was received.
 
-        Two stages overlap: this thread takes and processes a batch (decode, validate, rows)
-        while the commit thread writes, acknowledges and hands on the previous one. The
+        Three stages overlap: this thread takes and processes a telemetry batch (decode,
+        validate, rows) while the commit thread writes, acknowledges and hands on the previous
+        one, and the urgent thread handles events and statuses on its own connection. The
         database works on one batch while Python prepares the next, instead of each waiting
-        for the other.
+        for the other, and an SOS waits for neither.
         """
         self._with_db_retry(lambda: self._refresh_devices(force=True))
         self._client.start()
         committer = threading.Thread(target=self._commit_loop, name="ingest-commit")
         committer.start()
+        urgent = threading.Thread(target=self._urgent_loop, name="ingest-urgent")
+        urgent.start()
         linger = self.settings.ingest.flush_interval_s
         last_log = time.monotonic()
         last_totals: dict[str, int] = {}
+        inbox = self._inbox
         try:
             while True:
                 now = time.monotonic()
                 if now - last_log >= self.settings.ingest.log_every_s:
                     last_totals = self._log_summary(last_totals, now - last_log)
                     last_log = now
-                if not self._waiting():
+                if not inbox:
                     if self._stop.is_set():
                         break
                     self._wake.wait(0.5)
                     self._wake.clear()
-                    if not self._waiting():
+                    if not inbox:
                         continue
                     # Let a batch form when traffic resumes after idleness.
-                    if (
-                        self._waiting() < self.settings.ingest.batch_size
-                        and not self._urgent
-                        and not self._stop.is_set()
-                    ):
+                    if len(inbox) < self.settings.ingest.batch_size and not self._stop.is_set():
                         time.sleep(linger)
                 self._with_db_retry(self._refresh_devices)
-                pending, urgent = self._take()
-                self._hand_over((pending, self._process(pending)), urgent=urgent)
+                pending = self._take()
+                self._hand_over((pending, self._process(pending)))
         except _Stopping:
             log.warning(
                 "stopped during a database outage; unacknowledged messages stay at the broker"
             )
         finally:
             self._close_commit_stage(committer)
+            self.stop()
+            urgent.join()
             self._client.stop()
             self._store.close()
+            self._urgent_store.close()
             self._registry.close()
         if self._commit_error is not None and not isinstance(self._commit_error, _Stopping):
             raise self._commit_error
 
-    def _hand_over(self, item: tuple[list[_Pending], Batch], *, urgent: bool) -> None:
-        if not urgent:
-            while not self._telemetry_slot.acquire(timeout=0.5):
-                if self._commit_error is not None:
-                    raise _Stopping from self._commit_error
-        if self._commit_error is not None:
-            raise _Stopping from self._commit_error
-        self._batches.put((0 if urgent else 1, next(self._batch_seq), item))
+    def _hand_over(self, item: tuple[list[_Pending], Batch]) -> None:
+        while True:
+            if self._commit_error is not None:
+                raise _Stopping from self._commit_error
+            try:
+                self._batches.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _close_commit_stage(self, committer: threading.Thread) -> None:
-        self._batches.put((2, next(self._batch_seq), None))
+        while committer.is_alive():
+            try:
+                self._batches.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
         committer.join()
+
+    def _failed(self, exc: BaseException, stage: str) -> None:
+        if not isinstance(exc, _Stopping):
+            log.error("the %s stage failed; the ingester stops", stage, exc_info=exc)
+        if self._commit_error is None:
+            self._commit_error = exc
+        self.stop()
 
     def _commit_loop(self) -> None:
         try:
             while True:
-                priority, _seq, item = self._batches.get()
+                item = self._batches.get()
                 if item is None:
                     return
-                if priority == 1:
-                    self._telemetry_slot.release()
-                self._commit(*item)
+                self._commit(self._store, *item)
         except BaseException as exc:
-            if not isinstance(exc, _Stopping):
-                log.exception("the commit stage failed; the ingester stops")
-            self._commit_error = exc
-            self.stop()
+            self._failed(exc, "commit")
 
-    def _commit(self, pending: list[_Pending], batch: Batch) -> None:
+    def _urgent_loop(self) -> None:
+        """Events and statuses: process, commit, acknowledge, run the sinks; until stopped and
+        drained."""
+        urgent = self._urgent
+        try:
+            while True:
+                if not urgent:
+                    if self._stop.is_set():
+                        return
+                    self._urgent_wake.wait(0.5)
+                    self._urgent_wake.clear()
+                    continue
+                pending = [urgent.popleft() for _ in range(len(urgent))]
+                self._commit(self._urgent_store, pending, self._process(pending))
+        except BaseException as exc:
+            self._failed(exc, "urgent")
+
+    def _commit(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> None:
         started = time.perf_counter()
-        result = self._write(pending, batch)
+        result = self._write(store, pending, batch)
         commit_s = time.perf_counter() - started
         self._ack(pending)
         now_ms = self._clock.now_ms()
@@ -415,7 +458,8 @@ class IngestService:
 
     def totals(self) -> dict[str, int]:
         """Counts since start: received, stored (rows), dead (letters), dup, batches."""
-        return dict(self._totals)
+        with self._account_lock:
+            return dict(self._totals)
 
     @property
     def devices(self) -> dict[str, DeviceInfo]:
