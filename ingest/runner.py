@@ -57,6 +57,7 @@ def run_ingest(
         )
     else:
         server = None
+
     def stop_when_asked() -> None:
         stop.wait()
         service.stop()

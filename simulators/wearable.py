@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from core.mqtt import MqttClient
 from devices import protocol as proto
 
 Encoding = Literal["i16", "json"]
@@ -105,6 +104,17 @@ class WearableFleet:
         return proto.encode_telemetry([reading])
 
 
+class Publisher(Protocol):
+    """What :func:`publish_fleet` needs of a client: :class:`core.mqtt.MqttClient` (paho) or
+    :class:`simulators.rawmqtt.RawPublisher` (load generation)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> object: ...
+
+    def pump(self, timeout_s: float = 0.0) -> None: ...
+
+    def pending_out(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PublishReport:
     sent: int
@@ -124,7 +134,7 @@ def schedule(n_devices: int, seconds: int, *, start_seq: int = 0) -> Iterator[tu
 
 
 def publish_fleet(
-    client: MqttClient,
+    client: Publisher,
     fleet: WearableFleet,
     *,
     seconds: int,
@@ -137,7 +147,8 @@ def publish_fleet(
     """Publish ``seconds`` device-seconds for every device of the fleet, QoS 1.
 
     Args:
-        client: connected with :meth:`MqttClient.connect_inline`.
+        client: connected with ``connect_inline`` (a paho :class:`MqttClient`, or a
+            :class:`simulators.rawmqtt.RawPublisher` where the simulator's own CPU matters).
         paced: one message per device per wall-clock second (real time); otherwise as fast
             as the broker acknowledges (load test).
         clock_ms: the device clock (stamped at publish time); the system clock by default.
