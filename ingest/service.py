@@ -127,7 +127,7 @@ class IngestService:
         self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
-        self._client.on_raw_message(self._on_message)
+        self._client.on_raw_messages(self._on_messages)
         self._now_ms = self._clock.now_ms
         self._client.on_connect(self._on_connect)
         self._client.on_disconnect(self._on_disconnect)
@@ -136,16 +136,25 @@ class IngestService:
         }
 
     # -- network thread ----------------------------------------------------------------
-    def _on_message(self, msg: Any) -> None:
-        item = (msg, self._now_ms(), self._client.generation, self._received)
-        self._received += 1
-        if msg.topic.endswith("/telemetry"):
-            self._inbox.append(item)
-            if not self._wake.is_set():
-                self._wake.set()
-        else:
-            self._urgent.append(item)
+    def _on_messages(self, msgs: list[Any]) -> None:
+        """Everything one read from the socket held: one clock read, one wake-up."""
+        received = self._now_ms()
+        generation = self._client.generation
+        order = self._received
+        inbox = self._inbox.append
+        urgent = False
+        for msg in msgs:
+            if msg.topic.endswith("/telemetry"):
+                inbox((msg, received, generation, order))
+            else:
+                self._urgent.append((msg, received, generation, order))
+                urgent = True
+            order += 1
+        self._received = order
+        if urgent:
             self._urgent_wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _on_connect(self, session_present: bool) -> None:
         prefix = self.settings.mqtt.topic_prefix
