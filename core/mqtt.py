@@ -78,6 +78,28 @@ class _BufferedClient(paho.Client):
         self._rbuf_pos = 0
         self._rbuf_sock: Any = None
 
+    def _fill(self) -> bool:
+        """One ``recv`` into the (consumed) buffer; False when the broker closed the socket.
+
+        Raises what ``recv`` raises (``BlockingIOError`` when nothing is there).
+        """
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("self._sock is None")
+        try:
+            chunk = sock.recv(self._READ_CHUNK)
+        except ssl.SSLWantReadError as err:
+            raise BlockingIOError from err
+        except ssl.SSLWantWriteError as err:
+            self._call_socket_register_write()
+            raise BlockingIOError from err
+        if not chunk:
+            return False
+        self._rbuf = bytearray(chunk)
+        self._rbuf_pos = 0
+        self._rbuf_sock = sock
+        return True
+
     def _sock_recv(self, bufsize: int) -> bytes:
         sock = self._sock
         if sock is None:
@@ -89,18 +111,9 @@ class _BufferedClient(paho.Client):
             self._rbuf_sock = sock
         available = len(self._rbuf) - self._rbuf_pos
         if available == 0:
-            try:
-                chunk = sock.recv(self._READ_CHUNK)
-            except ssl.SSLWantReadError as err:
-                raise BlockingIOError from err
-            except ssl.SSLWantWriteError as err:
-                self._call_socket_register_write()
-                raise BlockingIOError from err
-            if not chunk:
+            if not self._fill():
                 return b""
-            self._rbuf = bytearray(chunk)
-            self._rbuf_pos = 0
-            available = len(chunk)
+            available = len(self._rbuf)
         take = min(bufsize, available)
         start = self._rbuf_pos
         self._rbuf_pos = start + take
@@ -347,7 +360,19 @@ class _BufferedClient(paho.Client):
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         while True:
-            if self.fast_on_batch is not None and self._buffered():
+            if self.fast_on_batch is not None and self._in_packet["command"] == 0:
+                if not self._buffered():
+                    # Read the socket here rather than through paho's byte-wise path, so the
+                    # first packet of each read is drained like the rest (as paho would, a
+                    # failed read is a lost connection and nothing there is no error).
+                    try:
+                        if not self._fill():
+                            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                    except BlockingIOError:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS
+                    except OSError as err:
+                        self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                        return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                 self._drain_publishes()
                 if not self._buffered():
                     return MQTTErrorCode.MQTT_ERR_SUCCESS
