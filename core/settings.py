@@ -143,6 +143,13 @@ class IngestSettings(_Section):
     batch_size: int = Field(
         4000, ge=1, le=200_000, description="Messages per database transaction at most."
     )
+    writers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Telemetry batches written at the same time, each on its own database "
+        "connection (acknowledgements and detection still follow receive order).",
+    )
     flush_interval_s: float = Field(
         0.02,
         gt=0,

@@ -4,8 +4,9 @@ paho's network thread receives messages and sorts them into two lanes:
 
 * telemetry goes to the inbox; the processing thread (the caller of
   :meth:`IngestService.run`) takes everything waiting, up to ``batch_size``, decodes and
-  validates it, and hands it to the commit thread, which writes it in one transaction, only
-  then acknowledges each message to the broker, and runs the sinks (detection);
+  validates it, and hands it to one of ``writers`` commit threads, which writes it in one
+  transaction on its own connection; only then, and in batch order, each message is
+  acknowledged to the broker and the sinks (detection) run;
 * events (an SOS press, a fall detected on the device) and statuses go to the urgent lane: a
   thread of its own with its own database connection processes, commits, acknowledges and runs
   the sinks for them, so an SOS never waits behind a telemetry batch or its detection.
@@ -81,11 +82,12 @@ class IngestService:
         sinks: Sequence[BatchSink] = (),
     ) -> None:
         self.settings = settings
-        # Two connections: the commit thread writes batches while the processing thread
-        # reloads the registry. An injected store serves both and must allow that.
-        self._store = store or PostgresStore(
-            settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
-        )
+        # A connection per writer thread, one for the registry and one for the urgent lane. An
+        # injected store serves them all and must allow that.
+        self._stores: list[TelemetryStore] = [
+            store or PostgresStore(settings.db.url, connect_timeout_s=settings.db.connect_timeout_s)
+            for _ in range(settings.ingest.writers)
+        ]
         self._registry = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
@@ -95,9 +97,16 @@ class IngestService:
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
         self._registry_lock = threading.Lock()
-        # One processed telemetry batch may wait for the commit thread while it writes the
-        # previous one (None: the processing thread is done).
-        self._batches: queue.Queue[tuple[list[_Pending], Batch] | None] = queue.Queue(maxsize=1)
+        # Processed telemetry batches waiting for a writer, one per writer at most (None: the
+        # processing thread is done). Writers commit side by side; what follows a commit
+        # (acknowledgements, sinks) runs in batch order, each batch's turn after its
+        # predecessor's.
+        self._batches: queue.Queue[tuple[int, list[_Pending], Batch] | None] = queue.Queue(
+            maxsize=settings.ingest.writers
+        )
+        self._batch_seq = 0
+        self._turn = threading.Condition()
+        self._next_turn = 0
         # MQTT wants PUBACKs in the order the messages arrived; the two lanes commit
         # independently, so acknowledgements are released in receive order once everything
         # received before is done.
@@ -354,8 +363,12 @@ class IngestService:
         """
         self._with_db_retry(lambda: self._refresh_devices(force=True))
         self._client.start()
-        committer = threading.Thread(target=self._commit_loop, name="ingest-commit")
-        committer.start()
+        writers = [
+            threading.Thread(target=self._commit_loop, args=(store,), name=f"ingest-commit-{i}")
+            for i, store in enumerate(self._stores)
+        ]
+        for writer in writers:
+            writer.start()
         urgent = threading.Thread(target=self._urgent_loop, name="ingest-urgent")
         urgent.start()
         linger = self.settings.ingest.flush_interval_s
@@ -380,23 +393,25 @@ class IngestService:
                         time.sleep(linger)
                 self._with_db_retry(self._refresh_devices)
                 pending = self._take()
-                self._hand_over((pending, self._process(pending)))
+                self._hand_over((self._batch_seq, pending, self._process(pending)))
+                self._batch_seq += 1
         except _Stopping:
             log.warning(
                 "stopped during a database outage; unacknowledged messages stay at the broker"
             )
         finally:
-            self._close_commit_stage(committer)
+            self._close_commit_stage(writers)
             self.stop()
             urgent.join()
             self._client.stop()
-            self._store.close()
+            for store in self._stores:
+                store.close()
             self._urgent_store.close()
             self._registry.close()
         if self._commit_error is not None and not isinstance(self._commit_error, _Stopping):
             raise self._commit_error
 
-    def _hand_over(self, item: tuple[list[_Pending], Batch]) -> None:
+    def _hand_over(self, item: tuple[int, list[_Pending], Batch]) -> None:
         while True:
             if self._commit_error is not None:
                 raise _Stopping from self._commit_error
@@ -406,14 +421,16 @@ class IngestService:
             except queue.Full:
                 continue
 
-    def _close_commit_stage(self, committer: threading.Thread) -> None:
-        while committer.is_alive():
-            try:
-                self._batches.put(None, timeout=0.5)
-                break
-            except queue.Full:
-                continue
-        committer.join()
+    def _close_commit_stage(self, writers: list[threading.Thread]) -> None:
+        for _ in writers:
+            while any(w.is_alive() for w in writers):
+                try:
+                    self._batches.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+        for writer in writers:
+            writer.join()
 
     def _failed(self, exc: BaseException, stage: str) -> None:
         if not isinstance(exc, _Stopping):
@@ -422,15 +439,35 @@ class IngestService:
             self._commit_error = exc
         self.stop()
 
-    def _commit_loop(self) -> None:
+    def _commit_loop(self, store: TelemetryStore) -> None:
+        """A writer: commit telemetry batches; acknowledge and run the sinks in batch order."""
         try:
             while True:
                 item = self._batches.get()
                 if item is None:
                     return
-                self._commit(self._store, *item)
+                seq, pending, batch = item
+                started = time.perf_counter()
+                result = self._write(store, pending, batch)
+                commit_s = time.perf_counter() - started
+                self._wait_turn(seq)
+                try:
+                    self._after_commit(pending, batch, result, commit_s)
+                finally:
+                    with self._turn:
+                        self._next_turn = seq + 1
+                        self._turn.notify_all()
         except BaseException as exc:
             self._failed(exc, "commit")
+
+    def _wait_turn(self, seq: int) -> None:
+        """Until every batch taken before this one has been acknowledged and handed on: the
+        fall detector must see each device's bursts in order."""
+        with self._turn:
+            while self._next_turn != seq:
+                if self._commit_error is not None:
+                    raise _Stopping from self._commit_error
+                self._turn.wait(0.5)
 
     def _urgent_loop(self) -> None:
         """Events and statuses: process, commit, acknowledge, run the sinks; until stopped and
@@ -452,7 +489,11 @@ class IngestService:
     def _commit(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> None:
         started = time.perf_counter()
         result = self._write(store, pending, batch)
-        commit_s = time.perf_counter() - started
+        self._after_commit(pending, batch, result, time.perf_counter() - started)
+
+    def _after_commit(
+        self, pending: list[_Pending], batch: Batch, result: WriteResult, commit_s: float
+    ) -> None:
         self._ack(pending)
         now_ms = self._clock.now_ms()
         self._account(batch, result, commit_s, now_ms, pending)
