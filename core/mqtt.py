@@ -60,6 +60,25 @@ class RawPublish(NamedTuple):
     dup: bool
 
 
+def varint_at(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """MQTT's Variable Byte Integer (remaining length, property length) at ``buf[pos:end]``.
+
+    Returns ``(value, position after it)``, or ``(-1, pos)`` when it is incomplete before
+    ``end`` or longer than the 4 bytes MQTT allows.
+    """
+    value = 0
+    shift = 0
+    i = pos
+    while i < end and shift <= 21:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+    return -1, pos
+
+
 class _BufferedClient(paho.Client):
     """paho's client reading the socket in large chunks.
 
@@ -161,19 +180,9 @@ class _BufferedClient(paho.Client):
             mid = (packet[pos] << 8) | packet[pos + 1]
             pos += 2
         if self._protocol == paho.MQTTv5:
-            props_len = 0
-            shift = 0
-            while True:
-                if pos >= end or shift > 21:
-                    return MQTTErrorCode.MQTT_ERR_PROTOCOL
-                byte = packet[pos]
-                pos += 1
-                props_len |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
+            props_len, pos = varint_at(packet, pos, end)
             pos += props_len
-            if pos > end:
+            if props_len < 0 or pos > end:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL
         handler(
             RawPublish(
@@ -225,19 +234,10 @@ class _BufferedClient(paho.Client):
         buf = self._rbuf
         pos = self._rbuf_pos
         end = len(buf)
-        i = pos + 1
-        length = 0
-        shift = 0
-        while True:
-            if i >= end or i - pos > 4:
-                # Incomplete (or malformed) length: paho's path reads on and checks it.
-                return super()._packet_read()
-            byte = buf[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        length, i = varint_at(buf, pos + 1, end)
+        if length < 0:
+            # Incomplete (or malformed) length: paho's path reads on and checks it.
+            return super()._packet_read()
         if i + length > end:
             return super()._packet_read()
         self._in_packet = {
@@ -297,18 +297,7 @@ class _BufferedClient(paho.Client):
             qos = (header & 0x06) >> 1
             if header & 0xF0 != 0x30 or qos == 2:
                 break
-            i = pos + 1
-            length = 0
-            shift = 0
-            while i < end and i - pos <= 4:
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            else:
-                break  # incomplete or malformed length
+            length, i = varint_at(buf, pos + 1, end)
             stop = i + length
             if stop > end or length < 2:
                 break
@@ -325,19 +314,9 @@ class _BufferedClient(paho.Client):
                 mid = (buf[p] << 8) | buf[p + 1]
                 p += 2
             if v5:
-                props = 0
-                shift = 0
-                while p < stop and shift <= 21:
-                    byte = buf[p]
-                    p += 1
-                    props |= (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80:
-                        break
-                else:
-                    break
+                props, p = varint_at(buf, p, stop)
                 p += props
-                if p > stop:
+                if props < 0 or p > stop:
                     break
             append(
                 RawPublish(

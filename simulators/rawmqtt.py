@@ -27,6 +27,8 @@ import socket
 import struct
 import time
 
+from core.mqtt import varint_at
+
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK = 0x10, 0x20, 0x32, 0x40
 PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
 
@@ -43,7 +45,7 @@ class MqttProtocolError(RuntimeError):
     """The broker refused the connection or sent something this client does not expect."""
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     """MQTT's Remaining Length: 7 bits a byte, least significant first."""
     out = bytearray()
     while True:
@@ -61,7 +63,7 @@ def _string(s: str | bytes) -> bytes:
 def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:
     """One QoS 1 PUBLISH packet (MQTT 3.1.1, section 3.3)."""
     head = struct.pack("!H", len(topic)) + topic + struct.pack("!H", packet_id)
-    return bytes((PUBLISH_QOS1,)) + _varint(len(head) + len(payload)) + head + payload
+    return bytes((PUBLISH_QOS1,)) + encode_varint(len(head) + len(payload)) + head + payload
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -125,7 +127,7 @@ class RawPublisher:
                 body += _string(self._password)
         variable = _string("MQTT") + bytes((4, flags)) + struct.pack("!H", self._keepalive)
         try:
-            sock.sendall(bytes((CONNECT,)) + _varint(len(variable) + len(body)) + variable + body)
+            sock.sendall(bytes((CONNECT,)) + encode_varint(len(variable) + len(body)) + variable + body)
             _check_connack(_recv_exact(sock, 4))
         except BaseException:
             sock.close()
@@ -213,20 +215,9 @@ class RawPublisher:
         n = len(buf)
         while n - pos >= 2:
             kind = buf[pos]
-            # Remaining length: PUBACK and PINGRESP fit one byte; decode the general case.
-            length = 0
-            mult = 1
-            i = pos + 1
-            while True:
-                if i >= n:
-                    del buf[:pos]
-                    return
-                byte = buf[i]
-                length += (byte & 0x7F) * mult
-                mult *= 128
-                i += 1
-                if not byte & 0x80:
-                    break
+            length, i = varint_at(buf, pos + 1, n)
+            if length < 0:
+                break  # the rest of the packet is still on its way
             if n - i < length:
                 break
             if kind == PUBACK:

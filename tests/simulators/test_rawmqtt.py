@@ -11,10 +11,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.mqtt import IncomingMessage, MqttClient
+from core.mqtt import IncomingMessage, MqttClient, varint_at
 from devices.protocol import Limits, decode_telemetry
-from simulators.rawmqtt import MqttProtocolError, RawPublisher
+from simulators.rawmqtt import MqttProtocolError, RawPublisher, encode_varint
 from simulators.wearable import WearableFleet, publish_fleet
 from tests.services import PrivateBroker
 
@@ -126,3 +128,14 @@ def test_qos_0_is_refused_rather_than_sent_as_qos_1() -> None:
     pub = RawPublisher("127.0.0.1", 1, client_id="t-raw-qos0")
     with pytest.raises(ValueError, match="QoS 1 only"):
         pub.publish("t", b"x", qos=0)
+
+
+@given(st.integers(min_value=0, max_value=268_435_455))
+def test_remaining_lengths_round_trip_and_a_cut_one_is_incomplete(n: int) -> None:
+    raw = encode_varint(n)
+    assert varint_at(b"\x30" + raw + b"rest", 1, 1 + len(raw) + 4) == (n, 1 + len(raw))
+    assert varint_at(raw[:-1], 0, len(raw) - 1) == (-1, 0)
+
+
+def test_a_remaining_length_over_four_bytes_is_refused() -> None:
+    assert varint_at(b"\xff\xff\xff\xff\x01", 0, 5) == (-1, 0)
