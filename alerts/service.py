@@ -419,7 +419,7 @@ class AlertService:
                 )  # fmt: skip
                 n = 0
                 if alert.state is AlertState.OPEN:
-                    alert, n = self._open_routing(conn, alert, now)
+                    alert, n = self._open_routing(conn, alert, now, overrides=overrides)
                 return AlertChange(step, alert, n)
             assert live is not None  # REPEAT / REPEAT_AND_OPEN  # noqa: S101 - decide() says so
             alert = self._repeat(
@@ -527,10 +527,21 @@ class AlertService:
 
     # -- routing and deliveries ----------------------------------------------------------
     def _open_routing(
-        self, conn: Conn, alert: Alert, now: datetime, *, again: bool = False
+        self,
+        conn: Conn,
+        alert: Alert,
+        now: datetime,
+        *,
+        again: bool = False,
+        overrides: tuple[Rule, ...] | None = None,
     ) -> tuple[Alert, int]:
-        """Choose the plan, tell tier 0, schedule escalation and reminders."""
-        overrides = self._overrides(conn, alert.resident_id)
+        """Choose the plan, tell tier 0, schedule escalation and reminders.
+
+        ``overrides``: the resident's routing overrides when the caller has just read them in
+        this transaction (one round trip fewer on the way of an SOS).
+        """
+        if overrides is None:
+            overrides = self._overrides(conn, alert.resident_id)
         rule = match(self.policy, alert.kind, alert.severity, overrides)
         if rule is None or rule.action != "alert":
             return alert, 0

@@ -608,6 +608,8 @@ class DetectionSink:
             ("health", self._device_health),
         )
         for stage, detect in stages:
+            if not self._has_work(stage, batch, now_ms):
+                continue  # an SOS does not wait for the lock only to find nothing to do
             with self._lock:
                 self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]
         if findings:
@@ -631,6 +633,17 @@ class DetectionSink:
                 waiting = max(len(d) for d in self._changed.values())
                 limit = max(64, -(-waiting // slices))
                 self._guard("persist", lambda: self.persist(now_ms, limit=limit))
+
+    def _has_work(self, stage: str, batch: Batch, now_ms: int) -> bool:
+        if stage == "events":
+            return bool(batch.device_events)
+        if stage in ("falls", "vitals"):
+            return bool(batch.readings)
+        # health: signs of life, Last Wills and batteries, or the periodic silence check
+        return (
+            bool(batch.readings or batch.device_statuses)
+            or now_ms - self._last_health_ms >= self.config.health_every_s * 1000
+        )
 
     def _guard(self, stage: str, action: Callable[[], object]) -> bool:
         try:
