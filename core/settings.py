@@ -148,7 +148,8 @@ class IngestSettings(_Section):
         ge=1,
         le=16,
         description="Telemetry batches written at the same time, each on its own database "
-        "connection (acknowledgements and detection still follow receive order).",
+        "connection; writers past the first help only while a full batch waits (a backlog). "
+        "Acknowledgements and detection still follow receive order.",
     )
     flush_interval_s: float = Field(
         0.02,
