@@ -97,11 +97,21 @@ def test_sigkill_mid_delivery_then_restart_delivers_once_per_recipient(
     # ... and the message the kill interrupted came again with the same key, as a duplicate.
     repeats = [a for a in arrivals if a.key == killed_key]
     assert len(repeats) == 2 and [a.duplicate for a in repeats] == [False, True]
-    assert len(arrivals) == len(keys) + 1
+    # The killed worker may also have sent the others without recording it before it died
+    # (how far it got is a matter of timing): those come again too, each repeat marked a
+    # duplicate by its key, so the receiver acts on every message once.
+    for key in keys.values():
+        seen = [a.duplicate for a in arrivals if a.key == key]
+        assert seen[0] is False and all(seen[1:]) and len(seen) <= 2, (key, seen)
     with psycopg.connect(db_url) as conn:
-        lost = conn.execute(
-            """SELECT d.idempotency_key FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-               WHERE a.error LIKE 'lease expired%'"""
-        ).fetchall()
-    assert lost == [(killed_key,)]
+        lost = {
+            row[0]
+            for row in conn.execute(
+                """SELECT d.idempotency_key FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                   WHERE a.error LIKE 'lease expired%'"""
+            ).fetchall()
+        }
+    # Every repeat is explained by a lease that ran out, the interrupted one included.
+    assert killed_key in lost
+    assert {a.key for a in arrivals if a.duplicate} <= lost <= set(keys.values())
     assert sorted(ids) == sorted(keys)
