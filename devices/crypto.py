@@ -40,7 +40,9 @@ class Keyring:
 
     def __post_init__(self) -> None:
         if self.current not in self.keys:
-            raise CryptoError(f"Current key id {self.current!r} is not in the keyring {sorted(self.keys)}.")
+            raise CryptoError(
+                f"Current key id {self.current!r} is not in the keyring {sorted(self.keys)}."
+            )
         for key_id, key in self.keys.items():
             if len(key) != 32 or not 1 <= len(key_id.encode()) <= 255:
                 raise CryptoError(f"Key {key_id!r} is not 32 bytes.")
@@ -81,7 +83,9 @@ class Keyring:
         try:
             return aead.decrypt(nonce, body, context.encode())
         except InvalidTag as exc:
-            raise CryptoError(f"Value sealed with key {kid!r} does not decrypt for {context!r}.") from exc
+            raise CryptoError(
+                f"Value sealed with key {kid!r} does not decrypt for {context!r}."
+            ) from exc
 
     def seal_text(self, text: str | None, context: str) -> bytes | None:
         return None if text is None else self.seal(text.encode(), context)

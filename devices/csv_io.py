@@ -34,23 +34,60 @@ from devices.crypto import Keyring
 from devices.model import ContactIn, NotFoundError, ProfileIn, ResidentIn, ResidentSearch
 
 RESIDENT_COLUMNS: Final = (
-    "name", "sex", "birth_date", "id_number", "health_card", "landline", "mobile", "province", "city",
-    "district", "street", "community", "address", "lat", "lon", "flags",
+    "name",
+    "sex",
+    "birth_date",
+    "id_number",
+    "health_card",
+    "landline",
+    "mobile",
+    "province",
+    "city",
+    "district",
+    "street",
+    "community",
+    "address",
+    "lat",
+    "lon",
+    "flags",
 )
 PROFILE_COLUMNS: Final = (
-    "blood_type", "conditions", "medications", "allergies", "past_treatments", "door_code", "mobility",
-    "language", "hearing", "responder_notes",
+    "blood_type",
+    "conditions",
+    "medications",
+    "allergies",
+    "past_treatments",
+    "door_code",
+    "mobility",
+    "language",
+    "hearing",
+    "responder_notes",
 )
 MAX_CONTACTS: Final = 3
 CONTACT_FIELDS: Final = ("name", "role", "priority", "phones", "channel")
-CONTACT_COLUMNS: Final = tuple(f"contact{n}_{f}" for n in range(1, MAX_CONTACTS + 1) for f in CONTACT_FIELDS)
+CONTACT_COLUMNS: Final = tuple(
+    f"contact{n}_{f}" for n in range(1, MAX_CONTACTS + 1) for f in CONTACT_FIELDS
+)
 COLUMNS: Final = RESIDENT_COLUMNS + PROFILE_COLUMNS + CONTACT_COLUMNS
 MAX_ROWS: Final = 50_000
 M = TypeVar("M", bound=BaseModel)
-_ADDRESS = {"province": "province", "city": "city", "district": "district", "street": "street",
-            "community": "community", "text": "address", "lat": "lat", "lon": "lon"}
-_NOTES = {"door_code": "door_code", "mobility": "mobility", "language": "language", "hearing": "hearing",
-          "other": "responder_notes"}
+_ADDRESS = {
+    "province": "province",
+    "city": "city",
+    "district": "district",
+    "street": "street",
+    "community": "community",
+    "text": "address",
+    "lat": "lat",
+    "lon": "lon",
+}
+_NOTES = {
+    "door_code": "door_code",
+    "mobility": "mobility",
+    "language": "language",
+    "hearing": "hearing",
+    "other": "responder_notes",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +169,9 @@ def parse_rows(text: str) -> tuple[list[ParsedRow], list[RowError]]:
             data["phones"] = _split(part.get("phones", ""))
             if "channel" in part:
                 data["channel"] = {"url": part["channel"]}
-            contact = _model(ContactIn, data, index, row_errors, lambda loc, p=prefix: _contact_column(p, loc))
+            contact = _model(
+                ContactIn, data, index, row_errors, lambda loc, p=prefix: _contact_column(p, loc)
+            )
             if contact is not None:
                 contacts.append(contact)
         errors += row_errors
@@ -152,8 +191,11 @@ def _model(
 
 
 def _resident_dict(get: dict[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = {k: get[k] for k in ("name", "sex", "birth_date", "id_number", "health_card",
-                                                "landline", "mobile") if k in get}
+    data: dict[str, Any] = {
+        k: get[k]
+        for k in ("name", "sex", "birth_date", "id_number", "health_card", "landline", "mobile")
+        if k in get
+    }
     data["name"] = get.get("name")
     data["address"] = {field: get[col] for field, col in _ADDRESS.items() if col in get}
     data["flags"] = _split(get.get("flags", ""))
@@ -169,8 +211,10 @@ def _resident_column(loc: tuple[str, ...]) -> str:
 
 
 def _profile_dict(get: dict[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = {k: _split(get.get(k, "")) for k in ("conditions", "medications", "allergies",
-                                                                 "past_treatments")}
+    data: dict[str, Any] = {
+        k: _split(get.get(k, ""))
+        for k in ("conditions", "medications", "allergies", "past_treatments")
+    }
     if "blood_type" in get:
         data["blood_type"] = get["blood_type"]
     data["responder_notes"] = {field: get[col] for field, col in _NOTES.items() if col in get}
@@ -233,14 +277,27 @@ def export_residents(
     writer.writeheader()
     offset = 0
     while True:
-        page = repo.list_residents(conn, search, keyring=keyring, limit=repo.MAX_PAGE, offset=offset)
+        page = repo.list_residents(
+            conn, search, keyring=keyring, limit=repo.MAX_PAGE, offset=offset
+        )
         for r in page.items:
             a = r.address
             row: dict[str, Any] = {
-                "name": r.name, "sex": r.sex.value, "birth_date": r.birth_date.isoformat(),
-                "id_number": r.id_number, "health_card": r.health_card, "landline": r.landline,
-                "mobile": r.mobile, "province": a.province, "city": a.city, "district": a.district,
-                "street": a.street, "community": a.community, "address": a.text, "lat": a.lat, "lon": a.lon,
+                "name": r.name,
+                "sex": r.sex.value,
+                "birth_date": r.birth_date.isoformat(),
+                "id_number": r.id_number,
+                "health_card": r.health_card,
+                "landline": r.landline,
+                "mobile": r.mobile,
+                "province": a.province,
+                "city": a.city,
+                "district": a.district,
+                "street": a.street,
+                "community": a.community,
+                "address": a.text,
+                "lat": a.lat,
+                "lon": a.lon,
                 "flags": ";".join(sorted(r.flags)),
             }
             try:
@@ -248,18 +305,28 @@ def export_residents(
             except NotFoundError:
                 p = None
             if p is not None:
-                row.update({
-                    "blood_type": p.blood_type.value, "conditions": ";".join(p.conditions),
-                    "medications": ";".join(p.medications), "allergies": ";".join(p.allergies),
-                    "past_treatments": ";".join(p.past_treatments),
-                    **{col: getattr(p.responder_notes, f) for f, col in _NOTES.items()},
-                })
-            for n, c in enumerate(repo.list_contacts(conn, r.id, keyring=keyring)[:MAX_CONTACTS], start=1):
-                row.update({
-                    f"contact{n}_name": c.name, f"contact{n}_role": c.role.value,
-                    f"contact{n}_priority": c.priority, f"contact{n}_phones": ";".join(c.phones),
-                    f"contact{n}_channel": c.channel.url if c.channel else None,
-                })
+                row.update(
+                    {
+                        "blood_type": p.blood_type.value,
+                        "conditions": ";".join(p.conditions),
+                        "medications": ";".join(p.medications),
+                        "allergies": ";".join(p.allergies),
+                        "past_treatments": ";".join(p.past_treatments),
+                        **{col: getattr(p.responder_notes, f) for f, col in _NOTES.items()},
+                    }
+                )
+            for n, c in enumerate(
+                repo.list_contacts(conn, r.id, keyring=keyring)[:MAX_CONTACTS], start=1
+            ):
+                row.update(
+                    {
+                        f"contact{n}_name": c.name,
+                        f"contact{n}_role": c.role.value,
+                        f"contact{n}_priority": c.priority,
+                        f"contact{n}_phones": ";".join(c.phones),
+                        f"contact{n}_channel": c.channel.url if c.channel else None,
+                    }
+                )
             writer.writerow(row)
         offset += len(page.items)
         if offset >= page.total or not page.items:

@@ -190,8 +190,12 @@ DEVICE_TRANSITIONS: Mapping[DeviceState, frozenset[DeviceState]] = {
 
 #: Allowed resident status moves. A moved resident may come back; deceased and retired are final.
 RESIDENT_TRANSITIONS: Mapping[ResidentStatus, frozenset[ResidentStatus]] = {
-    ResidentStatus.ACTIVE: frozenset({ResidentStatus.MOVED, ResidentStatus.DECEASED, ResidentStatus.RETIRED}),
-    ResidentStatus.MOVED: frozenset({ResidentStatus.ACTIVE, ResidentStatus.DECEASED, ResidentStatus.RETIRED}),
+    ResidentStatus.ACTIVE: frozenset(
+        {ResidentStatus.MOVED, ResidentStatus.DECEASED, ResidentStatus.RETIRED}
+    ),
+    ResidentStatus.MOVED: frozenset(
+        {ResidentStatus.ACTIVE, ResidentStatus.DECEASED, ResidentStatus.RETIRED}
+    ),
     ResidentStatus.DECEASED: frozenset({ResidentStatus.RETIRED}),
     ResidentStatus.RETIRED: frozenset(),
 }
@@ -229,7 +233,9 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"Time zone {value!r} is not known. Expected an IANA name such as 'Asia/Shanghai'.") from exc
+        raise ValueError(
+            f"Time zone {value!r} is not known. Expected an IANA name such as 'Asia/Shanghai'."
+        ) from exc
     return value
 
 
@@ -257,7 +263,9 @@ class Address(_In):
     city: ShortText | None = None
     district: ShortText | None = None
     street: ShortText | None = None
-    community: ShortText | None = Field(None, description="Residential community (小区/社区) as written.")
+    community: ShortText | None = Field(
+        None, description="Residential community (小区/社区) as written."
+    )
     text: LongText | None = Field(None, description="Free text: building, unit, room, directions.")
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
@@ -283,7 +291,9 @@ class ResidentIn(_In):
     mobile: PhoneStr | None = None
     address: Address = Field(default_factory=Address)
     flags: frozenset[SpecialFlag] = frozenset()
-    community_id: UUID | None = Field(None, description="Responsible community or care institution.")
+    community_id: UUID | None = Field(
+        None, description="Responsible community or care institution."
+    )
     hospital_id: UUID | None = Field(None, description="Partner hospital of the green channel.")
 
     @model_validator(mode="after")
@@ -371,7 +381,8 @@ class ProfileIn(_In):
     )
     responder_notes: ResponderNotes = Field(default_factory=ResponderNotes)
     extension: dict[str, ExtensionValue] = Field(
-        default_factory=dict, description="Region-added fields, checked against profile_extension_fields."
+        default_factory=dict,
+        description="Region-added fields, checked against profile_extension_fields.",
     )
 
 
@@ -430,7 +441,9 @@ def validate_extension(
     for name, value in values.items():
         spec = by_name.get(name)
         if spec is None:
-            problems.append((name, f"is not a registered extension field (known: {sorted(by_name) or 'none'})"))
+            problems.append(
+                (name, f"is not a registered extension field (known: {sorted(by_name) or 'none'})")
+            )
             continue
         if value is None:
             if spec.required:
@@ -477,8 +490,12 @@ def _coerce(kind: ExtensionType, value: ExtensionValue) -> tuple[bool, Extension
 class ChannelIn(_In):
     """Either an apprise URL (``url``) or a channel kind and its address."""
 
-    url: Annotated[str, Field(min_length=4, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")] | None = (
-        Field(None, description="Apprise URL, e.g. 'dingtalk://token/'; encrypted at rest (it holds tokens).")
+    url: (
+        Annotated[str, Field(min_length=4, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")]
+        | None
+    ) = Field(
+        None,
+        description="Apprise URL, e.g. 'dingtalk://token/'; encrypted at rest (it holds tokens).",
     )
     kind: ChannelKind | None = None
     address: ShortText | None = None
@@ -590,7 +607,9 @@ class DoctorTeam(_Out):
 
 class ContractIn(_In):
     team_id: UUID
-    service_package: ShortText = Field(description="e.g. 'basic', 'chronic disease', 'home visits'.")
+    service_package: ShortText = Field(
+        description="e.g. 'basic', 'chronic disease', 'home visits'."
+    )
     starts_on: dt.date
     ends_on: dt.date
 
@@ -686,12 +705,18 @@ class ResidentSearch(_In):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         None, description="Substring of the name, case-insensitive."
     )
-    phone: PhoneStr | None = Field(None, description="The resident's landline or mobile, any format.")
+    phone: PhoneStr | None = Field(
+        None, description="The resident's landline or mobile, any format."
+    )
     community_id: UUID | None = None
-    community_name: ShortText | None = Field(None, description="Substring of the address community.")
+    community_name: ShortText | None = Field(
+        None, description="Substring of the address community."
+    )
     flags: frozenset[SpecialFlag] = frozenset()
     status: ResidentStatus | None = None
-    team_id: UUID | None = Field(None, description="Residents with an active contract with this team.")
+    team_id: UUID | None = Field(
+        None, description="Residents with an active contract with this team."
+    )
 
 
 class OpenAlertRef(_Out):

@@ -67,20 +67,28 @@ def normalise_phone(raw: str, *, default_area_code: str | None = None) -> Phone:
         PhoneError: the message names the value and what was expected.
     """
     if len(raw) > _MAX_INPUT:
-        raise PhoneError(f"Phone {raw[:_MAX_INPUT]!r}... is too long. Expected at most {_MAX_INPUT} characters.")
+        raise PhoneError(
+            f"Phone {raw[:_MAX_INPUT]!r}... is too long. Expected at most {_MAX_INPUT} characters."
+        )
     # NFKC turns full-width digits and brackets (typed with a Chinese IME) into ASCII ones.
     text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw).strip())
     international = False
     if text.startswith("+"):
         if not text.startswith("+86"):
-            raise PhoneError(f"Phone {raw!r} is not a Chinese number. Expected +86 or no country code.")
+            raise PhoneError(
+                f"Phone {raw!r} is not a Chinese number. Expected +86 or no country code."
+            )
         text, international = text[3:], True
     elif text.startswith("0086"):
         text, international = text[4:], True
     if not text:
-        raise PhoneError(f"Phone {raw!r} is empty. Expected a mobile or a landline with its area code.")
+        raise PhoneError(
+            f"Phone {raw!r} is empty. Expected a mobile or a landline with its area code."
+        )
     if not text.isascii() or not text.isdigit():
-        raise PhoneError(f"Phone {raw!r} has characters other than digits, spaces, dashes, parentheses or a leading +.")
+        raise PhoneError(
+            f"Phone {raw!r} has characters other than digits, spaces, dashes, parentheses or a leading +."
+        )
     if not international and len(text) == 13 and text.startswith("86") and _MOBILE.match(text[2:]):
         text = text[2:]  # 86 without its +, as some exchanges deliver it
     if _MOBILE.match(text):
@@ -103,7 +111,9 @@ def normalise_phone(raw: str, *, default_area_code: str | None = None) -> Phone:
             raise PhoneError(f"Default area code {default_area_code!r} is not a valid area code.")
         text = area + text
     if not text or text[0] == "0":
-        raise PhoneError(f"Phone {raw!r} is not valid. Expected a mobile (1xxxxxxxxxx) or an area code and local number.")
+        raise PhoneError(
+            f"Phone {raw!r} is not valid. Expected a mobile (1xxxxxxxxxx) or an area code and local number."
+        )
     n = _area_length(text)
     area, local = text[:n], text[n:]
     if not _LOCAL.match(local) or (area[0] == "1" and area != "10"):

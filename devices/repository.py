@@ -141,12 +141,20 @@ def _resident(row: Row, keyring: Keyring) -> Resident:
         sex=Sex(row["sex"]),
         birth_date=row["birth_date"],
         id_number=keyring.open_text(row["id_number_enc"], _ctx("residents", "id_number", rid)),
-        health_card=keyring.open_text(row["health_card_enc"], _ctx("residents", "health_card", rid)),
+        health_card=keyring.open_text(
+            row["health_card_enc"], _ctx("residents", "health_card", rid)
+        ),
         landline=row["landline"],
         mobile=row["mobile"],
         address=Address(
-            province=row["province"], city=row["city"], district=row["district"], street=row["street"],
-            community=row["community_name"], text=row["address_text"], lat=row["lat"], lon=row["lon"],
+            province=row["province"],
+            city=row["city"],
+            district=row["district"],
+            street=row["street"],
+            community=row["community_name"],
+            text=row["address_text"],
+            lat=row["lat"],
+            lon=row["lon"],
         ),
         flags=frozenset(SpecialFlag(f) for f in row["flags"]),
         status=ResidentStatus(row["status"]),
@@ -158,7 +166,10 @@ def _resident(row: Row, keyring: Keyring) -> Resident:
 
 
 def _check_refs(conn: Conn, community_id: UUID | None, hospital_id: UUID | None) -> None:
-    for table, what, ref in (("communities", "Community", community_id), ("hospitals", "Hospital", hospital_id)):
+    for table, what, ref in (
+        ("communities", "Community", community_id),
+        ("hospitals", "Hospital", hospital_id),
+    ):
         if ref is None:
             continue
         row = conn.execute(
@@ -182,24 +193,47 @@ def create_resident(conn: Conn, data: ResidentIn, *, keyring: Keyring) -> Reside
                    community_name, address_text, lat, lon, flags, community_id, hospital_id)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
-                rid, data.name, data.sex, data.birth_date,
-                keyring.seal_text(data.id_number and data.id_number.upper(), _ctx("residents", "id_number", rid)),
+                rid,
+                data.name,
+                data.sex,
+                data.birth_date,
+                keyring.seal_text(
+                    data.id_number and data.id_number.upper(), _ctx("residents", "id_number", rid)
+                ),
                 keyring.seal_text(data.health_card, _ctx("residents", "health_card", rid)),
-                data.landline, _norm(data.landline), data.mobile, _norm(data.mobile),
-                a.province, a.city, a.district, a.street, a.community, a.text, a.lat, a.lon,
-                sorted(data.flags), data.community_id, data.hospital_id,
+                data.landline,
+                _norm(data.landline),
+                data.mobile,
+                _norm(data.mobile),
+                a.province,
+                a.city,
+                a.district,
+                a.street,
+                a.community,
+                a.text,
+                a.lat,
+                a.lon,
+                sorted(data.flags),
+                data.community_id,
+                data.hospital_id,
             ),
         )
         return get_resident(conn, rid, keyring=keyring)
 
 
 def get_resident(conn: Conn, resident_id: UUID, *, keyring: Keyring) -> Resident:
-    row = _one(conn, f"SELECT {_RESIDENT_COLS} FROM residents r WHERE r.id = %s", (resident_id,),
-               f"Resident {resident_id}")
+    row = _one(
+        conn,
+        f"SELECT {_RESIDENT_COLS} FROM residents r WHERE r.id = %s",
+        (resident_id,),
+        f"Resident {resident_id}",
+    )
     return _resident(row, keyring)
 
 
-def update_resident(conn: Conn, resident_id: UUID, patch: ResidentPatch, *, keyring: Keyring) -> Resident:
+def update_resident(
+    conn: Conn, resident_id: UUID, patch: ResidentPatch, *, keyring: Keyring
+) -> Resident:
     """Change the fields present in ``patch``; ``status`` moves are checked like set_resident_status.
 
     Raises:
@@ -221,7 +255,12 @@ def update_resident(conn: Conn, resident_id: UUID, patch: ResidentPatch, *, keyr
             _check_refs(conn, patch.community_id, patch.hospital_id)
         if "id_number" in given:
             value = patch.id_number.upper() if patch.id_number else None
-            sets.append(("id_number_enc", keyring.seal_text(value, _ctx("residents", "id_number", resident_id))))
+            sets.append(
+                (
+                    "id_number_enc",
+                    keyring.seal_text(value, _ctx("residents", "id_number", resident_id)),
+                )
+            )
         if "health_card" in given:
             ctx = _ctx("residents", "health_card", resident_id)
             sets.append(("health_card_enc", keyring.seal_text(patch.health_card, ctx)))
@@ -231,9 +270,16 @@ def update_resident(conn: Conn, resident_id: UUID, patch: ResidentPatch, *, keyr
                 sets += [(field, value), (f"{field}_norm", _norm(value))]
         if "address" in given:
             a = patch.address or Address()
-            sets += [("province", a.province), ("city", a.city), ("district", a.district),
-                     ("street", a.street), ("community_name", a.community), ("address_text", a.text),
-                     ("lat", a.lat), ("lon", a.lon)]
+            sets += [
+                ("province", a.province),
+                ("city", a.city),
+                ("district", a.district),
+                ("street", a.street),
+                ("community_name", a.community),
+                ("address_text", a.text),
+                ("lat", a.lat),
+                ("lon", a.lon),
+            ]
         if "flags" in given:
             sets.append(("flags", sorted(patch.flags or ())))
         if "status" in given and patch.status is not None and patch.status is not current:
@@ -248,7 +294,9 @@ def update_resident(conn: Conn, resident_id: UUID, patch: ResidentPatch, *, keyr
 
 
 def _lock_resident(conn: Conn, resident_id: UUID) -> ResidentStatus:
-    row = conn.execute("SELECT status FROM residents WHERE id = %s FOR UPDATE", (resident_id,)).fetchone()
+    row = conn.execute(
+        "SELECT status FROM residents WHERE id = %s FOR UPDATE", (resident_id,)
+    ).fetchone()
     if row is None:
         raise NotFoundError(f"Resident {resident_id} does not exist.")
     return ResidentStatus(row[0])
@@ -264,7 +312,10 @@ def set_resident_status(
     with conn.transaction():
         current = _lock_resident(conn, resident_id)
         check_resident_transition(resident_id, current, status)
-        conn.execute("UPDATE residents SET status = %s, updated_at = now() WHERE id = %s", (status, resident_id))
+        conn.execute(
+            "UPDATE residents SET status = %s, updated_at = now() WHERE id = %s",
+            (status, resident_id),
+        )
         if status is ResidentStatus.RETIRED:
             for (device_id,) in conn.execute(
                 "SELECT device_id FROM devices WHERE resident_id = %s", (resident_id,)
@@ -309,17 +360,23 @@ def list_residents(
         where.append(sql.SQL("r.status = %s"))
         params.append(s.status)
     if s.team_id:
-        where.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM doctor_contracts c WHERE c.resident_id = r.id "
-            "AND c.team_id = %s AND c.status = 'active')"
-        ))
+        where.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM doctor_contracts c WHERE c.resident_id = r.id "
+                "AND c.team_id = %s AND c.status = 'active')"
+            )
+        )
         params.append(s.team_id)
     cond = sql.SQL(" AND ").join(where) if where else sql.SQL("true")
-    total_row = conn.execute(sql.SQL("SELECT count(*) FROM residents r WHERE {}").format(cond), params).fetchone()
+    total_row = conn.execute(
+        sql.SQL("SELECT count(*) FROM residents r WHERE {}").format(cond), params
+    ).fetchone()
     rows = _all(
         conn,
-        sql.SQL("SELECT " + _RESIDENT_COLS + " FROM residents r WHERE {} "
-                "ORDER BY lower(r.name), r.id LIMIT %s OFFSET %s").format(cond),
+        sql.SQL(
+            "SELECT " + _RESIDENT_COLS + " FROM residents r WHERE {} "
+            "ORDER BY lower(r.name), r.id LIMIT %s OFFSET %s"
+        ).format(cond),
         [*params, limit, offset],
     )
     return Page[Resident](
@@ -339,9 +396,13 @@ def _like(text: str) -> str:
 
 def _consent(row: Row) -> Consent:
     return Consent(
-        id=row["id"], resident_id=row["resident_id"], given_by=row["given_by"],
-        relation=ConsentRelation(row["relation"]), given_at=row["given_at"],
-        scopes=frozenset(ConsentScope(s) for s in row["scopes"]), withdrawn_at=row["withdrawn_at"],
+        id=row["id"],
+        resident_id=row["resident_id"],
+        given_by=row["given_by"],
+        relation=ConsentRelation(row["relation"]),
+        given_at=row["given_at"],
+        scopes=frozenset(ConsentScope(s) for s in row["scopes"]),
+        withdrawn_at=row["withdrawn_at"],
         recorded_at=row["recorded_at"],
     )
 
@@ -353,7 +414,13 @@ def record_consent(conn: Conn, resident_id: UUID, consent: ConsentIn) -> Consent
             conn,
             """INSERT INTO resident_consents (resident_id, given_by, relation, given_at, scopes)
                VALUES (%s, %s, %s, %s, %s) RETURNING *""",
-            (resident_id, consent.given_by, consent.relation, consent.given_at, sorted(consent.scopes)),
+            (
+                resident_id,
+                consent.given_by,
+                consent.relation,
+                consent.given_at,
+                sorted(consent.scopes),
+            ),
             "Consent",
         )
         return _consent(row)
@@ -371,13 +438,19 @@ def withdraw_consent(conn: Conn, consent_id: int, *, at: dt.datetime) -> Consent
 
 
 def list_consents(conn: Conn, resident_id: UUID) -> list[Consent]:
-    rows = _all(conn, "SELECT * FROM resident_consents WHERE resident_id = %s ORDER BY given_at, id", (resident_id,))
+    rows = _all(
+        conn,
+        "SELECT * FROM resident_consents WHERE resident_id = %s ORDER BY given_at, id",
+        (resident_id,),
+    )
     return [_consent(r) for r in rows]
 
 
 def consented_scopes(conn: Conn, resident_id: UUID) -> frozenset[ConsentScope]:
     """The union of the scopes of every consent not withdrawn."""
-    return frozenset(s for c in list_consents(conn, resident_id) if c.withdrawn_at is None for s in c.scopes)
+    return frozenset(
+        s for c in list_consents(conn, resident_id) if c.withdrawn_at is None for s in c.scopes
+    )
 
 
 # --- emergency profiles -------------------------------------------------------------------
@@ -393,14 +466,23 @@ def register_extension_field(conn: Conn, field: ExtensionFieldIn) -> ExtensionFi
             )
     except psycopg.errors.UniqueViolation as exc:
         raise ConflictError(f"Extension field {field.name!r} is already registered.") from exc
-    return ExtensionField(name=field.name, type=field.type, description=field.description, required=field.required)
+    return ExtensionField(
+        name=field.name, type=field.type, description=field.description, required=field.required
+    )
 
 
 def list_extension_fields(conn: Conn) -> list[ExtensionField]:
     return [
-        ExtensionField(name=r["name"], type=ExtensionType(r["type"]), description=r["description"],
-                       required=r["required"])
-        for r in _all(conn, "SELECT name, type, description, required FROM profile_extension_fields ORDER BY name")
+        ExtensionField(
+            name=r["name"],
+            type=ExtensionType(r["type"]),
+            description=r["description"],
+            required=r["required"],
+        )
+        for r in _all(
+            conn,
+            "SELECT name, type, description, required FROM profile_extension_fields ORDER BY name",
+        )
     ]
 
 
@@ -461,16 +543,26 @@ def put_profile(
             (resident_id,),
         ).fetchone()
         version = 1 if prev is None else int(prev[0]) + 1
-        v_at, v_by = (verified_at, by) if verified_at is not None else ((prev[1], prev[2]) if prev else (None, None))
+        v_at, v_by = (
+            (verified_at, by)
+            if verified_at is not None
+            else ((prev[1], prev[2]) if prev else (None, None))
+        )
         row = _one(
             conn,
             f"""INSERT INTO emergency_profiles (resident_id, version, body_enc, last_verified_at,
                     last_verified_by, changed_by, change_kind)
                 VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_PROFILE_COLS}""",
             (
-                resident_id, version,
-                keyring.seal(body.model_dump_json().encode(), _ctx("emergency_profiles", "body", resident_id)),
-                v_at, v_by, by, ProfileChange.CREATE if prev is None else ProfileChange.UPDATE,
+                resident_id,
+                version,
+                keyring.seal(
+                    body.model_dump_json().encode(), _ctx("emergency_profiles", "body", resident_id)
+                ),
+                v_at,
+                v_by,
+                by,
+                ProfileChange.CREATE if prev is None else ProfileChange.UPDATE,
             ),
             "Profile",
         )
@@ -494,7 +586,8 @@ def get_profile(
 def profile_history(conn: Conn, resident_id: UUID, *, keyring: Keyring) -> list[EmergencyProfile]:
     """Every version, oldest first."""
     rows = _all(
-        conn, f"SELECT {_PROFILE_COLS} FROM emergency_profiles WHERE resident_id = %s ORDER BY version",
+        conn,
+        f"SELECT {_PROFILE_COLS} FROM emergency_profiles WHERE resident_id = %s ORDER BY version",
         (resident_id,),
     )
     return [_profile(r, keyring) for r in rows]
@@ -539,8 +632,13 @@ def unverified_profiles(conn: Conn, *, months: int, now: dt.datetime) -> list[Un
         (now, months),
     )
     return [
-        UnverifiedProfile(resident_id=r["id"], name=r["name"], version=r["version"],
-                          last_verified_at=r["last_verified_at"], last_verified_by=r["last_verified_by"])
+        UnverifiedProfile(
+            resident_id=r["id"],
+            name=r["name"],
+            version=r["version"],
+            last_verified_at=r["last_verified_at"],
+            last_verified_by=r["last_verified_by"],
+        )
         for r in rows
     ]
 
@@ -570,11 +668,17 @@ def _contact(row: Row, keyring: Keyring) -> Contact:
     if row["quiet_start"] is not None:
         quiet = QuietHours(start=row["quiet_start"], end=row["quiet_end"], timezone=row["quiet_tz"])
     return Contact(
-        id=row["id"], resident_id=row["resident_id"], name=row["name"], role=ContactRole(row["role"]),
-        priority=row["priority"], phones=tuple(row["phones"]),
+        id=row["id"],
+        resident_id=row["resident_id"],
+        name=row["name"],
+        role=ContactRole(row["role"]),
+        priority=row["priority"],
+        phones=tuple(row["phones"]),
         channel=_channel(row, keyring, _ctx("contacts", "channel_url", row["id"])),
-        quiet_hours=quiet, status=RecordStatus(row["status"]),
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        quiet_hours=quiet,
+        status=RecordStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -592,7 +696,12 @@ def add_contact(conn: Conn, resident_id: UUID, contact: ContactIn, *, keyring: K
                    channel_kind, channel_address, channel_url_enc, quiet_start, quiet_end, quiet_tz)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
-                cid, resident_id, contact.name, contact.role, contact.priority, contact.phones,
+                cid,
+                resident_id,
+                contact.name,
+                contact.role,
+                contact.priority,
+                contact.phones,
                 [normalise_phone(p).national for p in contact.phones],
                 *_channel_cols(contact.channel, keyring, _ctx("contacts", "channel_url", cid)),
                 *_quiet_cols(contact.quiet_hours),
@@ -602,10 +711,15 @@ def add_contact(conn: Conn, resident_id: UUID, contact: ContactIn, *, keyring: K
 
 
 def get_contact(conn: Conn, contact_id: UUID, *, keyring: Keyring) -> Contact:
-    return _contact(_one(conn, "SELECT * FROM contacts WHERE id = %s", (contact_id,), f"Contact {contact_id}"), keyring)
+    return _contact(
+        _one(conn, "SELECT * FROM contacts WHERE id = %s", (contact_id,), f"Contact {contact_id}"),
+        keyring,
+    )
 
 
-def update_contact(conn: Conn, contact_id: UUID, patch: ContactPatch, *, keyring: Keyring) -> Contact:
+def update_contact(
+    conn: Conn, contact_id: UUID, patch: ContactPatch, *, keyring: Keyring
+) -> Contact:
     given = patch.model_fields_set
     with conn.transaction():
         current = get_contact(conn, contact_id, keyring=keyring)
@@ -619,12 +733,25 @@ def update_contact(conn: Conn, contact_id: UUID, patch: ContactPatch, *, keyring
                 sets.append((field, getattr(patch, field)))
         if "phones" in given:
             phones = patch.phones or []
-            sets += [("phones", phones), ("phones_norm", [normalise_phone(p).national for p in phones])]
+            sets += [
+                ("phones", phones),
+                ("phones_norm", [normalise_phone(p).national for p in phones]),
+            ]
         if "channel" in given:
-            cols = _channel_cols(patch.channel, keyring, _ctx("contacts", "channel_url", contact_id))
-            sets += list(zip(("channel_kind", "channel_address", "channel_url_enc"), cols, strict=True))
+            cols = _channel_cols(
+                patch.channel, keyring, _ctx("contacts", "channel_url", contact_id)
+            )
+            sets += list(
+                zip(("channel_kind", "channel_address", "channel_url_enc"), cols, strict=True)
+            )
         if "quiet_hours" in given:
-            sets += list(zip(("quiet_start", "quiet_end", "quiet_tz"), _quiet_cols(patch.quiet_hours), strict=True))
+            sets += list(
+                zip(
+                    ("quiet_start", "quiet_end", "quiet_tz"),
+                    _quiet_cols(patch.quiet_hours),
+                    strict=True,
+                )
+            )
         if sets:
             _update(conn, "contacts", contact_id, sets)
         return get_contact(conn, contact_id, keyring=keyring)
@@ -646,7 +773,9 @@ def retire_contact(conn: Conn, contact_id: UUID, *, keyring: Keyring) -> Contact
 
 def _retire(conn: Conn, table: str, key: object, what: str) -> None:
     cur = conn.execute(
-        sql.SQL("UPDATE {} SET status = 'retired', updated_at = now() WHERE id = %s").format(sql.Identifier(table)),
+        sql.SQL("UPDATE {} SET status = 'retired', updated_at = now() WHERE id = %s").format(
+            sql.Identifier(table)
+        ),
         (key,),
     )
     if cur.rowcount == 0:
@@ -670,7 +799,11 @@ def list_contacts(
 
 def _member(row: Row, keyring: Keyring) -> TeamMember:
     return TeamMember(
-        id=row["id"], team_id=row["team_id"], name=row["name"], role=TeamRole(row["role"]), phone=row["phone"],
+        id=row["id"],
+        team_id=row["team_id"],
+        name=row["name"],
+        role=TeamRole(row["role"]),
+        phone=row["phone"],
         channel=_channel(row, keyring, _ctx("doctor_team_members", "channel_url", row["id"])),
         status=RecordStatus(row["status"]),
     )
@@ -679,8 +812,10 @@ def _member(row: Row, keyring: Keyring) -> TeamMember:
 def create_team(conn: Conn, team: DoctorTeamIn, *, keyring: Keyring) -> DoctorTeam:
     tid = uuid.uuid4()
     with conn.transaction():
-        conn.execute("INSERT INTO doctor_teams (id, name, institution) VALUES (%s, %s, %s)",
-                     (tid, team.name, team.institution))
+        conn.execute(
+            "INSERT INTO doctor_teams (id, name, institution) VALUES (%s, %s, %s)",
+            (tid, team.name, team.institution),
+        )
         for member in team.members:
             _insert_member(conn, tid, member, keyring)
         return get_team(conn, tid, keyring=keyring)
@@ -691,28 +826,51 @@ def _insert_member(conn: Conn, team_id: UUID, member: TeamMemberIn, keyring: Key
     conn.execute(
         """INSERT INTO doctor_team_members (id, team_id, name, role, phone, phone_norm, channel_kind,
                channel_address, channel_url_enc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (mid, team_id, member.name, member.role, member.phone, _norm(member.phone),
-         *_channel_cols(member.channel, keyring, _ctx("doctor_team_members", "channel_url", mid))),
+        (
+            mid,
+            team_id,
+            member.name,
+            member.role,
+            member.phone,
+            _norm(member.phone),
+            *_channel_cols(
+                member.channel, keyring, _ctx("doctor_team_members", "channel_url", mid)
+            ),
+        ),
     )
     return mid
 
 
 def get_team(conn: Conn, team_id: UUID, *, keyring: Keyring) -> DoctorTeam:
-    row = _one(conn, "SELECT * FROM doctor_teams WHERE id = %s", (team_id,), f"Doctor team {team_id}")
-    members = _all(conn, "SELECT * FROM doctor_team_members WHERE team_id = %s ORDER BY created_at, id", (team_id,))
+    row = _one(
+        conn, "SELECT * FROM doctor_teams WHERE id = %s", (team_id,), f"Doctor team {team_id}"
+    )
+    members = _all(
+        conn,
+        "SELECT * FROM doctor_team_members WHERE team_id = %s ORDER BY created_at, id",
+        (team_id,),
+    )
     return DoctorTeam(
-        id=row["id"], name=row["name"], institution=row["institution"],
-        members=tuple(_member(m, keyring) for m in members), status=RecordStatus(row["status"]),
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        id=row["id"],
+        name=row["name"],
+        institution=row["institution"],
+        members=tuple(_member(m, keyring) for m in members),
+        status=RecordStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
-def add_team_member(conn: Conn, team_id: UUID, member: TeamMemberIn, *, keyring: Keyring) -> TeamMember:
+def add_team_member(
+    conn: Conn, team_id: UUID, member: TeamMemberIn, *, keyring: Keyring
+) -> TeamMember:
     with conn.transaction():
         if get_team(conn, team_id, keyring=keyring).status is RecordStatus.RETIRED:
             raise ConflictError(f"Doctor team {team_id} is retired.")
         mid = _insert_member(conn, team_id, member, keyring)
-        return _member(_one(conn, "SELECT * FROM doctor_team_members WHERE id = %s", (mid,), "Member"), keyring)
+        return _member(
+            _one(conn, "SELECT * FROM doctor_team_members WHERE id = %s", (mid,), "Member"), keyring
+        )
 
 
 def retire_team_member(conn: Conn, member_id: UUID) -> None:
@@ -724,28 +882,41 @@ def retire_team(conn: Conn, team_id: UUID, *, keyring: Keyring) -> DoctorTeam:
     """Retire a team. Refused while residents hold an active contract with it."""
     with conn.transaction():
         row = conn.execute(
-            "SELECT count(*) FROM doctor_contracts WHERE team_id = %s AND status = 'active'", (team_id,)
+            "SELECT count(*) FROM doctor_contracts WHERE team_id = %s AND status = 'active'",
+            (team_id,),
         ).fetchone()
         if row and row[0]:
-            raise ConflictError(f"Doctor team {team_id} has {row[0]} active contract(s); end them first.")
+            raise ConflictError(
+                f"Doctor team {team_id} has {row[0]} active contract(s); end them first."
+            )
         _retire(conn, "doctor_teams", team_id, "Doctor team")
         return get_team(conn, team_id, keyring=keyring)
 
 
-def list_teams(conn: Conn, *, keyring: Keyring, limit: int = 50, offset: int = 0) -> Page[DoctorTeam]:
+def list_teams(
+    conn: Conn, *, keyring: Keyring, limit: int = 50, offset: int = 0
+) -> Page[DoctorTeam]:
     _page_args(limit, offset)
     total = conn.execute("SELECT count(*) FROM doctor_teams").fetchone()
-    ids = conn.execute("SELECT id FROM doctor_teams ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+    ids = conn.execute(
+        "SELECT id FROM doctor_teams ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset)
+    ).fetchall()
     return Page[DoctorTeam](
         items=tuple(get_team(conn, r[0], keyring=keyring) for r in ids),
-        total=int(total[0]) if total else 0, limit=limit, offset=offset,
+        total=int(total[0]) if total else 0,
+        limit=limit,
+        offset=offset,
     )
 
 
 def _contract(row: Row) -> Contract:
     return Contract(
-        id=row["id"], resident_id=row["resident_id"], team_id=row["team_id"],
-        service_package=row["service_package"], starts_on=row["starts_on"], ends_on=row["ends_on"],
+        id=row["id"],
+        resident_id=row["resident_id"],
+        team_id=row["team_id"],
+        service_package=row["service_package"],
+        starts_on=row["starts_on"],
+        ends_on=row["ends_on"],
         status=row["status"],
     )
 
@@ -755,7 +926,9 @@ def sign_contract(conn: Conn, resident_id: UUID, contract: ContractIn) -> Contra
     with conn.transaction():
         if _lock_resident(conn, resident_id) is not ResidentStatus.ACTIVE:
             raise ConflictError(f"Resident {resident_id} is not active.")
-        team = conn.execute("SELECT status FROM doctor_teams WHERE id = %s", (contract.team_id,)).fetchone()
+        team = conn.execute(
+            "SELECT status FROM doctor_teams WHERE id = %s", (contract.team_id,)
+        ).fetchone()
         if team is None:
             raise NotFoundError(f"Doctor team {contract.team_id} does not exist.")
         if team[0] != RecordStatus.ACTIVE:
@@ -769,7 +942,13 @@ def sign_contract(conn: Conn, resident_id: UUID, contract: ContractIn) -> Contra
             conn,
             """INSERT INTO doctor_contracts (resident_id, team_id, service_package, starts_on, ends_on)
                VALUES (%s, %s, %s, %s, %s) RETURNING *""",
-            (resident_id, contract.team_id, contract.service_package, contract.starts_on, contract.ends_on),
+            (
+                resident_id,
+                contract.team_id,
+                contract.service_package,
+                contract.starts_on,
+                contract.ends_on,
+            ),
             "Contract",
         )
         return _contract(row)
@@ -787,8 +966,11 @@ def end_contract(conn: Conn, contract_id: UUID) -> Contract:
 
 
 def list_contracts(conn: Conn, resident_id: UUID) -> list[Contract]:
-    rows = _all(conn, "SELECT * FROM doctor_contracts WHERE resident_id = %s ORDER BY starts_on, created_at",
-                (resident_id,))
+    rows = _all(
+        conn,
+        "SELECT * FROM doctor_contracts WHERE resident_id = %s ORDER BY starts_on, created_at",
+        (resident_id,),
+    )
     return [_contract(r) for r in rows]
 
 
@@ -804,32 +986,55 @@ def active_contract(conn: Conn, resident_id: UUID, *, on: dt.date | None = None)
 
 
 def _hospital(row: Row) -> Hospital:
-    return Hospital(id=row["id"], name=row["name"], address=row["address"],
-                    green_channel_phone=row["green_channel_phone"], status=RecordStatus(row["status"]))
+    return Hospital(
+        id=row["id"],
+        name=row["name"],
+        address=row["address"],
+        green_channel_phone=row["green_channel_phone"],
+        status=RecordStatus(row["status"]),
+    )
 
 
 def create_hospital(conn: Conn, data: HospitalIn) -> Hospital:
     with conn.transaction():
-        return _hospital(_one(
-            conn,
-            "INSERT INTO hospitals (name, address, green_channel_phone, phone_norm) VALUES (%s, %s, %s, %s) "
-            "RETURNING *",
-            (data.name, data.address, data.green_channel_phone, _norm(data.green_channel_phone)),
-            "Hospital",
-        ))
+        return _hospital(
+            _one(
+                conn,
+                "INSERT INTO hospitals (name, address, green_channel_phone, phone_norm) VALUES (%s, %s, %s, %s) "
+                "RETURNING *",
+                (
+                    data.name,
+                    data.address,
+                    data.green_channel_phone,
+                    _norm(data.green_channel_phone),
+                ),
+                "Hospital",
+            )
+        )
 
 
 def get_hospital(conn: Conn, hospital_id: UUID) -> Hospital:
-    return _hospital(_one(conn, "SELECT * FROM hospitals WHERE id = %s", (hospital_id,), f"Hospital {hospital_id}"))
+    return _hospital(
+        _one(
+            conn, "SELECT * FROM hospitals WHERE id = %s", (hospital_id,), f"Hospital {hospital_id}"
+        )
+    )
 
 
 def update_hospital(conn: Conn, hospital_id: UUID, data: HospitalIn) -> Hospital:
     with conn.transaction():
         get_hospital(conn, hospital_id)
-        _update(conn, "hospitals", hospital_id, [
-            ("name", data.name), ("address", data.address),
-            ("green_channel_phone", data.green_channel_phone), ("phone_norm", _norm(data.green_channel_phone)),
-        ])
+        _update(
+            conn,
+            "hospitals",
+            hospital_id,
+            [
+                ("name", data.name),
+                ("address", data.address),
+                ("green_channel_phone", data.green_channel_phone),
+                ("phone_norm", _norm(data.green_channel_phone)),
+            ],
+        )
         return get_hospital(conn, hospital_id)
 
 
@@ -842,39 +1047,67 @@ def retire_hospital(conn: Conn, hospital_id: UUID) -> Hospital:
 def list_hospitals(conn: Conn, *, limit: int = 50, offset: int = 0) -> Page[Hospital]:
     _page_args(limit, offset)
     total = conn.execute("SELECT count(*) FROM hospitals").fetchone()
-    rows = _all(conn, "SELECT * FROM hospitals ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset))
-    return Page[Hospital](items=tuple(_hospital(r) for r in rows), total=int(total[0]) if total else 0,
-                          limit=limit, offset=offset)
+    rows = _all(
+        conn, "SELECT * FROM hospitals ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset)
+    )
+    return Page[Hospital](
+        items=tuple(_hospital(r) for r in rows),
+        total=int(total[0]) if total else 0,
+        limit=limit,
+        offset=offset,
+    )
 
 
 def _community(row: Row) -> Community:
-    return Community(id=row["id"], name=row["name"], kind=CommunityKind(row["kind"]), address=row["address"],
-                     phone=row["phone"], status=RecordStatus(row["status"]))
+    return Community(
+        id=row["id"],
+        name=row["name"],
+        kind=CommunityKind(row["kind"]),
+        address=row["address"],
+        phone=row["phone"],
+        status=RecordStatus(row["status"]),
+    )
 
 
 def create_community(conn: Conn, data: CommunityIn) -> Community:
     with conn.transaction():
-        return _community(_one(
-            conn,
-            "INSERT INTO communities (name, kind, address, phone, phone_norm) VALUES (%s, %s, %s, %s, %s) "
-            "RETURNING *",
-            (data.name, data.kind, data.address, data.phone, _norm(data.phone)),
-            "Community",
-        ))
+        return _community(
+            _one(
+                conn,
+                "INSERT INTO communities (name, kind, address, phone, phone_norm) VALUES (%s, %s, %s, %s, %s) "
+                "RETURNING *",
+                (data.name, data.kind, data.address, data.phone, _norm(data.phone)),
+                "Community",
+            )
+        )
 
 
 def get_community(conn: Conn, community_id: UUID) -> Community:
-    return _community(_one(conn, "SELECT * FROM communities WHERE id = %s", (community_id,),
-                           f"Community {community_id}"))
+    return _community(
+        _one(
+            conn,
+            "SELECT * FROM communities WHERE id = %s",
+            (community_id,),
+            f"Community {community_id}",
+        )
+    )
 
 
 def update_community(conn: Conn, community_id: UUID, data: CommunityIn) -> Community:
     with conn.transaction():
         get_community(conn, community_id)
-        _update(conn, "communities", community_id, [
-            ("name", data.name), ("kind", data.kind), ("address", data.address),
-            ("phone", data.phone), ("phone_norm", _norm(data.phone)),
-        ])
+        _update(
+            conn,
+            "communities",
+            community_id,
+            [
+                ("name", data.name),
+                ("kind", data.kind),
+                ("address", data.address),
+                ("phone", data.phone),
+                ("phone_norm", _norm(data.phone)),
+            ],
+        )
         return get_community(conn, community_id)
 
 
@@ -887,9 +1120,15 @@ def retire_community(conn: Conn, community_id: UUID) -> Community:
 def list_communities(conn: Conn, *, limit: int = 50, offset: int = 0) -> Page[Community]:
     _page_args(limit, offset)
     total = conn.execute("SELECT count(*) FROM communities").fetchone()
-    rows = _all(conn, "SELECT * FROM communities ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset))
-    return Page[Community](items=tuple(_community(r) for r in rows), total=int(total[0]) if total else 0,
-                           limit=limit, offset=offset)
+    rows = _all(
+        conn, "SELECT * FROM communities ORDER BY name, id LIMIT %s OFFSET %s", (limit, offset)
+    )
+    return Page[Community](
+        items=tuple(_community(r) for r in rows),
+        total=int(total[0]) if total else 0,
+        limit=limit,
+        offset=offset,
+    )
 
 
 # --- devices ------------------------------------------------------------------------------
@@ -900,10 +1139,17 @@ _DEVICE_COLS = """device_id, kind, status, resident_id, gateway_id, label, expec
 
 def _device(row: Row) -> Device:
     return Device(
-        device_id=row["device_id"], kind=DeviceKind(row["kind"]), status=DeviceState(row["status"]),
-        resident_id=row["resident_id"], gateway_id=row["gateway_id"], label=row["label"],
-        expected_interval_s=row["expected_interval_s"], registered_at=row["registered_at"],
-        activated_at=row["activated_at"], retired_at=row["retired_at"], has_secret=row["has_secret"],
+        device_id=row["device_id"],
+        kind=DeviceKind(row["kind"]),
+        status=DeviceState(row["status"]),
+        resident_id=row["resident_id"],
+        gateway_id=row["gateway_id"],
+        label=row["label"],
+        expected_interval_s=row["expected_interval_s"],
+        registered_at=row["registered_at"],
+        activated_at=row["activated_at"],
+        retired_at=row["retired_at"],
+        has_secret=row["has_secret"],
         revoked=row["revoked"],
     )
 
@@ -923,13 +1169,25 @@ def create_device(conn: Conn, data: DeviceIn, *, by: str) -> Device:
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(f"Device {data.device_id!r} is already registered.") from exc
         if data.resident_id is not None or data.gateway_id is not None:
-            return bind_device(conn, data.device_id, resident_id=data.resident_id, gateway_id=data.gateway_id, by=by)
+            return bind_device(
+                conn,
+                data.device_id,
+                resident_id=data.resident_id,
+                gateway_id=data.gateway_id,
+                by=by,
+            )
         return get_device(conn, data.device_id)
 
 
 def get_device(conn: Conn, device_id: str) -> Device:
-    return _device(_one(conn, f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s", (device_id,),
-                        f"Device {device_id!r}"))
+    return _device(
+        _one(
+            conn,
+            f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s",
+            (device_id,),
+            f"Device {device_id!r}",
+        )
+    )
 
 
 def list_devices(
@@ -945,17 +1203,34 @@ def list_devices(
     _page_args(limit, offset)
     where: list[sql.Composable] = []
     params: list[Any] = []
-    for column, value in (("resident_id", resident_id), ("gateway_id", gateway_id), ("kind", kind),
-                          ("status", status)):
+    for column, value in (
+        ("resident_id", resident_id),
+        ("gateway_id", gateway_id),
+        ("kind", kind),
+        ("status", status),
+    ):
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
     cond = sql.SQL(" AND ").join(where) if where else sql.SQL("true")
-    total = conn.execute(sql.SQL("SELECT count(*) FROM devices WHERE {}").format(cond), params).fetchone()
-    rows = _all(conn, sql.SQL("SELECT " + _DEVICE_COLS + " FROM devices WHERE {} ORDER BY device_id LIMIT %s OFFSET %s")
-                .format(cond), [*params, limit, offset])
-    return Page[Device](items=tuple(_device(r) for r in rows), total=int(total[0]) if total else 0,
-                        limit=limit, offset=offset)
+    total = conn.execute(
+        sql.SQL("SELECT count(*) FROM devices WHERE {}").format(cond), params
+    ).fetchone()
+    rows = _all(
+        conn,
+        sql.SQL(
+            "SELECT "
+            + _DEVICE_COLS
+            + " FROM devices WHERE {} ORDER BY device_id LIMIT %s OFFSET %s"
+        ).format(cond),
+        [*params, limit, offset],
+    )
+    return Page[Device](
+        items=tuple(_device(r) for r in rows),
+        total=int(total[0]) if total else 0,
+        limit=limit,
+        offset=offset,
+    )
 
 
 def bind_device(
@@ -972,8 +1247,13 @@ def bind_device(
         device = _lock_device(conn, device_id)
         if device.status is DeviceState.RETIRED:
             raise ConflictError(f"Device {device_id!r} is retired and cannot be bound.")
-        if resident_id is not None and _lock_resident(conn, resident_id) is not ResidentStatus.ACTIVE:
-            raise ConflictError(f"Resident {resident_id} is not active; devices bind to active residents only.")
+        if (
+            resident_id is not None
+            and _lock_resident(conn, resident_id) is not ResidentStatus.ACTIVE
+        ):
+            raise ConflictError(
+                f"Resident {resident_id} is not active; devices bind to active residents only."
+            )
         if gateway_id is not None:
             if device.kind is DeviceKind.HUB:
                 raise ConflictError(f"Device {device_id!r} is a hub; a hub has no gateway.")
@@ -1001,9 +1281,12 @@ def bind_device(
         return get_device(conn, device_id)
 
 
-def _rebind(conn: Conn, device_id: str, resident_id: UUID | None, gateway_id: str | None, by: str) -> None:
+def _rebind(
+    conn: Conn, device_id: str, resident_id: UUID | None, gateway_id: str | None, by: str
+) -> None:
     conn.execute(
-        "UPDATE device_bindings SET unbound_at = now() WHERE device_id = %s AND unbound_at IS NULL", (device_id,)
+        "UPDATE device_bindings SET unbound_at = now() WHERE device_id = %s AND unbound_at IS NULL",
+        (device_id,),
     )
     conn.execute(
         "UPDATE devices SET resident_id = %s, gateway_id = %s, updated_at = now() WHERE device_id = %s",
@@ -1017,8 +1300,14 @@ def _rebind(conn: Conn, device_id: str, resident_id: UUID | None, gateway_id: st
 
 
 def _lock_device(conn: Conn, device_id: str) -> Device:
-    return _device(_one(conn, f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s FOR UPDATE",
-                        (device_id,), f"Device {device_id!r}"))
+    return _device(
+        _one(
+            conn,
+            f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s FOR UPDATE",
+            (device_id,),
+            f"Device {device_id!r}",
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1032,8 +1321,12 @@ class Binding:
 
 
 def binding_history(conn: Conn, device_id: str) -> list[Binding]:
-    rows = _all(conn, "SELECT device_id, resident_id, gateway_id, bound_by, bound_at, unbound_at "
-                      "FROM device_bindings WHERE device_id = %s ORDER BY bound_at, id", (device_id,))
+    rows = _all(
+        conn,
+        "SELECT device_id, resident_id, gateway_id, bound_by, bound_at, unbound_at "
+        "FROM device_bindings WHERE device_id = %s ORDER BY bound_at, id",
+        (device_id,),
+    )
     return [Binding(**r) for r in rows]
 
 
@@ -1060,9 +1353,9 @@ def set_device_state(conn: Conn, device_id: str, new: DeviceState) -> Device:
                 )
         stamp = {DeviceState.ACTIVE: "activated_at", DeviceState.RETIRED: "retired_at"}[new]
         conn.execute(
-            sql.SQL("UPDATE devices SET status = %s, {} = now(), updated_at = now() WHERE device_id = %s").format(
-                sql.Identifier(stamp)
-            ),
+            sql.SQL(
+                "UPDATE devices SET status = %s, {} = now(), updated_at = now() WHERE device_id = %s"
+            ).format(sql.Identifier(stamp)),
             (new, device_id),
         )
         return get_device(conn, device_id)
@@ -1109,10 +1402,13 @@ def lookup_caller(
         (national,),
     )
     for c in contacts:
-        matches.append(CallerMatch(
-            resident=get_resident(conn, c["resident_id"], keyring=keyring), via=MatchVia.CONTACT,
-            contact=_contact(c, keyring),
-        ))
+        matches.append(
+            CallerMatch(
+                resident=get_resident(conn, c["resident_id"], keyring=keyring),
+                via=MatchVia.CONTACT,
+                contact=_contact(c, keyring),
+            )
+        )
     return CallerLookup(raw=raw, national=national, matches=tuple(matches))
 
 
@@ -1142,7 +1438,14 @@ def rotate_keys(conn: Conn, *, keyring: Keyring, batch_size: int = 500) -> dict[
     targets: list[tuple[str, Iterable[str], str, str]] = [
         (t, [k], c, f"{t}.{name}:{{{k}}}") for t, k, c, name in ENCRYPTED_COLUMNS
     ]
-    targets.append(("emergency_profiles", ["resident_id", "version"], "body_enc", "emergency_profiles.body:{resident_id}"))
+    targets.append(
+        (
+            "emergency_profiles",
+            ["resident_id", "version"],
+            "body_enc",
+            "emergency_profiles.body:{resident_id}",
+        )
+    )
     for table, keys, column, ctx_format in targets:
         key_cols = list(keys)
         count = 0
@@ -1150,13 +1453,25 @@ def rotate_keys(conn: Conn, *, keyring: Keyring, batch_size: int = 500) -> dict[
         while True:
             with conn.transaction():
                 order = sql.SQL(", ").join(map(sql.Identifier, key_cols))
-                after = sql.SQL("true") if last is None else sql.SQL("({}) > ({})").format(
-                    order, sql.SQL(", ").join(sql.Placeholder() * len(key_cols))
+                after = (
+                    sql.SQL("true")
+                    if last is None
+                    else sql.SQL("({}) > ({})").format(
+                        order, sql.SQL(", ").join(sql.Placeholder() * len(key_cols))
+                    )
                 )
                 rows = _all(
                     conn,
-                    sql.SQL("SELECT {}, {} AS sealed FROM {} WHERE {} IS NOT NULL AND {} ORDER BY {} LIMIT %s FOR UPDATE")
-                    .format(order, sql.Identifier(column), sql.Identifier(table), sql.Identifier(column), after, order),
+                    sql.SQL(
+                        "SELECT {}, {} AS sealed FROM {} WHERE {} IS NOT NULL AND {} ORDER BY {} LIMIT %s FOR UPDATE"
+                    ).format(
+                        order,
+                        sql.Identifier(column),
+                        sql.Identifier(table),
+                        sql.Identifier(column),
+                        after,
+                        order,
+                    ),
                     [*(last or ()), batch_size],
                 )
                 for row in rows:
@@ -1165,9 +1480,13 @@ def rotate_keys(conn: Conn, *, keyring: Keyring, batch_size: int = 500) -> dict[
                         continue
                     ctx = ctx_format.format(**{k: row[k] for k in key_cols})
                     fresh = keyring.seal(keyring.open(sealed, ctx), ctx)
-                    cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols)
+                    cond = sql.SQL(" AND ").join(
+                        sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols
+                    )
                     conn.execute(
-                        sql.SQL("UPDATE {} SET {} = %s WHERE {}").format(sql.Identifier(table), sql.Identifier(column), cond),
+                        sql.SQL("UPDATE {} SET {} = %s WHERE {}").format(
+                            sql.Identifier(table), sql.Identifier(column), cond
+                        ),
                         [fresh, *(row[k] for k in key_cols)],
                     )
                     count += 1

@@ -127,7 +127,9 @@ class RawPublisher:
                 body += _string(self._password)
         variable = _string("MQTT") + bytes((4, flags)) + struct.pack("!H", self._keepalive)
         try:
-            sock.sendall(bytes((CONNECT,)) + encode_varint(len(variable) + len(body)) + variable + body)
+            sock.sendall(
+                bytes((CONNECT,)) + encode_varint(len(variable) + len(body)) + variable + body
+            )
             _check_connack(_recv_exact(sock, 4))
         except BaseException:
             sock.close()

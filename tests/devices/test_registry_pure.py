@@ -95,15 +95,28 @@ def test_resident_transitions() -> None:
 
 
 FIELDS = [
-    ExtensionField(name="dnr_order", type=ExtensionType.BOOLEAN, description="do not resuscitate", required=False),
-    ExtensionField(name="pacemaker_model", type=ExtensionType.TEXT, description="model", required=False),
-    ExtensionField(name="insurance_level", type=ExtensionType.INTEGER, description="level", required=True),
-    ExtensionField(name="last_checkup", type=ExtensionType.DATE, description="date", required=False),
+    ExtensionField(
+        name="dnr_order",
+        type=ExtensionType.BOOLEAN,
+        description="do not resuscitate",
+        required=False,
+    ),
+    ExtensionField(
+        name="pacemaker_model", type=ExtensionType.TEXT, description="model", required=False
+    ),
+    ExtensionField(
+        name="insurance_level", type=ExtensionType.INTEGER, description="level", required=True
+    ),
+    ExtensionField(
+        name="last_checkup", type=ExtensionType.DATE, description="date", required=False
+    ),
 ]
 
 
 def test_extension_is_checked_against_the_fields() -> None:
-    ok = validate_extension(FIELDS, {"dnr_order": False, "insurance_level": 2, "last_checkup": "2024-03-01"})
+    ok = validate_extension(
+        FIELDS, {"dnr_order": False, "insurance_level": 2, "last_checkup": "2024-03-01"}
+    )
     assert ok == {"dnr_order": False, "insurance_level": 2, "last_checkup": "2024-03-01"}
     with pytest.raises(ExtensionError) as info:
         validate_extension(FIELDS, {"dnr_order": "yes", "shoe_size": 42, "last_checkup": "March"})
@@ -156,7 +169,11 @@ def test_csv_parse_reports_each_bad_cell() -> None:
     rows, errors = csv_io.parse_rows(text)
     assert [r.row for r in rows] == [2]
     assert {(e.row, e.column) for e in errors} == {
-        (3, "birth_date"), (3, "mobile"), (3, "flags"), (3, "contact1_role"), (3, "contact1_phones"),
+        (3, "birth_date"),
+        (3, "mobile"),
+        (3, "flags"),
+        (3, "contact1_role"),
+        (3, "contact1_phones"),
     }
 
 
