@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
@@ -36,24 +37,22 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from alerts import ack, templates
-from alerts.cap import render_cap
+from alerts import templates
 from alerts.channels import (
     AppriseChannel,
     Channel,
     Dispatch120Channel,
-    OutboundMessage,
     SendResult,
 )
-from alerts.dispatch120 import build_record, record_json
+from alerts.outbox import Delivery, DeliveryConfig, Status, backoff_s, decide
+from alerts.outbox_db import claim_due, leased, record_result, renew_leases
+from alerts.rendering import AckLink, build_message, no_ack_link, settings_ack_link
 from core.clock import Clock, SystemClock
 from core.settings import Settings
 from devices.crypto import Keyring
@@ -64,398 +63,17 @@ Conn = psycopg.Connection[Any]
 T = TypeVar("T")
 
 NOTIFY_CHANNEL: Final = "anxin_deliveries"
-ACTOR: Final = "system:delivery-worker"
 
-
-class Status(StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    GAVE_UP = "gave_up"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryConfig:
-    """How the worker retries and renders.
-
-    Attributes:
-        dispatch120_secret: HMAC key shared with the 120 centre.
-        dispatch120_format: ``json`` (Anxin's record) or ``cap`` (CAP 1.2 XML).
-        cap_sender: CAP ``sender`` (no spaces or commas).
-        operator_url: Apprise URL that receives ``give_up`` notices; None: only logged.
-        max_attempts: Attempts before giving up.
-        max_age_s: Age of a delivery after which a failure gives up, whatever the count.
-        backoff_base_s: Delay after the first failure (doubles with each attempt).
-        backoff_max_s: Longest delay between two attempts.
-        lease_s: How long a claimed row stays with its worker; longer than any send.
-        http_timeout_s: Timeout of one 120 push.
-        batch: Deliveries in flight at once per worker.
-        poll_s: Longest sleep between two looks for due rows.
-        apprise_workers: Threads of the apprise executor.
-        timezone: Zone of times in messages and CAP.
-    """
-
-    dispatch120_secret: str
-    dispatch120_format: str = "json"
-    cap_sender: str = "anxin@localhost"
-    operator_url: str | None = None
-    max_attempts: int = 8
-    max_age_s: float = 6 * 3600.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    lease_s: float = 60.0
-    http_timeout_s: float = 10.0
-    batch: int = 32
-    poll_s: float = 0.5
-    apprise_workers: int = 8
-    timezone: str = "Asia/Shanghai"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DeliveryConfig:
-        a = settings.alerts
-        return cls(
-            dispatch120_secret=a.dispatch120_secret.get_secret_value(),
-            dispatch120_format=a.dispatch120_format,
-            cap_sender=a.cap_sender,
-            operator_url=a.operator_url,
-            max_attempts=a.delivery_max_attempts,
-            max_age_s=a.delivery_max_age_s,
-            backoff_base_s=a.delivery_backoff_base_s,
-            backoff_max_s=a.delivery_backoff_max_s,
-            lease_s=a.delivery_lease_s,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A claimed row of ``deliveries`` (``attempts`` already counts this attempt)."""
-
-    id: int
-    alert_id: int
-    tier: int
-    recipient_kind: str
-    recipient_ref: str | None
-    recipient_name: str | None
-    channel: str
-    address: str
-    language: str
-    template: str
-    idempotency_key: str
-    attempts: int
-    created_at: dt.datetime
-    lease_expired: bool = False
-
-
-_COLUMNS: Final = (
-    "id, alert_id, tier, recipient_kind, recipient_ref, recipient_name, channel, address, "
-    "language, template, idempotency_key, attempts, created_at"
-)
-
-
-# --- pure core -----------------------------------------------------------------------------
-
-
-def backoff_s(attempt: int, base: float, cap: float, rand: float) -> float:
-    """Delay before the next try after failed attempt number ``attempt`` (1-based).
-
-    Exponential with "equal jitter": half of ``min(cap, base * 2**(attempt-1))`` is fixed, the
-    other half scaled by ``rand`` (0 to 1), so many failed deliveries do not retry in lockstep.
-    """
-    ceiling = min(cap, base * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2.0 + ceiling / 2.0 * min(max(rand, 0.0), 1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    status: Status
-    next_attempt_at: dt.datetime | None = None
-    reason: str | None = None
-
-
-def decide(
-    delivery: Delivery,
-    result: SendResult,
-    *,
-    now: dt.datetime,
-    config: DeliveryConfig,
-    rand: float,
-) -> Decision:
-    """What becomes of a delivery after one attempt. Pure."""
-    if result.ok:
-        return Decision(Status.DELIVERED)
-    reason = result.error or "failed"
-    if not result.retryable:
-        return Decision(Status.GAVE_UP, reason=f"refused: {reason}")
-    if delivery.attempts >= config.max_attempts:
-        return Decision(Status.GAVE_UP, reason=f"{delivery.attempts} attempts: {reason}")
-    delay = backoff_s(delivery.attempts, config.backoff_base_s, config.backoff_max_s, rand)
-    if result.retry_after_s is not None:
-        delay = min(config.backoff_max_s, max(delay, result.retry_after_s))
-    age = (now - delivery.created_at).total_seconds()
-    if age + delay > config.max_age_s:
-        return Decision(Status.GAVE_UP, reason=f"older than {config.max_age_s:.0f} s: {reason}")
-    return Decision(Status.PENDING, now + dt.timedelta(seconds=delay), reason)
-
-
-# --- database ------------------------------------------------------------------------------
-
-
-def claim_due(conn: Conn, *, now: dt.datetime, lease_s: float, limit: int) -> list[Delivery]:
-    """Claim up to ``limit`` due deliveries for this worker, in one transaction.
-
-    Due: ``pending`` with ``next_attempt_at`` reached, or ``sending`` whose lease ran out (its
-    worker died); the latter get an attempt row saying so.
-    """
-    if limit <= 0:
-        return []
-    lease_until = now + dt.timedelta(seconds=lease_s)
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"""WITH due AS (
-                    SELECT id, status AS was FROM deliveries
-                    WHERE status IN ('pending', 'sending') AND next_attempt_at <= %(now)s
-                    ORDER BY next_attempt_at, id
-                    LIMIT %(limit)s
-                    FOR UPDATE SKIP LOCKED)
-                UPDATE deliveries d
-                   SET status = 'sending', attempts = d.attempts + 1,
-                       next_attempt_at = %(lease_until)s
-                  FROM due WHERE d.id = due.id
-                RETURNING {", ".join("d." + c.strip() for c in _COLUMNS.split(","))},
-                          due.was = 'sending' AS lease_expired""",
-            {"now": now, "limit": limit, "lease_until": lease_until},
-        ).fetchall()
-        expired = [r["id"] for r in rows if r["lease_expired"]]
-        if expired:
-            cur.executemany(
-                """INSERT INTO delivery_attempts (delivery_id, at, ok, error)
-                   VALUES (%s, %s, false, 'lease expired: the worker was lost mid-delivery')""",
-                [(i, now) for i in expired],
-            )
-    deliveries = [Delivery(**r) for r in rows]
-    deliveries.sort(key=lambda d: d.id)
-    return deliveries
-
-
-def record_result(
-    conn: Conn,
-    delivery: Delivery,
-    result: SendResult,
-    *,
-    now: dt.datetime,
-    config: DeliveryConfig,
-    rand: float,
-) -> Decision:
-    """Log the attempt and move the row; on give-up, tell the operator. One transaction."""
-    decision = decide(delivery, result, now=now, config=config, rand=rand)
-    with conn.transaction():
-        conn.execute(
-            """INSERT INTO delivery_attempts (delivery_id, at, ok, status_code, error, duration_ms)
-               VALUES (%s, %s, %s, %s, %s, %s)""",
-            (delivery.id, now, result.ok, result.status_code, result.error, result.duration_ms),
-        )
-        if decision.status is Status.DELIVERED:
-            # Also when the lease ran out meanwhile: the receiver has it; a second worker's
-            # copy (same key) is dropped by the receiver and its result is not written over this.
-            conn.execute(
-                """UPDATE deliveries SET status = 'delivered', delivered_at = %s, last_error = NULL
-                   WHERE id = %s AND status IN ('sending', 'pending', 'failed')""",
-                (now, delivery.id),
-            )
-            return decision
-        # A failure only moves the row while this worker still holds it (same claim).
-        moved = conn.execute(
-            """UPDATE deliveries SET status = %s, next_attempt_at = coalesce(%s, next_attempt_at),
-                      last_error = %s
-               WHERE id = %s AND status = 'sending' AND attempts = %s""",
-            (
-                decision.status.value,
-                decision.next_attempt_at,
-                (decision.reason or "")[:2000],
-                delivery.id,
-                delivery.attempts,
-            ),
-        ).rowcount
-        if moved and decision.status is Status.GAVE_UP:
-            _give_up(conn, delivery, decision.reason or "", now=now, config=config)
-    return decision
-
-
-def _give_up(
-    conn: Conn, delivery: Delivery, reason: str, *, now: dt.datetime, config: DeliveryConfig
-) -> None:
-    who = delivery.recipient_name or delivery.recipient_kind
-    note = f"delivery {delivery.id} to {who} ({delivery.channel}) gave up: {reason}"[:2000]
-    conn.execute(
-        """INSERT INTO alert_events (alert_id, at, event, actor, channel, note)
-           VALUES (%s, %s, 'delivery', %s, %s, %s)""",
-        (delivery.alert_id, now, ACTOR, delivery.channel, note),
-    )
-    if delivery.template == templates.Template.GIVE_UP or delivery.recipient_kind == "operator":
-        log.error("the operator could not be told either: %s", note)
-        return
-    if not config.operator_url:
-        log.error("no operator channel configured (ANXIN_ALERTS__OPERATOR_URL): %s", note)
-        return
-    log.warning("%s; telling the operator", note)
-    conn.execute(
-        """INSERT INTO deliveries (alert_id, tier, recipient_kind, recipient_ref, recipient_name,
-                                   channel, address, language, template, idempotency_key,
-                                   next_attempt_at)
-           VALUES (%s, %s, 'operator', %s, 'operator', 'apprise', %s, %s, 'give_up', %s, %s)
-           ON CONFLICT (idempotency_key) DO NOTHING""",
-        (
-            delivery.alert_id,
-            delivery.tier,
-            str(delivery.id),
-            config.operator_url,
-            delivery.language,
-            f"give_up:{delivery.id}",
-            now,
-        ),
-    )
-
-
-# --- rendering -----------------------------------------------------------------------------
-
-AckLink = Callable[[Conn, Delivery], str | None]
-"""Gives the acknowledge link of a delivery (the alert core mints single-use tokens)."""
-
-
-def no_ack_link(_conn: Conn, _delivery: Delivery) -> None:
-    return None
-
-
-def settings_ack_link(settings: Settings) -> AckLink:
-    """The alert core's acknowledge links (:func:`alerts.ack.link_for`), for people only: the
-    alert service issues tokens to people, not to the 120 centre or the operator."""
-
-    def link(_conn: Conn, delivery: Delivery) -> str | None:
-        if delivery.recipient_kind in {"dispatch120", "operator"}:
-            return None
-        return ack.link_for(settings.alerts, delivery.idempotency_key)
-
-    return link
-
-
-def _one_line_address(row: Mapping[str, Any]) -> str | None:
-    parts = [row.get(k) for k in ("province", "city", "district", "street", "community_name")]
-    text = "".join(p for p in parts if p)
-    extra = row.get("address_text")
-    return (f"{text} {extra}".strip() if extra else text) or None
-
-
-def _detail(evidence: Mapping[str, Any] | None) -> str | None:
-    if not evidence:
-        return None
-    simple = [f"{k}={v}" for k, v in evidence.items() if isinstance(v, int | float | str | bool)][
-        :6
-    ]
-    return ", ".join(simple) or None
-
-
-def message_context(
-    conn: Conn, delivery: Delivery, *, ack_url: str | None, timezone: str
-) -> templates.MessageContext:
-    """What the template of ``delivery`` needs, read from the alert and the registry."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            """SELECT a.id, a.kind, a.severity, a.device_id, a.occurrences, a.first_at, a.evidence,
-                      r.name, r.province, r.city, r.district, r.street, r.community_name,
-                      r.address_text, r.lat, r.lon, h.name AS hospital_name
-                 FROM alerts a
-                 LEFT JOIN residents r ON r.id = a.resident_id
-                 LEFT JOIN hospitals h ON h.id = r.hospital_id
-                WHERE a.id = %s""",
-            (delivery.alert_id,),
-        ).fetchone()
-        if row is None:
-            raise LookupError(
-                f"Alert {delivery.alert_id} of delivery {delivery.id} does not exist."
-            )
-        pos = cur.execute(
-            """SELECT lat, lon FROM positions WHERE device_id = %s
-               ORDER BY ts DESC LIMIT 1""",
-            (row["device_id"],),
-        ).fetchone()
-        failed_recipient = failed_reason = None
-        if delivery.template == templates.Template.GIVE_UP and delivery.recipient_ref:
-            failed = cur.execute(
-                """SELECT recipient_name, recipient_kind, channel, last_error FROM deliveries
-                   WHERE id::text = %s""",
-                (delivery.recipient_ref,),
-            ).fetchone()
-            if failed is not None:
-                name = failed["recipient_name"] or failed["recipient_kind"]
-                failed_recipient = f"{name} ({failed['recipient_kind']}, {failed['channel']})"
-                failed_reason = failed["last_error"]
-    position = None
-    if pos is not None:
-        position = f"{pos['lat']:.5f},{pos['lon']:.5f}"
-    elif row["lat"] is not None:
-        position = f"{row['lat']:.5f},{row['lon']:.5f}"
-    return templates.MessageContext(
-        alert_id=row["id"],
-        kind=row["kind"],
-        severity=row["severity"],
-        resident_name=row["name"],
-        device_id=row["device_id"],
-        occurred_at=row["first_at"],
-        address=_one_line_address(row),
-        position=position,
-        ack_url=ack_url,
-        recipient_name=delivery.recipient_name,
-        occurrences=row["occurrences"],
-        detail=_detail(row["evidence"]),
-        hospital_name=row["hospital_name"],
-        failed_recipient=failed_recipient,
-        failed_reason=failed_reason,
-        timezone=timezone,
-    )
-
-
-def build_message(
-    conn: Conn,
-    delivery: Delivery,
-    *,
-    config: DeliveryConfig,
-    keyring: Keyring,
-    now: dt.datetime,
-    ack_link: AckLink = no_ack_link,
-) -> OutboundMessage:
-    """Render ``delivery`` for its channel (at send time: the freshest data)."""
-    with conn.transaction():
-        ack_url = ack_link(conn, delivery)
-        if delivery.channel == "dispatch120":
-            record = build_record(
-                conn, delivery.alert_id, keyring=keyring, now=now, delivery_id=delivery.id
-            )
-            if config.dispatch120_format == "cap":
-                body = render_cap(
-                    record,
-                    identifier=delivery.idempotency_key,
-                    sender=config.cap_sender,
-                    timezone=config.timezone,
-                    ack_url=ack_url,
-                ).decode()
-                content_type = "application/cap+xml; charset=utf-8"
-            else:
-                body = record_json(record).decode()
-                content_type = "application/json"
-            return OutboundMessage(
-                delivery.id, delivery.idempotency_key, delivery.address,
-                f"anxin alert {delivery.alert_id}", body, content_type,
-            )  # fmt: skip
-        ctx = message_context(conn, delivery, ack_url=ack_url, timezone=config.timezone)
-    rendered = templates.render(delivery.template, delivery.language, ctx)
-    return OutboundMessage(
-        delivery.id, delivery.idempotency_key, delivery.address, rendered.title, rendered.body
-    )
-
-
-# --- the worker ----------------------------------------------------------------------------
+__all__ = [
+    "Delivery",
+    "DeliveryConfig",
+    "DeliveryWorker",
+    "Status",
+    "backoff_s",
+    "decide",
+    "main_worker",
+    "run_worker",
+]
 
 
 def _utc(ms: int) -> dt.datetime:
@@ -499,6 +117,8 @@ class DeliveryWorker:
         )
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        # Rows being sent now, by id: their leases are renewed while the send is in flight.
+        self._held: dict[int, Delivery] = {}
         self.delivered = 0
         self.failed_attempts = 0
 
@@ -518,10 +138,12 @@ class DeliveryWorker:
         try:
             async with asyncio.TaskGroup() as group:
                 listener = group.create_task(self._listen(stop), name="delivery-listen")
+                renewer = group.create_task(self._renew(stop), name="delivery-renew")
                 try:
                     await self._loop(stop, group)
                 finally:
                     listener.cancel()
+                    renewer.cancel()
         finally:
             for channel in {id(c): c for c in self._channels.values()}.values():
                 await channel.aclose()
@@ -586,7 +208,53 @@ class DeliveryWorker:
             finally:
                 await aconn.close()
 
+    async def _renew(self, stop: threading.Event) -> None:
+        """Every third of the lease, extend the leases of the rows being sent: a slow receiver
+        keeps its row, and a dead process's rows are free again one lease after it died."""
+        every = self._config.lease_s / 3
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                await self._db(renew_leases, held, now=self._now(), lease_s=self._config.lease_s)
+            except psycopg.Error as exc:
+                log.warning("cannot renew %d delivery leases (%s)", len(held), exc)
+
+    async def serve_leased(self, stop: threading.Event) -> None:
+        """Keep the leases of :meth:`push_leased` sends alive until ``stop``; then finish them."""
+        self._pool.open(wait=True, timeout=30)
+        try:
+            async with asyncio.TaskGroup() as group:
+                renewer = group.create_task(self._renew(stop), name="delivery-renew")
+                await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+                renewer.cancel()
+            while self._held:
+                await asyncio.sleep(0.05)
+        finally:
+            for channel in {id(c): c for c in self._channels.values()}.values():
+                await channel.aclose()
+            self._pool.close()
+            self._db_executor.shutdown(wait=True)
+
+    async def push_leased(self, ids: Sequence[int]) -> int:
+        """Send deliveries that an alert's transaction leased to this process (the first 120
+        push, from the ingester); those whose lease another process took over are skipped."""
+        rows = await self._db(leased, ids)
+        async with asyncio.TaskGroup() as group:
+            for row in rows:
+                group.create_task(self._deliver(row), name=f"delivery-{row.id}")
+        return len(rows)
+
     async def _deliver(self, delivery: Delivery) -> None:
+        self._held[delivery.id] = delivery
+        try:
+            await self._deliver_held(delivery)
+        finally:
+            self._held.pop(delivery.id, None)
+
+    async def _deliver_held(self, delivery: Delivery) -> None:
         config = self._config
         channel = self._channels.get(delivery.channel)
         try:
@@ -635,6 +303,68 @@ class DeliveryWorker:
 
 
 # --- entry points --------------------------------------------------------------------------
+
+
+class FirstPush:
+    """The ingester's own first 120 push (:class:`alerts.listener.ClaimedPusher`).
+
+    An alert's transaction writes its 120 delivery leased to the ingester; right after the
+    commit the listener hands the id here and the push goes out from this process, without a
+    NOTIFY, a claim and a render in the worker first. If the push fails, the row is recorded
+    like any attempt and the worker retries it; if the ingester dies, the lease runs out and the
+    worker sends it with the same idempotency key.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        config: DeliveryConfig | None = None,
+    ) -> None:
+        self._worker = DeliveryWorker(
+            settings.db.url,
+            config or DeliveryConfig.from_settings(settings),
+            keyring=Keyring.from_settings(settings.registry),
+            channels=channels,
+            ack_link=settings_ack_link(settings),
+        )
+        self._stop = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="alerts-first-push", daemon=True)
+        self._pending: set[concurrent.futures.Future[int]] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> FirstPush:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._worker.serve_leased(self._stop))
+
+    def submit(self, delivery_ids: Sequence[int]) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self._worker.push_leased(list(delivery_ids)), self._loop
+        )
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: concurrent.futures.Future[int]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("first 120 push failed; the worker retries it", exc_info=future.exception())
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        """Finish the pushes in flight (at most ``timeout_s``), then stop."""
+        with self._lock:
+            pending = list(self._pending)
+        concurrent.futures.wait(pending, timeout=timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        self._loop.close()
 
 
 def run_worker(

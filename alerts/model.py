@@ -37,9 +37,11 @@ class AlertState(enum.StrEnum):
         return self in LIVE_STATES
 
 
-LIVE_STATES = frozenset(
-    {AlertState.PENDING, AlertState.OPEN, AlertState.ACKNOWLEDGED, AlertState.DISPATCHED}
-)
+_LIVE = (AlertState.PENDING, AlertState.OPEN, AlertState.ACKNOWLEDGED, AlertState.DISPATCHED)
+LIVE_STATES = frozenset(_LIVE)
+#: The same as an SQL list for ``state IN ...``, in the order of the partial unique index
+#: alerts_one_live (0006_alerts.sql), whose predicate it matches.
+LIVE_STATES_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE) + ")"
 
 
 class AlertKind(enum.StrEnum):

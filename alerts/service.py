@@ -14,28 +14,27 @@ make one alert with two occurrences.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import hashlib
 import logging
-import math
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from alerts import ack, lifecycle
 from alerts.commands import AlertCommandSender, help_coming
+from alerts.decision import AlertChange, AlertInput, Step, decide
+from alerts.digest import Digest, DigestItem, render_digest, team_digest
+from alerts.directory import ChannelOpener, PostgresDirectory
 from alerts.escalation import EscalationReport, EscalationStep, escalate_due, first_schedule
 from alerts.model import (
     ALERT_COLUMNS,
     FINDING_ALERT_KIND,
+    LIVE_STATES_SQL,
     SYSTEM,
     Actor,
     ActorKind,
@@ -53,7 +52,6 @@ from alerts.model import (
 )
 from alerts.routing import (
     Policy,
-    QuietHours,
     Recipient,
     RecipientDirectory,
     Rule,
@@ -66,15 +64,22 @@ from alerts.routing import (
     select,
 )
 from core.settings import AlertsSettings
-from detectors.findings import (
-    DeviceEventEvidence,
-    FallEvidence,
-    FallOutcome,
-    FallOutcomeEvidence,
-    Finding,
-    FindingKind,
-    Severity,
-)
+from detectors.findings import Finding, FindingKind, Severity
+
+__all__ = [
+    "AckResult",
+    "AlertChange",
+    "AlertFilter",
+    "AlertNotFound",
+    "AlertScope",
+    "AlertService",
+    "ChannelOpener",
+    "Digest",
+    "DigestItem",
+    "PostgresDirectory",
+    "Step",
+    "render_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,79 +96,6 @@ class AlertNotFound(AlertError):
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, tuple | list):
-        if value and all(
-            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
-        ):
-            return {k: _plain(v) for k, v in value}
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):  # a numpy scalar
-        return _plain(value.item())
-    return str(value)
-
-
-def evidence_json(finding: Finding) -> dict[str, Any]:
-    """The finding's evidence as JSON (never the raw signal window), with the finding kind."""
-    ev = finding.evidence
-    out = {
-        f.name: _plain(getattr(ev, f.name)) for f in dataclasses.fields(ev) if f.name != "window"
-    }
-    out["finding"] = finding.kind.value
-    return out
-
-
-# --------------------------------------------------------------------------- pure decision
-class Step(enum.StrEnum):
-    """What one finding does to the live alert of its elder and kind."""
-
-    CREATE_PENDING = "create_pending"
-    CREATE_OPEN = "create_open"
-    REPEAT = "repeat"
-    REPEAT_AND_OPEN = "repeat_and_open"
-    CANCEL = "cancel"
-    NOTE = "note"
-    DIGEST = "digest"
-    IGNORE = "ignore"
-
-
-_PENDING_KINDS = frozenset({FindingKind.FALL_SUSPECTED, FindingKind.DEVICE_FALL})
-
-
-def decide(finding_kind: FindingKind, rule: Rule | None, live: AlertState | None) -> Step:
-    """Pure: the step for a finding, given the matching rule and the live alert's state."""
-    if finding_kind is FindingKind.VITAL_TREND:
-        return Step.DIGEST
-    if finding_kind is FindingKind.FALL_CANCELLED:
-        if live is AlertState.PENDING:
-            return Step.CANCEL
-        return Step.NOTE if live is not None else Step.IGNORE
-    if rule is None or rule.action == "ignore":
-        return Step.IGNORE
-    if rule.action == "digest":
-        return Step.DIGEST
-    if live is None:
-        return Step.CREATE_PENDING if finding_kind in _PENDING_KINDS else Step.CREATE_OPEN
-    if live is AlertState.PENDING and finding_kind not in _PENDING_KINDS:
-        return Step.REPEAT_AND_OPEN
-    return Step.REPEAT
-
-
-@dataclass(frozen=True, slots=True)
-class AlertChange:
-    """What a finding did: the step and the alert (None for digest and ignore)."""
-
-    step: Step
-    alert: Alert | None
-    deliveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,123 +128,6 @@ class AlertScope:
     min_severity: Severity = Severity.INFO
 
 
-# --------------------------------------------------------------------------- recipients
-ChannelOpener = Callable[[str, uuid.UUID, bytes], str | None]
-"""(table, row id, channel_url_enc) -> the apprise URL; the registry's keyring decrypts it."""
-
-_CONTACT_KIND = {
-    "child": RecipientKind.CHILD,
-    "spouse": RecipientKind.RELATIVE,
-    "relative": RecipientKind.RELATIVE,
-    "guardian": RecipientKind.RELATIVE,
-    "other": RecipientKind.RELATIVE,
-    "work_unit": RecipientKind.WORK_UNIT,
-    "neighbour": RecipientKind.NEIGHBOUR,
-    "volunteer": RecipientKind.NEIGHBOUR,
-    "community_worker": RecipientKind.COMMUNITY_WORKER,
-}
-
-
-class PostgresDirectory:
-    """:class:`alerts.routing.RecipientDirectory` over the registry tables of 0004_registry.
-
-    A recipient's address is, in order: its apprise channel (``channel_kind = 'apprise'``, or an
-    encrypted ``channel_url_enc`` opened by ``opener``, or a ``channel_address`` that is a URL),
-    else the SMS gateway URL of the settings with its first phone number. Family doctors are the
-    members (role doctor) of the teams of the resident's contracts in force; the hospital is the
-    resident's partner hospital (green-channel phone); the community's phone stands in for a
-    community worker when the care circle has none.
-    """
-
-    def __init__(self, sms_url: str | None = None, opener: ChannelOpener | None = None) -> None:
-        self._sms = sms_url
-        self._opener = opener
-
-    def _address(
-        self, table: str, row_id: uuid.UUID, *, kind: str | None, addr: str | None,
-        enc: bytes | None, phones: Sequence[str],
-    ) -> str | None:  # fmt: skip
-        if kind == "apprise" and addr:
-            return addr
-        if enc is not None and self._opener is not None:
-            url = self._opener(table, row_id, enc)
-            if url:
-                return url
-        if addr and "://" in addr:
-            return addr
-        phone = next((p for p in phones if p), None)
-        if phone and self._sms:
-            return self._sms.replace("{phone}", phone)
-        return None
-
-    def recipients(self, conn: Any, resident_id: uuid.UUID) -> list[Recipient]:
-        out: list[Recipient] = []
-        for cid, name, role, phones, ckind, caddr, cenc, qs, qe, qtz in conn.execute(
-            """SELECT id, name, role, phones, channel_kind, channel_address, channel_url_enc,
-                      quiet_start, quiet_end, quiet_tz
-                 FROM contacts WHERE resident_id = %s AND status = 'active'
-                ORDER BY priority, name""",
-            (resident_id,),
-        ).fetchall():
-            address = self._address(
-                "contacts", cid, kind=ckind, addr=caddr, enc=cenc, phones=phones or []
-            )
-            if address is None:
-                continue
-            quiet = QuietHours(qs, qe, qtz) if qs is not None and qe is not None and qtz else None
-            out.append(
-                Recipient(
-                    _CONTACT_KIND.get(role, RecipientKind.RELATIVE),
-                    address,
-                    name,
-                    str(cid),
-                    quiet=quiet,
-                )
-            )
-        for mid, name, phone, ckind, caddr, cenc in conn.execute(
-            """SELECT m.id, m.name, m.phone, m.channel_kind, m.channel_address, m.channel_url_enc
-                 FROM doctor_contracts c JOIN doctor_team_members m ON m.team_id = c.team_id
-                WHERE c.resident_id = %s AND c.status = 'active' AND m.status = 'active'
-                  AND current_date BETWEEN c.starts_on AND c.ends_on AND m.role = 'doctor'
-                ORDER BY m.name""",
-            (resident_id,),
-        ).fetchall():
-            address = self._address(
-                "doctor_team_members", mid, kind=ckind, addr=caddr, enc=cenc, phones=[phone or ""]
-            )
-            if address is not None:
-                out.append(Recipient(RecipientKind.DOCTOR, address, name, str(mid)))
-        row = conn.execute(
-            """SELECT h.id, h.name, h.green_channel_phone, c.id, c.name, c.phone
-                 FROM residents r LEFT JOIN hospitals h ON h.id = r.hospital_id AND h.status = 'active'
-                 LEFT JOIN communities c ON c.id = r.community_id AND c.status = 'active'
-                WHERE r.id = %s""",
-            (resident_id,),
-        ).fetchone()
-        if row is not None:
-            hid, hname, hphone, comm_id, comm_name, comm_phone = row
-            if hid is not None and hphone and self._sms:
-                out.append(
-                    Recipient(
-                        RecipientKind.HOSPITAL,
-                        self._sms.replace("{phone}", hphone),
-                        hname,
-                        str(hid),
-                    )
-                )
-            has_worker = any(r.kind is RecipientKind.COMMUNITY_WORKER for r in out)
-            if comm_id is not None and comm_phone and self._sms and not has_worker:
-                out.append(
-                    Recipient(
-                        RecipientKind.COMMUNITY_WORKER,
-                        self._sms.replace("{phone}", comm_phone),
-                        comm_name,
-                        str(comm_id),
-                    )
-                )
-        return out
-
-
 # --------------------------------------------------------------------------- the service
 class AlertService:
     """Raises, moves and escalates alerts; writes the outbox the delivery worker drains.
@@ -331,6 +146,7 @@ class AlertService:
         *,
         policy: Policy | None = None,
         commands: AlertCommandSender | None = None,
+        claim_120_s: float | None = None,
     ) -> None:
         from alerts.routing import load_policy  # noqa: PLC0415 - only when no policy is given
 
@@ -340,6 +156,10 @@ class AlertService:
             load_policy(settings.routing_file) if settings.routing_file else default_policy()
         )
         self.commands = commands
+        self.claim_120_s = claim_120_s
+        """With a value, a new alert's 120 deliveries are written leased to the caller for so
+        many seconds (:meth:`raise_finding` returns their ids): the ingester sends the first
+        push itself, without waiting for the delivery worker."""
 
     # -- Escalator protocol ----------------------------------------------------------
     @property
@@ -352,26 +172,66 @@ class AlertService:
 
     # -- findings --------------------------------------------------------------------
     def raise_findings(
-        self, conn: Conn, findings: Iterable[Finding], now: datetime, *, find_ids: bool = False
-    ) -> list[AlertChange]:
-        """Each finding in a transaction of its own (one bad finding cannot drop the others)."""
-        out: list[AlertChange] = []
+        self,
+        conn: Conn,
+        findings: Iterable[Finding | AlertInput],
+        now: datetime,
+    ) -> list[AlertChange | None]:
+        """Each finding in a transaction of its own: one that fails is logged and left for the
+        sweep (None in its place); the others are raised all the same."""
+        out: list[AlertChange | None] = []
         for f in findings:
-            fid = self._finding_id(conn, f) if find_ids else None
-            out.append(self.raise_finding(conn, f, now, finding_id=fid))
+            try:
+                out.append(self.raise_finding(conn, f, now))
+            except Exception:
+                if conn.broken or conn.closed:
+                    raise  # the rest would fail the same way; the sweep takes them up
+                fid = f.finding_id if isinstance(f, AlertInput) else None
+                log.exception(
+                    "finding %s (%s) raised no alert; the sweep retries it", fid, f.kind.value
+                )
+                out.append(None)
         return out
 
+    def raise_stored(
+        self, conn: Conn, finding_ids: Sequence[int], now: datetime
+    ) -> list[AlertChange | None]:
+        """Raise stored findings that have no alert yet (the sweep after a crash); each once."""
+        rows = conn.execute(
+            """SELECT id, kind, severity, ts, device_id, resident_id, evidence FROM findings
+                WHERE id = ANY(%s) AND alerted_at IS NULL ORDER BY id""",
+            (list(finding_ids),),
+        ).fetchall()
+        inputs = [
+            AlertInput(int(r[0]), FindingKind(r[1]), parse_severity(r[2]), int(r[3].timestamp() * 1000),
+                       r[4], str(r[5]) if r[5] is not None else None, dict(r[6]))
+            for r in rows
+        ]  # fmt: skip
+        return self.raise_findings(conn, inputs, now)
+
     def raise_finding(
-        self, conn: Conn, finding: Finding, now: datetime, *, finding_id: int | None = None
+        self,
+        conn: Conn,
+        finding: Finding | AlertInput,
+        now: datetime,
+        *,
+        finding_id: int | None = None,
     ) -> AlertChange:
-        """Open, update, cancel or digest, per :func:`decide`; one transaction."""
-        kind = FINDING_ALERT_KIND.get(finding.kind)
-        resident = uuid.UUID(finding.resident_id) if finding.resident_id else None
+        """Open, update, cancel or digest, per :func:`decide`; one transaction.
+
+        A stored finding (with its id) is acted on once: the transaction marks it alerted, and
+        one already marked changes nothing (:attr:`Step.IGNORE`, no alert).
+        """
+        f = finding if isinstance(finding, AlertInput) else AlertInput.of(finding, finding_id)
+        kind = FINDING_ALERT_KIND.get(f.kind)
+        resident = uuid.UUID(f.resident_id) if f.resident_id else None
         with conn.transaction():
+            if f.finding_id is not None and not self._claim_finding(conn, f.finding_id, now):
+                return AlertChange(Step.IGNORE, None)
             if kind is None:
-                self._digest(conn, finding, resident, finding_id)
+                self._digest(conn, f, resident)
                 return AlertChange(Step.DIGEST, None)
-            subject = str(resident) if resident is not None else finding.device_id
+            subject = str(resident) if resident is not None else f.device_id
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"alert:{subject}:{kind.value}",),
@@ -379,79 +239,69 @@ class AlertService:
             row = conn.execute(
                 f"""SELECT {ALERT_COLUMNS} FROM alerts
                      WHERE coalesce(resident_id::text, device_id) = %s AND kind = %s
-                       AND state IN ('pending', 'open', 'acknowledged', 'dispatched')
+                       AND state IN {LIVE_STATES_SQL}
                      FOR UPDATE""",
                 (subject, kind.value),
             ).fetchone()
             live = alert_from_row(row) if row is not None else None
-            severity = finding.severity
-            if kind is AlertKind.FALL and finding.kind is FindingKind.DEVICE_FALL:
+            severity = f.severity
+            if kind is AlertKind.FALL and f.kind is FindingKind.DEVICE_FALL:
                 severity = max(severity, Severity.HIGH)
             overrides = self._overrides(conn, resident)
             rule = match(self.policy, kind, severity, overrides)
-            step = decide(finding.kind, rule, live.state if live else None)
+            step = decide(f.kind, rule, live.state if live else None)
             if step is Step.DIGEST:
-                self._digest(conn, finding, resident, finding_id)
+                self._digest(conn, f, resident)
                 return AlertChange(step, live)
             if step is Step.IGNORE:
                 return AlertChange(step, live)
             if step is Step.NOTE and live is not None:
                 self._event(
-                    conn, live.id, now, str(_finding_actor(finding)), event="note",
-                    channel="device", note=f"{finding.kind.value} after the alert opened; left {live.state.value}",
+                    conn, live.id, now, str(f.actor), event="note",
+                    channel="device", note=f"{f.kind.value} after the alert opened; left {live.state.value}",
                 )  # fmt: skip
                 return AlertChange(step, live)
             if step is Step.CANCEL and live is not None:
-                actor = _finding_actor(finding)
                 alert = self._move(
-                    conn, live, AlertState.CANCELLED, actor, now, channel="device",
-                    note=_outcome_note(finding),
+                    conn, live, AlertState.CANCELLED, f.actor, now, channel="device",
+                    note=f.outcome_note,
                 )  # fmt: skip
                 return AlertChange(step, alert)
             if step in (Step.CREATE_PENDING, Step.CREATE_OPEN):
                 alert = self._insert(
-                    conn, finding, kind=kind, severity=severity, resident=resident,
-                    finding_id=finding_id, step=step, now=now,
+                    conn, f, kind=kind, severity=severity, resident=resident, step=step, now=now,
                 )  # fmt: skip
                 self._event(
-                    conn, alert.id, now, str(_finding_actor(finding)), from_state=None,
-                    to_state=alert.state, channel="device", note=f"{finding.kind.value} ({severity_name(severity)})",
+                    conn, alert.id, now, str(f.actor), from_state=None,
+                    to_state=alert.state, channel="device", note=f"{f.kind.value} ({severity_name(severity)})",
                 )  # fmt: skip
-                n = 0
                 if alert.state is AlertState.OPEN:
-                    alert, n = self._open_routing(conn, alert, now, overrides=overrides)
-                return AlertChange(step, alert, n)
+                    return self._open_routing(conn, alert, now, overrides=overrides, step=step)
+                return AlertChange(step, alert)
             assert live is not None  # REPEAT / REPEAT_AND_OPEN  # noqa: S101 - decide() says so
-            alert = self._repeat(
-                conn, live, finding, severity=severity, finding_id=finding_id, now=now
-            )
-            n = 0
+            alert = self._repeat(conn, live, f, severity=severity, now=now)
             if step is Step.REPEAT_AND_OPEN:
                 alert = self._move(
-                    conn,
-                    alert,
-                    AlertState.OPEN,
-                    SYSTEM,
-                    now,
-                    channel="device",
-                    note=f"{finding.kind.value}",
-                )
-                alert, n = self._open_routing(conn, alert, now)
-            elif alert.severity > live.severity and alert.state is AlertState.OPEN:
+                    conn, alert, AlertState.OPEN, SYSTEM, now, channel="device", note=f"{f.kind.value}"
+                )  # fmt: skip
+                return self._open_routing(conn, alert, now, step=step)
+            if alert.severity > live.severity and alert.state is AlertState.OPEN:
                 self._event(
                     conn, alert.id, now, "system", event="severity",
                     note=f"severity {severity_name(live.severity)} -> {severity_name(alert.severity)}",
                 )  # fmt: skip
-                alert, n = self._open_routing(conn, alert, now, again=True)
-            return AlertChange(step, alert, n)
+                return self._open_routing(conn, alert, now, again=True, step=step)
+            return AlertChange(step, alert)
 
-    def _finding_id(self, conn: Conn, f: Finding) -> int | None:
-        row = conn.execute(
-            """SELECT id FROM findings WHERE device_id = %s AND ts = %s AND kind = %s
-                ORDER BY id DESC LIMIT 1""",
-            (f.device_id, _dt(f.ts_ms), f.kind.value),
-        ).fetchone()
-        return None if row is None else int(row[0])
+    def _claim_finding(self, conn: Conn, finding_id: int, now: datetime) -> bool:
+        """Mark a stored finding alerted; False when it was already (by a sweep, say)."""
+        return (
+            conn.execute(
+                "UPDATE findings SET alerted_at = %s WHERE id = %s AND alerted_at IS NULL",
+                (now, finding_id),
+            ).rowcount
+            == 1
+        )
 
     def _overrides(self, conn: Conn, resident: uuid.UUID | None) -> tuple[Rule, ...]:
         if resident is None:
@@ -469,48 +319,41 @@ class AlertService:
             )
             return ()
 
-    def _digest(
-        self, conn: Conn, f: Finding, resident: uuid.UUID | None, finding_id: int | None
-    ) -> None:
+    def _digest(self, conn: Conn, f: AlertInput, resident: uuid.UUID | None) -> None:
         conn.execute(
             """INSERT INTO digest_items (resident_id, device_id, kind, severity, at, evidence, finding_id)
                VALUES (%s, %s, %s, %s, %s, %s, %s)""",
             (resident, f.device_id, f.kind.value, severity_name(f.severity), _dt(f.ts_ms),
-             Jsonb(evidence_json(f)), finding_id),
+             Jsonb(f.evidence), f.finding_id),
         )  # fmt: skip
 
     def _insert(
-        self, conn: Conn, f: Finding, *, kind: AlertKind, severity: Severity,
-        resident: uuid.UUID | None, finding_id: int | None, step: Step, now: datetime,
+        self, conn: Conn, f: AlertInput, *, kind: AlertKind, severity: Severity,
+        resident: uuid.UUID | None, step: Step, now: datetime,
     ) -> Alert:  # fmt: skip
         state = AlertState.PENDING if step is Step.CREATE_PENDING else AlertState.OPEN
         deadline = None
         if state is AlertState.PENDING:
-            deadline = _dt(f.ts_ms) + timedelta(seconds=self._window_s(f))
+            window_s = f.window_s if f.window_s is not None else self.settings.fall_cancel_window_s
+            deadline = _dt(f.ts_ms) + timedelta(seconds=window_s)
         row = conn.execute(
             f"""INSERT INTO alerts (resident_id, device_id, kind, severity, state, first_at, last_at,
                                     evidence, finding_ids, cancel_deadline, created_at, updated_at)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 RETURNING {ALERT_COLUMNS}""",
             (resident, f.device_id, kind.value, severity_name(severity), state.value, _dt(f.ts_ms),
-             _dt(f.ts_ms), Jsonb(evidence_json(f)), [finding_id] if finding_id else [], deadline, now, now),
+             _dt(f.ts_ms), Jsonb(f.evidence), [f.finding_id] if f.finding_id else [], deadline, now, now),
         ).fetchone()  # fmt: skip
         assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
         return alert_from_row(row)
-
-    def _window_s(self, f: Finding) -> float:
-        if isinstance(f.evidence, FallOutcomeEvidence):
-            return f.evidence.window_s
-        return self.settings.fall_cancel_window_s
 
     def _repeat(
         self,
         conn: Conn,
         live: Alert,
-        f: Finding,
+        f: AlertInput,
         *,
         severity: Severity,
-        finding_id: int | None,
         now: datetime,
     ) -> Alert:
         new_sev = max(live.severity, severity)
@@ -520,7 +363,7 @@ class AlertService:
                        finding_ids = CASE WHEN %s::bigint IS NULL THEN finding_ids
                                           ELSE array_append(finding_ids, %s::bigint) END
                  WHERE id = %s RETURNING {ALERT_COLUMNS}""",
-            (_dt(f.ts_ms), Jsonb(evidence_json(f)), severity_name(new_sev), now, finding_id, finding_id, live.id),
+            (_dt(f.ts_ms), Jsonb(f.evidence), severity_name(new_sev), now, f.finding_id, f.finding_id, live.id),
         ).fetchone()  # fmt: skip
         assert row is not None  # noqa: S101 - the row is locked
         return alert_from_row(row)
@@ -534,7 +377,8 @@ class AlertService:
         *,
         again: bool = False,
         overrides: tuple[Rule, ...] | None = None,
-    ) -> tuple[Alert, int]:
+        step: Step = Step.CREATE_OPEN,
+    ) -> AlertChange:
         """Choose the plan, tell tier 0, schedule escalation and reminders.
 
         ``overrides``: the resident's routing overrides when the caller has just read them in
@@ -544,7 +388,7 @@ class AlertService:
             overrides = self._overrides(conn, alert.resident_id)
         rule = match(self.policy, alert.kind, alert.severity, overrides)
         if rule is None or rule.action != "alert":
-            return alert, 0
+            return AlertChange(step, alert)
         opened_at = now if again or alert.opened_at is None else alert.opened_at
         next_esc, next_rem = first_schedule(rule, opened_at, self.escalation_scale)
         row = conn.execute(
@@ -556,10 +400,12 @@ class AlertService:
         assert row is not None  # noqa: S101 - the row is locked
         alert = alert_from_row(row)
         purpose = f"s{int(alert.severity)}" if again else "first"
+        claimed: list[int] = []
         n = self._tell(
-            conn, alert, rule, kinds=rule.tiers[0].recipients, tier=0, purpose=purpose, now=now
-        )
-        return alert, n
+            conn, alert, rule, kinds=rule.tiers[0].recipients, tier=0, purpose=purpose, now=now,
+            claimed=claimed,
+        )  # fmt: skip
+        return AlertChange(step, alert, n, tuple(claimed))
 
     def _system_recipients(self) -> list[Recipient]:
         out = [
@@ -574,9 +420,14 @@ class AlertService:
 
     def _tell(
         self, conn: Conn, alert: Alert, rule: Rule, *, kinds: Sequence[RecipientKind], tier: int,
-        purpose: str, now: datetime, seq: int = 0,
+        purpose: str, now: datetime, seq: int = 0, claimed: list[int] | None = None,
     ) -> int:  # fmt: skip
-        """Write one delivery per recipient of ``kinds`` (idempotent by key); note who was missing."""
+        """Write one delivery per recipient of ``kinds`` (idempotent by key); note who was missing.
+
+        With ``claimed`` and :attr:`claim_120_s`, a 120 delivery is written already leased to
+        the caller (``sending``, one attempt) and its id appended: the caller pushes it right
+        after the commit, and the worker takes it over if the lease runs out first.
+        """
         pool = list(self._system_recipients())
         if alert.resident_id is not None:
             pool += self.directory.recipients(conn, alert.resident_id)
@@ -603,18 +454,30 @@ class AlertService:
                 template = rule.template_for(r.kind)
             who = r.ref or hashlib.sha256(r.address.encode()).hexdigest()[:12]
             key = f"alert-{alert.id}-{purpose}{seq}-t{tier}-{r.kind.value}-{who}"
+            lease = (
+                claimed is not None
+                and self.claim_120_s is not None
+                and r.kind is RecipientKind.DISPATCH120
+            )
+            if lease:
+                status, attempts = "sending", 1
+                due = now + timedelta(seconds=self.claim_120_s or 0.0)
+            else:
+                status, attempts, due = "pending", 0, first_attempt_at(r, alert.severity, now)
             row = conn.execute(
                 """INSERT INTO deliveries (alert_id, tier, recipient_kind, recipient_ref, recipient_name,
                                           channel, address, language, template, idempotency_key,
-                                          next_attempt_at, created_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                          status, attempts, next_attempt_at, created_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
                 (alert.id, tier, r.kind.value, r.ref, r.name, r.channel.value, r.address, r.language,
-                 template, key, first_attempt_at(r, alert.severity, now), now),
+                 template, key, status, attempts, due, now),
             ).fetchone()  # fmt: skip
             if row is None:
                 continue
             n += 1
+            if lease and claimed is not None:
+                claimed.append(int(row[0]))
             if r.kind not in _SYSTEMS:
                 ack.issue(
                     conn, self.settings, alert_id=alert.id, delivery_id=int(row[0]), idempotency_key=key,
@@ -685,7 +548,7 @@ class AlertService:
             before = alert.state
             alert = self._move(conn, alert, target, actor, now, channel=channel, note=note)
             if before is AlertState.PENDING and target is AlertState.OPEN:
-                alert, _ = self._open_routing(conn, alert, now)
+                alert = self._open_routing(conn, alert, now).alert or alert
         if target is AlertState.ACKNOWLEDGED:
             self._help_coming(alert, now)
         return alert
@@ -860,80 +723,7 @@ class AlertService:
         self, conn: Conn, team_id: uuid.UUID, day: date, tz: str = "Asia/Shanghai"
     ) -> Digest:
         """The digest items of one doctor team's signed residents for one local day."""
-        zone = ZoneInfo(tz)
-        start = datetime.combine(day, time(0), zone)
-        end = start + timedelta(days=1)
-        rows = conn.execute(
-            """SELECT d.resident_id, r.name, d.kind, d.severity, d.at, d.evidence
-                 FROM digest_items d
-                 JOIN doctor_contracts c ON c.resident_id = d.resident_id AND c.status = 'active'
-                 LEFT JOIN residents r ON r.id = d.resident_id
-                WHERE c.team_id = %s AND d.at >= %s AND d.at < %s
-                ORDER BY r.name, d.at""",
-            (team_id, start, end),
-        ).fetchall()
-        items = tuple(
-            DigestItem(r[0], r[1] or str(r[0]), r[2], parse_severity(r[3]), r[4], r[5])
-            for r in rows
-        )
-        return Digest(team_id, day, items)
-
-
-@dataclass(frozen=True, slots=True)
-class DigestItem:
-    resident_id: uuid.UUID
-    resident_name: str
-    kind: str
-    severity: Severity
-    at: datetime
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    team_id: uuid.UUID
-    day: date
-    items: tuple[DigestItem, ...]
-
-
-def render_digest(digest: Digest) -> str:
-    """Pure: the digest as plain text, one block per resident."""
-    lines = [f"Anxin daily digest {digest.day.isoformat()}: {len(digest.items)} item(s)"]
-    current = None
-    for it in digest.items:
-        if it.resident_id != current:
-            current = it.resident_id
-            lines.append(f"\n{it.resident_name}")
-        ev = it.evidence
-        if it.kind == FindingKind.VITAL_TREND.value:
-            what = (
-                f"{ev.get('parameter')}: {ev.get('baseline')} -> {ev.get('recent')} "
-                f"({ev.get('slope_per_day')}/day over {ev.get('days')} days)"
-            )
-        elif it.kind == FindingKind.NEWS2.value:
-            what = f"NEWS2 {ev.get('score')} (coverage {ev.get('coverage')})"
-        else:
-            what = it.kind
-        lines.append(f"  {it.at.astimezone(UTC):%H:%M} UTC  {severity_name(it.severity):9} {what}")
-    if not digest.items:
-        lines.append("Nothing to report.")
-    return "\n".join(lines)
-
-
-def _finding_actor(f: Finding) -> Actor:
-    if isinstance(f.evidence, FallOutcomeEvidence) and f.evidence.outcome is FallOutcome.RECOVERED:
-        return Actor(ActorKind.SYSTEM, "fall detector")
-    if isinstance(f.evidence, FallOutcomeEvidence | DeviceEventEvidence):
-        return Actor(ActorKind.DEVICE, f.device_id)
-    if isinstance(f.evidence, FallEvidence):
-        return Actor(ActorKind.SYSTEM, "fall detector")
-    return Actor(ActorKind.SYSTEM, "detector")
-
-
-def _outcome_note(f: Finding) -> str:
-    if isinstance(f.evidence, FallOutcomeEvidence):
-        return f"fall {f.evidence.outcome.value}"
-    return f.kind.value
+        return team_digest(conn, team_id, day, tz)
 
 
 def _ago(opened: datetime | None, now: datetime) -> str:
@@ -941,54 +731,3 @@ def _ago(opened: datetime | None, now: datetime) -> str:
         return "?"
     s = int((now - opened).total_seconds())
     return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
-
-
-# --------------------------------------------------------------------------- the listener
-class AlertListener:
-    """The :data:`ingest.detection.FindingListener` that raises alerts from DetectionSink findings.
-
-    The ingester calls it from two threads (telemetry, and the urgent lane of events and
-    statuses); each thread gets a connection of its own (opened on first use, reopened when
-    broken), so an SOS is raised while a telemetry batch's findings are. A failure raises, so
-    the sink counts and logs it.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], Conn],
-        service: AlertService,
-        now: Callable[[], datetime] | None = None,
-    ) -> None:
-        self._connect = connect
-        self._service = service
-        self._now = now or (lambda: datetime.now(UTC))
-        self._local = threading.local()
-        self._conns: list[Conn] = []
-        self._conns_lock = threading.Lock()
-
-    def __call__(self, findings: list[Finding]) -> None:
-        conn: Conn | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._connect()
-            # The service opens its own transactions; on a connection outside autocommit they
-            # would be savepoints of a transaction nobody commits.
-            conn.autocommit = True
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        try:
-            self._service.raise_findings(conn, findings, self._now(), find_ids=True)
-        except BaseException:
-            if conn.broken or conn.closed:
-                conn.close()
-                self._local.conn = None
-                with self._conns_lock:
-                    if conn in self._conns:
-                        self._conns.remove(conn)
-            raise
-
-    def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()

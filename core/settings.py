@@ -186,6 +186,25 @@ class IngestSettings(_Section):
         "and store their findings.",
     )
     retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between database retries.")
+    sweep_every_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often stored events and findings that a crash or a failure left "
+        "without detection or alert are looked for (they are taken up at start-up too).",
+    )
+    sweep_grace_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="The sweep leaves rows younger than this to the live path.",
+    )
+    replay_window_s: float = Field(
+        600.0,
+        gt=0,
+        description="At start-up the fall detector replays the accelerometer bursts stored since "
+        "its last saved state, at most this far back.",
+    )
 
 
 class ApiSettings(_Section):
@@ -308,11 +327,18 @@ class AlertsSettings(_Section):
         300.0, gt=0, le=86400, description="Longest delay between two attempts of a delivery."
     )
     delivery_lease_s: float = Field(
-        60.0,
+        5.0,
         gt=0,
         le=3600,
-        description="How long a worker holds a claimed delivery; a worker that dies mid-send "
-        "leaves it to another after this. Keep it above the 120 push timeout.",
+        description="How long a claimed delivery stays with its process. The process renews the "
+        "lease every third of it while sending, so a slow 120 centre keeps its push; a process "
+        "that dies leaves its deliveries to the worker once the lease runs out.",
+    )
+    first_push_120: bool = Field(
+        True,
+        description="The ingester sends the first 120 push of a new alert itself, right after "
+        "the alert's commit (the delivery leased to it); the worker retries on failure and "
+        "takes it over if the ingester dies.",
     )
 
 

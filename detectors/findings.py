@@ -8,6 +8,7 @@ not of the call) and why (``evidence``, one typed frozen dataclass per kind).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -233,3 +234,43 @@ class Finding:
     ts_ms: int
     detected_ms: int
     evidence: Evidence
+
+
+def _plain(value: object) -> object:
+    """Evidence values as JSON: enums by value, pairs as objects, NaN/inf as null."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float | np.floating):
+        x = float(value)
+        return x if np.isfinite(x) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, tuple | list):
+        if value and all(
+            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
+        ):
+            return {k: _plain(v) for k, v in value}
+        return [_plain(v) for v in value]
+    raise TypeError(f"evidence value {value!r} of type {type(value).__name__} is not plain data")
+
+
+def evidence_json(finding: Finding) -> dict[str, object]:
+    """The evidence of a finding as JSON-ready numbers and names, never the raw signal window.
+
+    The one serialisation of evidence: the findings table, alerts and digest items store it.
+    """
+    ev = finding.evidence
+    return {
+        f.name: _plain(getattr(ev, f.name)) for f in dataclasses.fields(ev) if f.name != "window"
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFinding:
+    """A finding with the id of its ``findings`` row (stored once: the alert side acts on it
+    once, by that id)."""
+
+    id: int
+    finding: Finding

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -775,6 +776,21 @@ def encode_command(command: Command) -> bytes:
     )
 
 
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions as our docstrings say them (``inspect.cleandoc``), whatever indentation
+    the schema generator of the msgspec version at hand keeps."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema (2020-12) of each payload, as shipped in ``devices/schemas``."""
     out: dict[str, dict[str, Any]] = {}
@@ -784,7 +800,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ("status", StatusWire),
         ("command", CommandWire),
     ):
-        schema = msgspec.json.schema(typ)
+        schema = _clean_descriptions(msgspec.json.schema(typ))
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = f"Anxin protocol v{PROTOCOL_VERSION} {name} payload"
         out[name] = schema

@@ -27,53 +27,38 @@ is logged, counted in ``anxin_detection_errors{stage}`` and the sink goes on.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import itertools
 import logging
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from psycopg.types.json import Jsonb
 
 from core.clock import Clock, SystemClock
-from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, FallConfig, FallDetector
-from detectors.findings import (
-    DetectorError,
-    FallEvidence,
-    Finding,
-    FindingKind,
-)
-from detectors.health import DeviceHealthBatch, HealthConfig, health_findings
-from detectors.vitals import (
-    N_PARAMS,
-    News2Settings,
-    Param,
-    VitalReadings,
-    VitalsConfig,
-    news2_findings,
-)
-from devices.protocol import EventKind
+from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, FallDetector
+from detectors.findings import DetectorError, Finding, FindingKind, StoredFinding
+from detectors.health import DeviceHealthBatch, health_findings
+from detectors.vitals import News2Settings, Param, news2_findings
+from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
+from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
 from ingest.pipeline import Batch, DeviceInfo
 
 log = logging.getLogger(__name__)
 
-FindingListener = Callable[[list[Finding]], None]
-"""Gets the findings of one batch (never an empty list), after they were stored."""
+FindingListener = Callable[[list[StoredFinding]], None]
+"""Gets the findings of one call that were stored by it (never an empty list), with their ids."""
 
 DeviceLookup = Callable[[str], DeviceInfo | None]
 
-_EMPTY = np.iinfo(np.int64).min
+_EMPTY = EMPTY
 _ACVPU = {"A": 0, "C": 1, "V": 2, "P": 3, "U": 4}
-_DEVICE_EVENTS = {EventKind.SOS.value, EventKind.FALL.value, EventKind.CANCEL.value}
+_DEVICE_EVENTS = frozenset(k.value for k in DETECTED_EVENTS)
 _FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
 _P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
 _P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
@@ -81,41 +66,6 @@ _P_O2, _P_ACVPU = int(Param.SUPPLEMENTAL_O2), int(Param.CONSCIOUSNESS)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class DetectionConfig:
-    """How the ingest stream drives the detectors.
-
-    Attributes:
-        fall: Fall detector thresholds and windows.
-        vitals: NEWS2 window and minimum readings.
-        health: Device health thresholds.
-        expected_interval_s: How often a device reports; silence of ``health.offline_factor``
-            times this is offline.
-        vitals_slots: Readings kept per device and parameter: one per slot of
-            ``vitals.window_s / (vitals_slots - 1)`` seconds (the latest in the slot), so the
-            ring covers the NEWS2 window at bounded memory whatever the device's rate.
-        news2_repeat_s: An unchanged NEWS2 result is reported again after this long.
-        health_every_s: Silence and battery are checked for all devices this often (a Last
-            Will at once).
-        persist_every_s: Changed per-device state is saved this often (and on close).
-    """
-
-    fall: FallConfig = field(default_factory=FallConfig)
-    vitals: VitalsConfig = field(default_factory=VitalsConfig)
-    health: HealthConfig = field(default_factory=HealthConfig)
-    expected_interval_s: float = 60.0
-    vitals_slots: int = 41
-    news2_repeat_s: float = 900.0
-    health_every_s: float = 10.0
-    persist_every_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.vitals_slots < 2:
-            raise ValueError(
-                f"DetectionConfig vitals_slots is {self.vitals_slots}; expected at least 2."
-            )
 
 
 @dataclass(frozen=True)
@@ -150,205 +100,6 @@ def create_detection_metrics(registry: CollectorRegistry) -> DetectionMetrics:
             registry=registry,
         ),
     )
-
-
-# --------------------------------------------------------------------------- vitals ring
-_VITALS_HEADER = struct.Struct("<4sHHqqbq")
-_VITALS_MAGIC = b"AXV1"
-
-
-class _VitalsRings:
-    """Per device and parameter, one reading per time slot in a ring of ``slots`` slots."""
-
-    ts: I64
-    val: F64
-    emit_sig: I64
-    emit_ms: I64
-
-    def __init__(self, config: DetectionConfig) -> None:
-        self.slots = config.vitals_slots
-        self.slot_ms = max(1, round(config.vitals.window_s * 1000 / (self.slots - 1)))
-        self.rows: dict[str, int] = {}
-        self.ids: list[str] = []
-        self._alloc(64)
-
-    def _alloc(self, cap: int) -> None:
-        ts = np.full((cap, N_PARAMS, self.slots), _EMPTY, np.int64)
-        val = np.zeros((cap, N_PARAMS, self.slots), np.float64)
-        emit_sig = np.full(cap, -1, np.int64)
-        emit_ms = np.full(cap, _EMPTY, np.int64)
-        used = len(self.ids)
-        if used:  # grow: keep what is there
-            ts[:used] = self.ts[:used]
-            val[:used] = self.val[:used]
-            emit_sig[:used] = self.emit_sig[:used]
-            emit_ms[:used] = self.emit_ms[:used]
-        self.ts, self.val, self.emit_sig, self.emit_ms = ts, val, emit_sig, emit_ms
-
-    def row(self, device_id: str) -> int:
-        r = self.rows.get(device_id)
-        if r is None:
-            r = len(self.ids)
-            if r >= self.ts.shape[0]:
-                self._alloc(2 * self.ts.shape[0])
-            self.rows[device_id] = r
-            self.ids.append(device_id)
-        return r
-
-    def add(self, rows: I64, params: I64, ts: I64, values: F64) -> I64:
-        """Store readings; return the rows whose ring gained a new slot (worth scoring)."""
-        slot = ts // self.slot_ms
-        flat = (rows * N_PARAMS + params) * self.slots + slot % self.slots
-        # The latest reading of each slot wins; older ones (redelivered, out of order) lose.
-        order = np.lexsort((ts, flat))
-        fs = flat[order]
-        last = np.ones(fs.size, np.bool_)
-        last[:-1] = fs[1:] != fs[:-1]
-        pick = order[last]
-        flat, ts, values, slot, rows = flat[pick], ts[pick], values[pick], slot[pick], rows[pick]
-        ring_ts = self.ts.reshape(-1)
-        old = ring_ts[flat]
-        newer = ts > old
-        ring_ts[flat[newer]] = ts[newer]
-        self.val.reshape(-1)[flat[newer]] = values[newer]
-        opened = newer & ((old == _EMPTY) | (old // self.slot_ms != slot))
-        return np.unique(rows[opened])
-
-    def readings(self, rows: I64, resident: Callable[[str], str | None]) -> VitalReadings:
-        ts = self.ts[rows]
-        valid = ts != _EMPTY
-        local = np.broadcast_to(np.arange(rows.size)[:, None, None], ts.shape)
-        param = np.broadcast_to(np.arange(N_PARAMS)[None, :, None], ts.shape)
-        ids = [self.ids[r] for r in rows.tolist()]
-        return VitalReadings(
-            device_ids=ids,
-            resident_ids=[resident(d) for d in ids],
-            row=local[valid].astype(np.int64),
-            ts_ms=ts[valid],
-            param=param[valid].astype(np.int64),
-            value=self.val[rows][valid],
-        )
-
-    def export(self, device_id: str) -> bytes:
-        r = self.rows[device_id]
-        head = _VITALS_HEADER.pack(
-            _VITALS_MAGIC,
-            N_PARAMS,
-            self.slots,
-            self.slot_ms,
-            int(self.emit_sig[r]),
-            0,
-            int(self.emit_ms[r]),
-        )
-        body: bytes = self.ts[r].astype("<i8").tobytes() + self.val[r].astype("<f8").tobytes()
-        return head + body
-
-    def import_(self, device_id: str, data: bytes) -> None:
-        magic, n_params, slots, slot_ms, sig, _, emit_ms = _VITALS_HEADER.unpack_from(data)
-        size = _VITALS_HEADER.size + 16 * n_params * slots
-        if (magic, n_params, slots, slot_ms, len(data)) != (
-            _VITALS_MAGIC,
-            N_PARAMS,
-            self.slots,
-            self.slot_ms,
-            size,
-        ):
-            raise ValueError(
-                f"vitals state of {len(data)} bytes has {slots} slots of {slot_ms} ms; expected "
-                f"{self.slots} slots of {self.slot_ms} ms ({size} bytes)"
-            )
-        r = self.row(device_id)
-        shape = (N_PARAMS, self.slots)
-        body = _VITALS_HEADER.size
-        self.ts[r] = np.frombuffer(data, "<i8", N_PARAMS * self.slots, body).reshape(shape)
-        self.val[r] = np.frombuffer(
-            data, "<f8", N_PARAMS * self.slots, body + 8 * N_PARAMS * self.slots
-        ).reshape(shape)
-        self.emit_sig[r] = sig
-        self.emit_ms[r] = emit_ms
-
-
-# --------------------------------------------------------------------------- device health
-_HEALTH_STATE = struct.Struct("<4sq?dqd?b")
-_HEALTH_MAGIC = b"AXH1"
-
-
-class _HealthTable:
-    """Last seen, Last Will and battery per device, and what was already reported."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
-        self.ids: list[str] = []
-        self._alloc(64)
-
-    def _alloc(self, cap: int) -> None:
-        used = len(self.ids)
-        new = {
-            "last_seen": np.full(cap, -1, np.int64),
-            "will": np.zeros(cap, np.bool_),
-            "battery": np.full(cap, np.nan),
-            "bat_ref_ms": np.full(cap, -1, np.int64),
-            "bat_ref_pct": np.full(cap, np.nan),
-            "bat_slope": np.full(cap, np.nan),
-            "offline_reported": np.zeros(cap, np.bool_),
-            "battery_reported": np.zeros(cap, np.int8),
-        }
-        for name, arr in new.items():
-            if used:
-                arr[:used] = getattr(self, name)[:used]
-            setattr(self, name, arr)
-
-    last_seen: I64
-    will: npt.NDArray[np.bool_]
-    battery: F64
-    bat_ref_ms: I64
-    bat_ref_pct: F64
-    bat_slope: F64
-    offline_reported: npt.NDArray[np.bool_]
-    battery_reported: npt.NDArray[np.int8]
-
-    def row(self, device_id: str) -> int:
-        r = self.rows.get(device_id)
-        if r is None:
-            r = len(self.ids)
-            if r >= self.last_seen.shape[0]:
-                self._alloc(2 * self.last_seen.shape[0])
-            self.rows[device_id] = r
-            self.ids.append(device_id)
-        return r
-
-    def battery_level(self, r: int, ts_ms: int, pct: float, charging: bool | None) -> None:
-        """Latest level and a slope over at least an hour of discharge (reset on a rise)."""
-        ref_ms, ref_pct = int(self.bat_ref_ms[r]), float(self.bat_ref_pct[r])
-        if charging or ref_ms < 0 or not pct <= ref_pct or ts_ms < ref_ms:
-            self.bat_ref_ms[r], self.bat_ref_pct[r] = ts_ms, pct
-            self.bat_slope[r] = np.nan
-        elif ts_ms - ref_ms >= 3_600_000:
-            self.bat_slope[r] = (pct - ref_pct) / ((ts_ms - ref_ms) / 86_400_000)
-        self.battery[r] = pct
-
-    def export(self, device_id: str) -> bytes:
-        r = self.rows[device_id]
-        return _HEALTH_STATE.pack(
-            _HEALTH_MAGIC,
-            int(self.last_seen[r]),
-            bool(self.will[r]),
-            float(self.battery[r]),
-            int(self.bat_ref_ms[r]),
-            float(self.bat_ref_pct[r]),
-            bool(self.offline_reported[r]),
-            int(self.battery_reported[r]),
-        ) + struct.pack("<d", float(self.bat_slope[r]))
-
-    def import_(self, device_id: str, data: bytes) -> None:
-        if len(data) != _HEALTH_STATE.size + 8 or data[:4] != _HEALTH_MAGIC:
-            raise ValueError(f"health state of {len(data)} bytes is not {_HEALTH_MAGIC!r} state")
-        _, seen, will, bat, ref_ms, ref_pct, off, bat_rep = _HEALTH_STATE.unpack_from(data)
-        r = self.row(device_id)
-        self.last_seen[r], self.will[r], self.battery[r] = seen, will, bat
-        self.bat_ref_ms[r], self.bat_ref_pct[r] = ref_ms, ref_pct
-        self.offline_reported[r], self.battery_reported[r] = off, bat_rep
-        (self.bat_slope[r],) = struct.unpack_from("<d", data, _HEALTH_STATE.size)
 
 
 # --------------------------------------------------------------------------- the sink
@@ -398,7 +149,7 @@ class DetectionSink:
         listeners: Sequence[FindingListener] = (),
         connect_timeout_s: float = 5.0,
     ) -> None:
-        self._url = db_url
+        self.store = DetectionStore(db_url, connect_timeout_s=connect_timeout_s)
         self._devices = devices
         self.config = config or DetectionConfig()
         self._news2_settings = news2_settings
@@ -406,23 +157,19 @@ class DetectionSink:
         self.registry = registry or CollectorRegistry()
         self.metrics = create_detection_metrics(self.registry)
         self._listeners = list(listeners)
-        self._timeout = connect_timeout_s
         # The ingester calls the sink from two threads (telemetry, and the urgent lane of
         # events and statuses). The detectors' state is guarded by one lock, taken per stage,
         # so an SOS waits at most for one stage of a telemetry batch; findings are stored and
         # handed on outside it, each thread on its own connection.
         self._lock = threading.RLock()
-        self._local = threading.local()
-        self._conns: list[psycopg.Connection[Any]] = []
-        self._conns_lock = threading.Lock()
         # Saving per-device state runs off the ingest writer thread (see persist()).
         self._state_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-state")
         self._state_future: Future[None] | None = None
         self._failed_state: list[tuple[str, str]] = []
         self._failed_lock = threading.Lock()
         self.falls = FallDetector(self.config.fall)
-        self._vitals = _VitalsRings(self.config)
-        self._health = _HealthTable()
+        self._vitals = VitalsRings(self.config)
+        self._health = HealthTable()
         self._accel_end: dict[str, float] = {}
         # Devices whose state changed since it was last saved, per detector, oldest first (a
         # dict used as an ordered set): saves take the oldest, so every device gets its turn.
@@ -448,10 +195,7 @@ class DetectionSink:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
             self._state_writer.shutdown(wait=True)
-            with self._conns_lock:
-                conns, self._conns = self._conns, []
-            for conn in conns:
-                conn.close()
+            self.store.close()
 
     def persist(self, now_ms: int, *, wait: bool = False, limit: int | None = None) -> int:
         """Save the state of the devices that changed since their last save; returns rows.
@@ -474,7 +218,7 @@ class DetectionSink:
                 return 0
             self._state_future.result()
         self._merge_failed_state()
-        rows: list[tuple[str, str, bytes, datetime]] = []
+        rows: list[StateRow] = []
         at = _dt(now_ms)
         exporters: dict[str, Callable[[str], bytes]] = {
             _FALL: self.falls.store.export_device,
@@ -505,28 +249,9 @@ class DetectionSink:
         for dev, detector in failed:
             self._changed.setdefault(detector, {})[dev] = None
 
-    def _write_state(self, rows: list[tuple[str, str, bytes, datetime]]) -> None:
+    def _write_state(self, rows: list[StateRow]) -> None:
         try:
-            timeout = max(1, int(self._timeout))
-            with (
-                psycopg.connect(self._url, connect_timeout=timeout) as conn,
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
-                cur.execute(
-                    "CREATE TEMP TABLE _state_stage (LIKE detector_state INCLUDING DEFAULTS) ON COMMIT DROP"
-                )
-                with cur.copy(
-                    "COPY _state_stage (device_id, detector, state, updated_at) FROM STDIN"
-                ) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(
-                    """INSERT INTO detector_state (device_id, detector, state, updated_at)
-                       SELECT device_id, detector, state, updated_at FROM _state_stage
-                       ON CONFLICT (device_id, detector)
-                       DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"""
-                )
+            self.store.save_state(rows)
         except Exception:
             self.metrics.errors.labels("persist").inc()
             log.exception(
@@ -543,15 +268,7 @@ class DetectionSink:
             return self._load()
 
     def _load(self) -> int:
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                saved = conn.execute(
-                    "SELECT device_id, detector, state FROM detector_state ORDER BY device_id"
-                ).fetchall()
-        except BaseException:
-            self._drop_broken()
-            raise
+        saved = self.store.load_state()
         importers: dict[str, Callable[[str, bytes], None]] = {
             _FALL: self.falls.store.import_device,
             _VITALS: self._vitals.import_,
@@ -563,7 +280,7 @@ class DetectionSink:
             if importer is None:
                 continue
             try:
-                importer(dev, bytes(state))
+                importer(dev, state)
             except (DetectorError, ValueError, struct.error) as exc:
                 # A configuration change (another ring size, say): start this device afresh.
                 log.warning("saved %s state of device %s not loaded: %s", detector, dev, exc)
@@ -607,11 +324,19 @@ class DetectionSink:
             ("vitals", self._news2),
             ("health", self._device_health),
         )
+        handled: list[EventKey] = []
         for stage, detect in stages:
             if not self._has_work(stage, batch, now_ms):
                 continue  # an SOS does not wait for the lock only to find nothing to do
             with self._lock:
-                self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]
+                ok = self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]  # fmt: skip
+            if stage == "events" and ok:
+                # Seen by the detectors: marked handled with the findings, in one transaction.
+                handled = [
+                    (e.device_id, e.ts_ms, e.seq)
+                    for e in batch.device_events
+                    if e.kind.value in _DEVICE_EVENTS
+                ]
         if findings:
             findings = [
                 dataclasses.replace(f, resident_id=resident(f.device_id))
@@ -621,9 +346,14 @@ class DetectionSink:
             ]
             for f in findings:
                 self.metrics.findings.labels(f.kind.value).inc()
-            self._guard("store", lambda: self._store_findings(findings))
-            for listener in self._listeners:
-                self._guard("listener", lambda ls=listener: ls(list(findings)))  # type: ignore[misc]
+        if findings or handled:
+            # Only what this call stored goes on (a replayed finding stored before does not);
+            # what fails here stays unhandled in the database for the sweep (ingest/recovery.py).
+            stored: list[StoredFinding] = []
+            self._guard("store", lambda: stored.extend(self.store.store(findings, handled)))
+            if stored:
+                for listener in self._listeners:
+                    self._guard("listener", lambda ls=listener: ls(list(stored)))  # type: ignore[misc]
         with self._lock:
             last = self._last_persist_ms
             # A thirtieth of the changed devices every thirtieth of the interval: each device is
@@ -900,41 +630,6 @@ class DetectionSink:
         changed.update(dict.fromkeys(f.device_id for f in out))
         return out
 
-    # -- storage -----------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection[Any]:
-        """This thread's connection (opened on first use)."""
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg.connect(self._url, connect_timeout=max(1, int(self._timeout)))
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
-
-    def _drop_broken(self) -> None:
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is not None and (conn.broken or conn.closed):
-            conn.close()
-            self._local.conn = None
-            with self._conns_lock:
-                if conn in self._conns:
-                    self._conns.remove(conn)
-
-    def _store_findings(self, findings: list[Finding]) -> None:
-        rows = [_finding_row(f) for f in findings]
-        conn = self._connection()
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(
-                    """INSERT INTO findings (ts, detected_at, device_id, resident_id, kind,
-                           severity, evidence, window_samples, window_rate_hz, window_start)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    rows,
-                )
-        except BaseException:
-            self._drop_broken()
-            raise
-
 
 def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> FallBatch:
     """Int16 bursts -> one padded float32 batch in g (one ``frombuffer`` for all of them)."""
@@ -975,54 +670,3 @@ def _news2_signature(findings: Iterable[Finding]) -> int:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _plain(value: Any) -> Any:
-    """Evidence values as JSON: enums by value, pairs as objects, NaN/inf as null."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float | np.floating):
-        x = float(value)
-        return x if np.isfinite(x) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, tuple | list):
-        if value and all(
-            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
-        ):
-            return {k: _plain(v) for k, v in value}
-        return [_plain(v) for v in value]
-    raise TypeError(f"evidence value {value!r} of type {type(value).__name__} is not plain data")
-
-
-def evidence_json(finding: Finding) -> dict[str, Any]:
-    """The evidence of a finding as JSON-ready numbers and names (never the raw window)."""
-    ev = finding.evidence
-    return {
-        f.name: _plain(getattr(ev, f.name)) for f in dataclasses.fields(ev) if f.name != "window"
-    }
-
-
-def _finding_row(f: Finding) -> tuple[object, ...]:
-    ev = f.evidence
-    window: bytes | None = None
-    rate: float | None = None
-    start: datetime | None = None
-    if isinstance(ev, FallEvidence):
-        window = np.ascontiguousarray(ev.window, "<f4").tobytes()
-        rate = float(ev.rate_hz)
-        start = _dt(ev.window_t0_ms)
-    return (
-        _dt(f.ts_ms),
-        _dt(f.detected_ms),
-        f.device_id,
-        f.resident_id,
-        f.kind.value,
-        f.severity.name.lower(),
-        Jsonb(evidence_json(f)),
-        window,
-        rate,
-        start,
-    )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
+import psycopg
 from prometheus_client import start_http_server
 
-from alerts.service import AlertListener, AlertService, PostgresDirectory
+from alerts.delivery import FirstPush
+from alerts.listener import AlertListener
+from alerts.service import AlertService, PostgresDirectory
 from core import db
 from core.settings import Settings
 from devices.crypto import Keyring
 from devices.repository import channel_opener
 from ingest.detection import DetectionSink
+from ingest.recovery import Recovery
 from ingest.service import IngestService
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,8 @@ def run_ingest(
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None
+    pusher: FirstPush | None = None
+    recovery: Recovery | None = None
     if settings.ingest.detection:
         # A lambda, not service.devices.get: the snapshot is replaced on every refresh.
         sink = DetectionSink(
@@ -39,11 +46,24 @@ def run_ingest(
         directory = PostgresDirectory(
             settings.alerts.sms_url, opener=channel_opener(Keyring.from_settings(settings.registry))
         )
+        if settings.alerts.first_push_120:
+            pusher = FirstPush(settings).start()
         alert_listener = AlertListener(
             lambda: db.connect(settings.db.url, autocommit=True),
-            AlertService(settings.alerts, directory),
+            AlertService(
+                settings.alerts,
+                directory,
+                claim_120_s=settings.alerts.delivery_lease_s if pusher else None,
+            ),
+            pusher=pusher,
         )
         sink.add_listener(alert_listener)
+        recovery = Recovery(
+            sink,
+            alert_listener,
+            grace_s=settings.ingest.sweep_grace_s,
+            replay_window_s=settings.ingest.replay_window_s,
+        )
     if settings.ingest.metrics_port:
         server, _thread = start_http_server(
             settings.ingest.metrics_port,
@@ -64,12 +84,41 @@ def run_ingest(
 
     watcher = threading.Thread(target=stop_when_asked, name="ingest-stop", daemon=True)
     watcher.start()
+    sweeper: threading.Thread | None = None
     try:
-        service.run()
+        if recovery is not None:
+            # What a crash left undone, before the first new message: the registry first, so
+            # replayed findings name their elders.
+            service.load_registry()
+            _until_done(recovery.on_start, stop)
+            sweeper = threading.Thread(
+                target=recovery.run,
+                args=(stop, settings.ingest.sweep_every_s),
+                name="ingest-sweep",
+                daemon=True,
+            )
+            sweeper.start()
+        if not stop.is_set():
+            service.run()
     finally:
         if sink is not None:
             sink.close()  # saves the detectors' per-device state
         if alert_listener is not None:
             alert_listener.close()
+        if pusher is not None:
+            pusher.close()
         if server is not None:
             server.shutdown()
+
+
+def _until_done(action: Callable[[], object], stop: threading.Event) -> None:
+    """Run ``action`` until it succeeds (the database may be starting) or ``stop`` is set."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            action()
+            return
+        except psycopg.OperationalError as exc:
+            log.warning("recovery at start waits for the database (%s)", str(exc).strip()[:200])
+            stop.wait(delay)
+            delay = min(10.0, delay * 2)

@@ -201,6 +201,10 @@ class IngestService:
         self._devices_loaded_at = now
         self._devices_loaded_ms = loaded_ms
 
+    def load_registry(self) -> None:
+        """Load the device registry now (retrying while the database is away)."""
+        self._with_db_retry(lambda: self._refresh_devices(force=True))
+
     def _limits(self, now_ms: int) -> Limits:
         cfg = self.settings.ingest
         return Limits(

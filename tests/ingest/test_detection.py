@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from core.clock import ManualClock
-from detectors.findings import Finding, FindingKind
+from detectors.findings import Finding, FindingKind, StoredFinding
 from devices.protocol import AccelBurst, Event, EventKind, Reading, Status, Vitals
 from ingest.detection import DetectionConfig, DetectionSink
 from ingest.pipeline import Batch, DeviceInfo, DeviceState
@@ -63,7 +63,7 @@ def _accel_batch(device: str, sig: np.ndarray, seconds: range) -> list[Batch]:
 def _findings(db_url: str, kind: FindingKind | None = None) -> list[dict[str, Any]]:
     with psycopg.connect(db_url) as conn:
         cur = conn.execute(
-            """SELECT device_id, resident_id::text, kind, severity, evidence, window_samples,
+            """SELECT id, device_id, resident_id::text, kind, severity, evidence, window_samples,
                       window_rate_hz, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms,
                       (extract(epoch FROM window_start) * 1000)::bigint AS window_start_ms
                FROM findings WHERE %(kind)s::text IS NULL OR kind = %(kind)s ORDER BY id""",
@@ -74,7 +74,7 @@ def _findings(db_url: str, kind: FindingKind | None = None) -> list[dict[str, An
 
 
 def test_sos_is_stored_at_once_and_handed_on(db_url: str) -> None:
-    heard: list[list[Finding]] = []
+    heard: list[list[StoredFinding]] = []
     sink = _sink(db_url, listeners=[heard.append])
     sos = Event(T0, 1, "sos-wb-1", EventKind.SOS)
     button = Event(T0, 2, "sos-wb-1", EventKind.BUTTON)
@@ -86,7 +86,8 @@ def test_sos_is_stored_at_once_and_handed_on(db_url: str) -> None:
     assert rows[0]["resident_id"] == RESIDENT
     assert rows[0]["ts_ms"] == T0
     assert rows[0]["window_samples"] is None
-    assert [[f.kind for f in fs] for fs in heard] == [[FindingKind.SOS]]
+    assert [[s.finding.kind for s in fs] for fs in heard] == [[FindingKind.SOS]]
+    assert [s.id for s in heard[0]] == [rows[0]["id"]]
     sink.close()
 
 
@@ -243,7 +244,7 @@ def test_a_failing_listener_is_counted_and_the_finding_kept(db_url: str) -> None
     def broken(_findings: list[Finding]) -> None:
         raise RuntimeError("the alerts layer is down")
 
-    heard: list[list[Finding]] = []
+    heard: list[list[StoredFinding]] = []
     sink = _sink(db_url, listeners=[broken, heard.append])
     sink(Batch(device_events=[Event(T0, 1, "ghost-wb-1", EventKind.SOS)]), T0 + 10)
     assert [r["kind"] for r in _findings(db_url)] == ["sos"]

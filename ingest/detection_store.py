@@ -1,0 +1,260 @@
+"""The detection sink's database side: findings stored once, events marked handled, saved
+per-device state, and the reads that a restart replays (0003_findings, 0008_recovery).
+
+Each calling thread gets a connection of its own (the ingester calls the sink from the
+telemetry and the urgent thread); saving state runs on a connection of its own too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from detectors.findings import FallEvidence, Finding, StoredFinding, evidence_json
+from devices.protocol import AccelBurst, Event, EventKind, Reading
+
+#: Event kinds the detectors act on: stored unhandled, marked handled once seen.
+DETECTED_EVENTS = (EventKind.SOS, EventKind.FALL, EventKind.CANCEL)
+_DETECTED_SQL = "(" + ", ".join(f"'{k.value}'" for k in DETECTED_EVENTS) + ")"
+
+StateRow = tuple[str, str, bytes, datetime]
+"""(device_id, detector, state, updated_at) of ``detector_state``."""
+
+EventKey = tuple[str, int, int]
+"""(device_id, ts_ms, seq): an event's identity in ``device_events``."""
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _ms(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
+
+
+def finding_row(f: Finding) -> tuple[object, ...]:
+    """A finding as the columns of ``findings`` (the evidence window as float32 bytes)."""
+    ev = f.evidence
+    window: bytes | None = None
+    rate: float | None = None
+    start: datetime | None = None
+    if isinstance(ev, FallEvidence):
+        window = np.ascontiguousarray(ev.window, "<f4").tobytes()
+        rate = float(ev.rate_hz)
+        start = _dt(ev.window_t0_ms)
+    return (
+        _dt(f.ts_ms),
+        _dt(f.detected_ms),
+        f.device_id,
+        f.resident_id,
+        f.kind.value,
+        f.severity.name.lower(),
+        Jsonb(evidence_json(f)),
+        window,
+        rate,
+        start,
+    )
+
+
+class DetectionStore:
+    """Findings, handled events, per-device state and replay reads on PostgreSQL."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+        self._url = url
+        self._timeout = max(1, int(connect_timeout_s))
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection[Any]] = []
+        self._conns_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any]:
+        """This thread's connection (opened on first use)."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self._url, connect_timeout=self._timeout)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _drop_broken(self) -> None:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None and (conn.broken or conn.closed):
+            conn.close()
+            self._local.conn = None
+            with self._conns_lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+    # -- findings ----------------------------------------------------------------------
+    def store(
+        self, findings: Sequence[Finding], handled: Sequence[EventKey]
+    ) -> list[StoredFinding]:
+        """Store findings and mark the events they came from handled, in one transaction.
+
+        A finding already stored (same device, kind and time: a replay after a crash) is not
+        stored again and not returned, so whoever acts on the returned findings acts on each
+        once. Returns the findings inserted now, with their ids.
+        """
+        conn = self._connection()
+        out: list[StoredFinding] = []
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if findings:
+                    cur.executemany(
+                        """INSERT INTO findings (ts, detected_at, device_id, resident_id, kind,
+                               severity, evidence, window_samples, window_rate_hz, window_start)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           ON CONFLICT (device_id, kind, ts) DO NOTHING RETURNING id""",
+                        [finding_row(f) for f in findings],
+                        returning=True,
+                    )
+                    for f in findings:
+                        row = cur.fetchone()
+                        if row is not None:
+                            out.append(StoredFinding(int(row[0]), f))
+                        cur.nextset()
+                if handled:
+                    cur.execute(
+                        """UPDATE device_events e SET handled_at = now()
+                             FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS k(d, t, s)
+                            WHERE e.device_id = k.d AND e.ts = k.t AND e.seq = k.s
+                              AND e.handled_at IS NULL""",
+                        (
+                            [k[0] for k in handled],
+                            [_dt(k[1]) for k in handled],
+                            [k[2] for k in handled],
+                        ),
+                    )
+        except BaseException:
+            self._drop_broken()
+            raise
+        return out
+
+    def unalerted(self, *, older_than: datetime | None, limit: int = 1000) -> list[int]:
+        """Ids of stored findings no alert has acted on, oldest first."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    """SELECT id FROM findings WHERE alerted_at IS NULL
+                          AND (%s::timestamptz IS NULL OR created_at < %s)
+                        ORDER BY id LIMIT %s""",
+                    (older_than, older_than, limit),
+                ).fetchall()
+        except BaseException:
+            self._drop_broken()
+            raise
+        return [int(r[0]) for r in rows]
+
+    # -- events ------------------------------------------------------------------------
+    def unhandled_events(self, *, older_than: datetime | None, limit: int = 10_000) -> list[Event]:
+        """Stored events the detectors have not seen (a crash came between), oldest first."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    f"""SELECT device_id, ts, seq, kind, detail FROM device_events
+                         WHERE handled_at IS NULL AND kind IN {_DETECTED_SQL}
+                           AND (%s::timestamptz IS NULL OR received_at < %s)
+                         ORDER BY ts, device_id, seq LIMIT %s""",
+                    (older_than, older_than, limit),
+                ).fetchall()
+        except BaseException:
+            self._drop_broken()
+            raise
+        return [
+            Event(_ms(ts), int(seq), dev, EventKind(kind), dict(detail or {}))
+            for dev, ts, seq, kind, detail in rows
+        ]
+
+    # -- replay of accelerometer bursts --------------------------------------------------
+    def replay_floor(self, now: datetime, *, window_s: float, margin_s: float) -> datetime:
+        """Where a restart replays bursts from: the last state save minus ``margin_s`` (about
+        when the ingester died), and never more than ``window_s`` before ``now``."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT max(updated_at) FROM detector_state WHERE detector = 'fall'"
+                ).fetchone()
+        except BaseException:
+            self._drop_broken()
+            raise
+        oldest = now - timedelta(seconds=window_s)
+        last: datetime | None = row[0] if row is not None else None
+        if last is None:
+            return oldest
+        return max(oldest, last - timedelta(seconds=margin_s))
+
+    def bursts_since(self, since: datetime, *, chunk: int = 20_000) -> Iterator[list[Reading]]:
+        """Stored accelerometer bursts from ``since`` on (device time), per device in time
+        order, in chunks of ``chunk`` readings (a server-side cursor)."""
+        with (
+            psycopg.connect(self._url, connect_timeout=self._timeout) as conn,
+            conn.transaction(),
+            conn.cursor(name="anxin_replay") as cur,
+        ):
+            cur.execute(
+                """SELECT device_id, ts, seq, rate_hz, scale_g, samples FROM accel_bursts
+                    WHERE ts >= %s ORDER BY device_id, ts, seq""",
+                (since,),
+            )
+            while rows := cur.fetchmany(chunk):
+                yield [
+                    Reading(
+                        _ms(ts),
+                        int(seq),
+                        dev,
+                        accel=AccelBurst(float(rate), float(scale), bytes(s)),
+                    )
+                    for dev, ts, seq, rate, scale, s in rows
+                ]
+
+    # -- per-device detector state ----------------------------------------------------------
+    def save_state(self, rows: Sequence[StateRow]) -> None:
+        """Upsert per-device state rows in one COPY and one statement (own connection)."""
+        with (
+            psycopg.connect(self._url, connect_timeout=self._timeout) as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                "CREATE TEMP TABLE _state_stage (LIKE detector_state INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+            with cur.copy(
+                "COPY _state_stage (device_id, detector, state, updated_at) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                """INSERT INTO detector_state (device_id, detector, state, updated_at)
+                   SELECT device_id, detector, state, updated_at FROM _state_stage
+                   ON CONFLICT (device_id, detector)
+                   DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"""
+            )
+
+    def load_state(self) -> list[tuple[str, str, bytes]]:
+        """Every saved (device_id, detector, state)."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT device_id, detector, state FROM detector_state ORDER BY device_id"
+                ).fetchall()
+        except BaseException:
+            self._drop_broken()
+            raise
+        return [(d, k, bytes(s)) for d, k, s in rows]
