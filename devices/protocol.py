@@ -64,6 +64,8 @@ class Reason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     RETIRED_DEVICE = "retired_device"
     STORAGE_REJECTED = "storage_rejected"
+    BAD_TEXT = "bad_text"
+    DUPLICATE_KEY = "duplicate_key"
 
 
 class ProtocolError(ValueError):
@@ -398,8 +400,64 @@ def _check_version(version: Any) -> None:
         )
 
 
-def _typed(decoder: msgspec.json.Decoder[Any], payload: bytes, limits: Limits) -> Any:
+_GENERIC = msgspec.json.Decoder()
+_REENCODE = msgspec.json.Encoder()
+
+
+def _keys(payload: bytes) -> int:
+    """Object keys in a JSON text: each is a string followed by ``:``; ``\\":`` can only be
+    an escaped quote inside a string."""
+    return payload.count(b'":') - payload.count(b'\\":')
+
+
+def _check_duplicate_keys(payload: bytes) -> None:
+    """Refuse an object that names a key twice (JSON leaves it to the reader which one counts;
+    a device and Anxin must not read one message two ways). Decoding to plain objects keeps one
+    of each key, so their re-encoding has fewer keys exactly when the payload repeated one."""
+    try:
+        again = _REENCODE.encode(_GENERIC.decode(payload))
+    except (msgspec.MsgspecError, RecursionError):
+        return  # the typed decode says what is wrong with it
+    if _keys(again) != _keys(payload):
+        raise ProtocolError(Reason.DUPLICATE_KEY, "an object of the payload names a key twice")
+
+
+def _has_nul(node: Any) -> bool:
+    if isinstance(node, str):
+        return "\x00" in node
+    if isinstance(node, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_nul(v) for v in node)
+    return False
+
+
+def _check_text(payload: bytes) -> None:
+    """Refuse text that PostgreSQL cannot store (a NUL character, JSON ``\\u0000``), here
+    rather than as a refused batch in the database. Lone surrogates and invalid UTF-8 are
+    already refused by the JSON decoder."""
+    if b"\\u0000" not in payload:
+        return
+    try:
+        doc = _GENERIC.decode(payload)
+    except (msgspec.MsgspecError, RecursionError):
+        return
+    if _has_nul(doc):
+        raise ProtocolError(
+            Reason.BAD_TEXT, "a text of the payload holds a NUL character (\\u0000)"
+        )
+
+
+def _typed(
+    decoder: msgspec.json.Decoder[Any], payload: bytes, limits: Limits, *, exact_keys: bool = False
+) -> Any:
+    """Decode and check version and text; ``exact_keys`` also refuses repeated keys (events and
+    statuses: few, and an SOS must mean one thing; for telemetry the check would cost a fifth
+    of the ingester's time per message)."""
     _check_size(payload, limits)
+    _check_text(payload)
+    if exact_keys:
+        _check_duplicate_keys(payload)
     try:
         doc = decoder.decode(payload)
     except RecursionError:
@@ -630,7 +688,7 @@ def _batch_salvage(payload: bytes, limits: Limits) -> Any:
 
 def decode_event(topic_device: str, payload: bytes, limits: Limits) -> Decoded:
     """Decode an event: ``{"v":1,"ts":..,"seq":..,"type":"sos"|"fall"|"cancel"|"button"}``."""
-    doc: EventWire = _typed(_EVENT, payload, limits)
+    doc: EventWire = _typed(_EVENT, payload, limits, exact_keys=True)
     ts = _timestamp(doc.ts, "payload", limits)
     event = Event(ts, doc.seq, doc.dev or topic_device, doc.type, doc.detail or {})
     return Decoded(Channel.EVENT, topic_device, events=[event])
@@ -638,7 +696,7 @@ def decode_event(topic_device: str, payload: bytes, limits: Limits) -> Decoded:
 
 def decode_status(topic_device: str, payload: bytes, limits: Limits) -> Decoded:
     """Decode a status (also the Last Will): ``{"v":1,"ts":..,"online":bool,...}``."""
-    doc: StatusWire = _typed(_STATUS, payload, limits)
+    doc: StatusWire = _typed(_STATUS, payload, limits, exact_keys=True)
     ts = _timestamp(doc.ts, "payload", limits)
     return Decoded(
         Channel.STATUS,

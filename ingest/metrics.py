@@ -116,6 +116,7 @@ class IngestMetrics:
     device_to_commit_seconds: BulkHistogram
     queue_depth: Gauge
     db_retries: Counter
+    db_refusals: Counter
     connected: Gauge
 
 
@@ -164,6 +165,11 @@ def create_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
         ),
         db_retries=Counter(
             "anxin_ingest_db_retries", "Batch writes retried after a database error.", registry=reg
+        ),
+        db_refusals=Counter(
+            "anxin_ingest_db_refusals",
+            "Batches the database refused for their content (then split to find the message).",
+            registry=reg,
         ),
         connected=Gauge(
             "anxin_ingest_broker_connected", "1 while connected to the broker.", registry=reg

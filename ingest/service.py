@@ -25,6 +25,7 @@ So:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import random
@@ -255,36 +256,61 @@ class IngestService:
                 jitter = 0.8 + 0.4 * random.random()  # noqa: S311 - jitter, not a secret
                 delay = min(self.settings.ingest.retry_max_s, delay * 2) * jitter
 
-    def _write(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> WriteResult:
+    def _write(
+        self, store: TelemetryStore, pending: list[_Pending], batch: Batch
+    ) -> tuple[WriteResult, Batch]:
         """Write the batch, retrying while the database is away. A batch the database refuses
-        for its content is split so one bad message is dead-lettered and the rest stored."""
+        for its content is halved until each refused message stands alone: it is
+        dead-lettered and the rest stored. Returns the result and what was stored (the sinks
+        see nothing the database refused)."""
         try:
-            return self._with_db_retry(lambda: store.write(batch))
-        except psycopg.OperationalError:
+            return self._with_db_retry(lambda: store.write(batch)), batch
+        except (psycopg.OperationalError, _Stopping):
             raise
-        except psycopg.Error:
-            log.exception("database refused a batch; writing its messages one by one")
-            return self._write_one_by_one(store, pending)
+        except Exception as exc:
+            self.metrics.db_refusals.inc()
+            log.warning(
+                "database refused a batch of %d messages (%s); splitting it",
+                len(pending),
+                str(exc).strip()[:200],
+            )
+            return self._write_split(store, pending)
 
-    def _write_one_by_one(self, store: TelemetryStore, pending: list[_Pending]) -> WriteResult:
+    def _write_split(
+        self, store: TelemetryStore, pending: list[_Pending]
+    ) -> tuple[WriteResult, Batch]:
+        """Bisect a refused batch: about 2 k log2(n / k) transactions for k bad messages among
+        n, instead of n (one poisoned message among 4,000 took the ingester to 420 messages/s
+        when each was written on its own)."""
         stored = dup = dead = 0
-        for p in pending:
-            msg, received_ms, _gen, _order = p
-            single = self._process([p])
+        kept = Batch()
+        parts = [pending]
+        while parts:
+            part = parts.pop()
+            batch = self._process(part)
             try:
-                res = self._with_db_retry(lambda b=single: store.write(b))  # type: ignore[misc]
-                stored += res.stored
-                dup += res.duplicates
-                dead += res.dead_letters
-            except psycopg.OperationalError:
+                res = self._with_db_retry(lambda b=batch: store.write(b))  # type: ignore[misc]
+            except (psycopg.OperationalError, _Stopping):
                 raise
-            except psycopg.Error as exc:
-                reason, detail = Reason.STORAGE_REJECTED, str(exc)[:500]
+            except Exception as exc:
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    parts += [part[mid:], part[:mid]]  # the first half next: order is kept
+                    continue
+                msg, received_ms, _gen, _order = part[0]
+                reason, detail = Reason.STORAGE_REJECTED, str(exc).strip()[:500]
+                log.warning("message on %s refused by the database: %s", msg.topic, detail)
                 letter = DeadLetter(received_ms, msg.topic, None, reason, detail, msg.payload)
-                refused = Batch(dead_letters=[letter])
+                refused = Batch(dead_letters=[letter], messages=1)
                 self._with_db_retry(lambda b=refused: store.write(b))  # type: ignore[misc]
+                _extend(kept, refused)
                 dead += 1
-        return WriteResult(stored, dup, dead, True)
+                continue
+            stored += res.stored
+            dup += res.duplicates
+            dead += res.dead_letters
+            _extend(kept, batch)
+        return WriteResult(stored, dup, dead, True), kept
 
     def _ack(self, pending: list[_Pending]) -> None:
         with self._ack_lock:
@@ -470,7 +496,7 @@ class IngestService:
                     return
                 seq, pending, batch = item
                 started = time.perf_counter()
-                result = self._write(store, pending, batch)
+                result, batch = self._write(store, pending, batch)
                 commit_s = time.perf_counter() - started
                 self._wait_turn(seq)
                 try:
@@ -510,7 +536,7 @@ class IngestService:
 
     def _commit(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> None:
         started = time.perf_counter()
-        result = self._write(store, pending, batch)
+        result, batch = self._write(store, pending, batch)
         self._after_commit(pending, batch, result, time.perf_counter() - started)
 
     def _after_commit(
@@ -541,3 +567,13 @@ class IngestService:
     @property
     def inbox_depth(self) -> int:
         return self._waiting()
+
+
+def _extend(into: Batch, part: Batch) -> None:
+    """Append what ``part`` holds to ``into`` (the stored parts of a split batch, in order)."""
+    for f in dataclasses.fields(Batch):
+        value = getattr(part, f.name)
+        if isinstance(value, list):
+            getattr(into, f.name).extend(value)
+    into.duplicates_in_batch += part.duplicates_in_batch
+    into.messages += part.messages

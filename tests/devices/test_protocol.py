@@ -726,6 +726,56 @@ REFUSALS: list[tuple[str, Any, Reason, str]] = [
         "payload.ts is 0",
     ),
     (
+        "NUL in a position's room",
+        lambda: tel(
+            '{"v":1,"ts":%d,"seq":1,"pos":{"lat":31.2,"lon":121.4,"indoor":"kit\\u0000chen"}}' % NOW
+        ),
+        Reason.BAD_TEXT,
+        "NUL character",
+    ),
+    (
+        "NUL in an event's detail key",
+        lambda: proto.decode_event(
+            "wb-0001", b'{"v":1,"ts":%d,"seq":1,"type":"sos","detail":{"\\u0000":1}}' % NOW, LIMITS
+        ),
+        Reason.BAD_TEXT,
+        "NUL character",
+    ),
+    (
+        "NUL in a status's firmware",
+        lambda: proto.decode_status(
+            "wb-0001", b'{"v":1,"ts":%d,"online":true,"fw":"2.\\u0000"}' % NOW, LIMITS
+        ),
+        Reason.BAD_TEXT,
+        "NUL character",
+    ),
+    (
+        "event naming its type twice",
+        lambda: proto.decode_event(
+            "wb-0001", b'{"v":1,"ts":%d,"seq":1,"type":"sos","type":"button"}' % NOW, LIMITS
+        ),
+        Reason.DUPLICATE_KEY,
+        "names a key twice",
+    ),
+    (
+        "status naming online twice",
+        lambda: proto.decode_status(
+            "wb-0001", b'{"v":1,"ts":%d,"online":true,"online":false}' % NOW, LIMITS
+        ),
+        Reason.DUPLICATE_KEY,
+        "names a key twice",
+    ),
+    (
+        "lone surrogate in an event",
+        lambda: proto.decode_event(
+            "wb-0001",
+            b'{"v":1,"ts":%d,"seq":1,"type":"sos","detail":{"a":"\\ud800"}}' % NOW,
+            LIMITS,
+        ),
+        Reason.MALFORMED_JSON,
+        "not JSON",
+    ),
+    (
         "command of version 2",
         lambda: proto.decode_command(b'{"v":2,"id":"c","ts":1,"type":"call_back"}'),
         Reason.UNSUPPORTED_VERSION,
@@ -854,6 +904,16 @@ def _message_for(reason: Reason) -> str:
     if reason in decoder_inputs:
         with pytest.raises(ProtocolError) as info:
             tel(decoder_inputs[reason])
+        return str(info.value)
+    if reason is Reason.BAD_TEXT:
+        with pytest.raises(ProtocolError) as info:
+            tel(b'{"v":1,"ts":%d,"seq":7,"pos":{"lat":1,"lon":2,"indoor":"\\u0000"}}' % T0)
+        return str(info.value)
+    if reason is Reason.DUPLICATE_KEY:
+        with pytest.raises(ProtocolError) as info:
+            proto.decode_event(
+                "wb-0001", b'{"v":1,"ts":%d,"seq":7,"seq":8,"type":"sos"}' % T0, LIMITS
+            )
         return str(info.value)
     if reason is Reason.UNKNOWN_TOPIC:
         return _pipeline_message("anxin/v1/dev/wb-0001/cmd", hr % T0)
