@@ -594,6 +594,15 @@ class MqttClient:
         """Acknowledge many QoS 1 messages (received with ``manual_ack``) at once."""
         self._client.ack_many(mids)
 
+    def flush_out(self, timeout_s: float) -> bool:
+        """Wait until every queued packet is written to the socket (at most ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while self._client._out_packet:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
     def pending_out(self) -> int:
         """Messages published but not yet acknowledged by the broker."""
         return len(self._client._out_messages)

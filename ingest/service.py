@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import random
 import threading
@@ -139,6 +140,11 @@ class IngestService:
         self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
+        # Test-only crash point (tests/ingest/test_fault_injection.py): exit the process right
+        # after the Nth batch holding events is acknowledged, before detection and alerting,
+        # so that the window between them is certain to be hit. Unset, it costs one check.
+        crash = os.environ.get("ANXIN_TEST_EXIT_AFTER_EVENT_ACKS")
+        self._exit_after_event_acks = int(crash) if crash else None
         self._client.on_raw_messages(self._on_messages)
         self._now_ms = self._clock.now_ms
         self._client.on_connect(self._on_connect)
@@ -543,6 +549,8 @@ class IngestService:
         self, pending: list[_Pending], batch: Batch, result: WriteResult, commit_s: float
     ) -> None:
         self._ack(pending)
+        if self._exit_after_event_acks is not None and batch.device_events:
+            self._test_crash_point(pending)
         now_ms = self._clock.now_ms()
         self._account(batch, result, commit_s, now_ms, pending)
         for sink in self._sinks:
@@ -550,6 +558,24 @@ class IngestService:
                 sink(batch, now_ms)
             except Exception:
                 log.exception("batch sink %r failed; the batch is stored and acknowledged", sink)
+
+    def _test_crash_point(self, pending: list[_Pending]) -> None:
+        assert self._exit_after_event_acks is not None  # noqa: S101 - the caller checked
+        self._exit_after_event_acks -= 1
+        if self._exit_after_event_acks > 0:
+            return
+        # The events' PUBACKs may wait behind earlier telemetry; the other lane releases them.
+        # Hold this lane (detection has not run) until they are out, then exit.
+        last = max(order for _m, _r, _g, order in pending)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            with self._ack_lock:
+                if self._ack_next > last:
+                    break
+            time.sleep(0.005)
+        self._client.flush_out(2.0)  # the PUBACK reaches the broker: it will not resend
+        log.warning("test crash point: exiting after acknowledging events, before detection")
+        os._exit(70)
 
     def add_sink(self, sink: BatchSink) -> None:
         self._sinks.append(sink)
