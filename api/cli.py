@@ -28,7 +28,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if args.db_command == "upgrade":
-        result = db.upgrade(settings.db.url)
+        result = db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
         applied = ", ".join(f"{v:04d}" for v in result.applied) or "none (up to date)"
         print(f"schema at version {result.current} ({result.mode} mode); applied: {applied}")
         return 0
@@ -243,7 +243,7 @@ def _alerts_worker(argv: list[str]) -> int:
         prog="anxin alerts worker", description=_alerts_worker.__doc__
     ).parse_args(argv)
     settings = load_settings()
-    db.upgrade(settings.db.url)
+    db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
     stop = threading.Event()
     _stop_on_signals(stop)
     directory = PostgresDirectory(

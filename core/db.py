@@ -93,23 +93,68 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def detect_mode(conn: psycopg.Connection[Any]) -> StorageMode:
-    """TimescaleDB when the extension is installed in this database or can be created."""
-    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-    if row is not None:
+PRELOAD_HINT = (
+    "TimescaleDB is installed on the server but not preloaded. Add it to postgresql.conf, "
+    "shared_preload_libraries = 'timescaledb' (keeping any libraries already listed there), "
+    "and restart PostgreSQL"
+)
+
+
+def choose_mode(*, installed: bool, available: bool, preloaded: bool, require: bool) -> StorageMode:
+    """Pure: the storage mode for what the server offers; refuses when TimescaleDB is
+    required and cannot be had, saying what to change.
+
+    Args:
+        installed: The extension exists in this database already.
+        available: The server has the extension's files (``pg_available_extensions``).
+        preloaded: ``shared_preload_libraries`` names timescaledb (without it ``CREATE
+            EXTENSION`` ends the connection with FATAL).
+        require: The operator asked for TimescaleDB (``ANXIN_DB__REQUIRE_TIMESCALE``).
+    """
+    if installed:
         return StorageMode.TIMESCALE
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    if available is None:
-        return StorageMode.NATIVE
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as exc:
-        log.warning("timescaledb is available but cannot be created (%s); using native tables", exc)
-        return StorageMode.NATIVE
-    return StorageMode.TIMESCALE
+    if available and preloaded:
+        return StorageMode.TIMESCALE
+    if require:
+        if available:
+            raise DatabaseError(f"{PRELOAD_HINT}, or unset ANXIN_DB__REQUIRE_TIMESCALE.")
+        raise DatabaseError(
+            "TimescaleDB is required (ANXIN_DB__REQUIRE_TIMESCALE=true) but the server does not "
+            "have the extension: install the timescaledb package for this PostgreSQL version."
+        )
+    return StorageMode.NATIVE
+
+
+def detect_mode(conn: psycopg.Connection[Any], *, require: bool = False) -> StorageMode:
+    """TimescaleDB when the extension is installed in this database or can be created;
+    native tables otherwise (with a warning that says what to change when TimescaleDB is
+    there but not preloaded), or :class:`DatabaseError` when ``require`` is set."""
+    installed = (
+        conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        is not None
+    )
+    available = (
+        conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+        is not None
+    )
+    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    libraries = {lib.strip().strip('"') for lib in str(row[0] if row else "").split(",")}
+    preloaded = "timescaledb" in libraries
+    mode = choose_mode(
+        installed=installed, available=available, preloaded=preloaded, require=require
+    )
+    if available and not installed and not preloaded:
+        log.warning("%s; using native PostgreSQL tables meanwhile.", PRELOAD_HINT)
+    if mode is StorageMode.TIMESCALE and not installed:
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error as exc:
+            if require or conn.closed or conn.broken:
+                raise DatabaseError(f"CREATE EXTENSION timescaledb failed: {exc}") from exc
+            log.warning("timescaledb cannot be created (%s); using native tables", exc)
+            return StorageMode.NATIVE
+    return mode
 
 
 def _statements(script: str) -> list[str]:
@@ -146,8 +191,11 @@ class UpgradeResult:
     current: int
 
 
-def upgrade(url: str) -> UpgradeResult:
-    """Apply every migration not applied yet. Idempotent; safe to run from several processes."""
+def upgrade(url: str, *, require_timescale: bool = False) -> UpgradeResult:
+    """Apply every migration not applied yet. Idempotent; safe to run from several processes.
+
+    ``require_timescale`` (``ANXIN_DB__REQUIRE_TIMESCALE``): refuse native mode.
+    """
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
@@ -162,7 +210,9 @@ def upgrade(url: str) -> UpgradeResult:
             modes = set(done.values())
             if len(modes) > 1:
                 raise DatabaseError(f"Schema was migrated in several modes: {sorted(modes)}")
-            mode = StorageMode(modes.pop()) if modes else detect_mode(conn)
+            mode = (
+                StorageMode(modes.pop()) if modes else detect_mode(conn, require=require_timescale)
+            )
             applied: list[int] = []
             for migration in load_migrations():
                 if migration.version in done:

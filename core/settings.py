@@ -56,6 +56,11 @@ class DatabaseSettings(_Section):
     connect_timeout_s: float = Field(
         5.0, gt=0, le=120, description="Timeout of one connection attempt."
     )
+    require_timescale: bool = Field(
+        False,
+        description="Refuse to create the schema on plain PostgreSQL: a new database must get "
+        "TimescaleDB (installed and preloaded), or the migration stops with what to change.",
+    )
 
     @field_validator("url")
     @classmethod

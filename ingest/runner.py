@@ -27,7 +27,7 @@ def run_ingest(
     settings: Settings, stop: threading.Event, service: IngestService | None = None
 ) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
-    db.upgrade(settings.db.url)
+    db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None

@@ -25,7 +25,7 @@ def simulate(
 ) -> int:
     ids = [f"{prefix_id}-{i:05d}" for i in range(devices)]
     if register:
-        db.upgrade(settings.db.url)
+        db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
         with db.connect(settings.db.url) as conn:
             added = ensure_devices(conn, ids)
         log.info("registered %d new simulated devices", added)

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from core import db
+from core.errors import DatabaseError
 from tests.services import ROOT, fresh_database
 
 pytestmark = pytest.mark.integration
@@ -84,3 +85,54 @@ def test_db_info_command_reports_mode_and_version(db_url: str) -> None:
     assert out.returncode == 0, out.stderr
     assert "mode:" in out.stdout and "schema:     version" in out.stdout
     assert "native" in out.stdout or "timescale" in out.stdout
+
+
+# --------------------------------------------------------------------------- TimescaleDB present
+
+
+@pytest.mark.parametrize(
+    ("installed", "available", "preloaded", "require", "expected"),
+    [
+        (True, True, True, False, db.StorageMode.TIMESCALE),
+        (True, True, True, True, db.StorageMode.TIMESCALE),
+        (False, True, True, False, db.StorageMode.TIMESCALE),
+        (False, False, False, False, db.StorageMode.NATIVE),
+        # Installed on the server, not preloaded: CREATE EXTENSION would end the connection.
+        (False, True, False, False, db.StorageMode.NATIVE),
+    ],
+)
+def test_storage_mode_follows_what_the_server_offers(
+    installed: bool, available: bool, preloaded: bool, require: bool, expected: db.StorageMode
+) -> None:
+    got = db.choose_mode(
+        installed=installed, available=available, preloaded=preloaded, require=require
+    )
+    assert got is expected
+
+
+def test_timescale_present_but_not_preloaded_is_refused_when_required_with_what_to_add() -> None:
+    with pytest.raises(DatabaseError, match="shared_preload_libraries = 'timescaledb'"):
+        db.choose_mode(installed=False, available=True, preloaded=False, require=True)
+    with pytest.raises(DatabaseError, match="install the timescaledb package"):
+        db.choose_mode(installed=False, available=False, preloaded=False, require=True)
+
+
+@pytest.mark.integration
+def test_required_timescale_on_a_server_without_it_stops_the_migration(
+    postgres_admin_url: str,
+) -> None:
+    """On this server (plain PostgreSQL) a migration that requires TimescaleDB refuses to
+    create native tables, and leaves the database untouched and usable."""
+    with fresh_database(postgres_admin_url, migrate=False) as url:
+        with psycopg.connect(url) as conn:
+            has_ts = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+        if has_ts is not None:
+            pytest.skip("this server has TimescaleDB: the refusal cannot be shown here")
+        with pytest.raises(DatabaseError, match="TimescaleDB is required"):
+            db.upgrade(url, require_timescale=True)
+        with psycopg.connect(url) as conn:
+            tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'vitals'")
+            assert tables.fetchone() == (0,)
+        assert db.upgrade(url).mode is db.StorageMode.NATIVE

@@ -60,9 +60,11 @@ def test_hypertables_compression_retention_and_aggregates_exist(ts_url: str) -> 
 def test_continuous_aggregate_is_used(ts_url: str) -> None:
     with psycopg.connect(ts_url, autocommit=True) as conn:
         conn.execute(
+            # Both readings inside one minute bucket, whenever the test runs.
             "INSERT INTO vitals (ts, device_id, seq, received_at, heart_rate) VALUES "
-            "(now() - interval '10 minutes', 'wb-1', 1, now(), 60), "
-            "(now() - interval '10 minutes' + interval '1 second', 'wb-1', 2, now(), 80)"
+            "(date_trunc('minute', now()) - interval '10 minutes', 'wb-1', 1, now(), 60), "
+            "(date_trunc('minute', now()) - interval '10 minutes' + interval '1 second', "
+            "'wb-1', 2, now(), 80)"
         )
         conn.execute("CALL refresh_continuous_aggregate('vitals_1m', NULL, NULL)")
         row = conn.execute(
