@@ -91,8 +91,24 @@ def main() -> int:
     parser.add_argument("--publishers", type=int, default=4, help="telemetry processes")
     parser.add_argument("--publisher", choices=("raw", "paho"), default="raw",
                         help="telemetry client: bare (raw) or paho-mqtt")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole run")
+    parser.add_argument("--kill-ingester-at", type=float, default=None, metavar="S",
+                        help="SIGKILL the ingester S seconds into the SOS stream, restart it")  # fmt: skip
     args = parser.parse_args()
+    results = [_run(args) for _ in range(args.runs)]
+    p99s = [r[0] for r in results if r[0] is not None]
+    if args.runs > 1:
+        print("\nall runs, p99 of SOS publish -> 120 push (ms):",
+              ", ".join(f"{p:.0f}" if p is not None else "-" for p, _ok in results))  # fmt: skip
+        if p99s:
+            med = statistics.median(p99s)
+            print(f"median of p99 over {len(p99s)} runs: {med:.0f} ms; "
+                  f"target p99 <= 100 ms: {'met' if med <= 100 else 'NOT met'}")  # fmt: skip
+    return 0 if all(ok for _p, ok in results) else 1
 
+
+def _run(args: argparse.Namespace) -> tuple[float | None, bool]:
+    """One whole run; (p99 in ms or None, every SOS pushed)."""
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-alerts-"))
     broker = PrivateBroker()
     broker.start()
@@ -143,8 +159,19 @@ def main() -> int:
             client.connect_inline()
             sent_at: dict[str, float] = {}
             t0 = time.monotonic()
+            killed = args.kill_ingester_at is None
             for i, device in enumerate(sos):
                 due = t0 + i / args.rate
+                if not killed and due - t0 >= args.kill_ingester_at:
+                    # An ingester that dies mid-stream: SIGKILL, then started again at once.
+                    procs[0].kill()
+                    procs[0].wait(10)
+                    with log.open("ab") as out:
+                        procs[0] = subprocess.Popen([sys.executable, "-m", "api.cli", "ingest"],
+                                                    env={**env, "ANXIN_LOG_LEVEL": "INFO"},
+                                                    cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
+                    print(f"ingester killed and restarted {due - t0:.1f} s into the SOS stream")
+                    killed = True
                 while (wait := due - time.monotonic()) > 0:
                     client.pump(min(0.01, wait))
                 payload = encode_event(Event(time.time_ns() // 1_000_000, 1, device, EventKind.SOS))
@@ -210,14 +237,14 @@ def main() -> int:
         f"SOS events: {args.events} at {args.rate}/s"
     )
     print(f"120 pushes received: {len(latencies)} of {args.events}; bad signatures: {bad}")
+    p99 = None
     if latencies:
+        p99 = _percentile(latencies, 0.99)
         print(f"SOS publish -> 120 push received: p50 {statistics.median(latencies):.1f} ms, "
-              f"p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms")  # fmt: skip
-        print(
-            f"target p99 <= 250 ms: {'met' if _percentile(latencies, 0.99) <= 250 else 'NOT met'}"
-        )
+              f"p99 {p99:.1f} ms, slowest {max(latencies):.1f} ms")  # fmt: skip
+        print(f"target p99 <= 100 ms: {'met' if p99 <= 100 else 'NOT met'}")
     print(f"logs: {workdir}")
-    return 0 if len(latencies) == args.events else 1
+    return p99, len(latencies) == args.events
 
 
 if __name__ == "__main__":

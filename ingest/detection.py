@@ -41,10 +41,11 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.clock import Clock, SystemClock
-from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, FallDetector
+from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, FallDetector, sos_finding
 from detectors.findings import DetectorError, Finding, FindingKind, StoredFinding
 from detectors.health import DeviceHealthBatch, health_findings
 from detectors.vitals import News2Settings, Param, news2_findings
+from devices.protocol import EventKind
 from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
 from ingest.pipeline import Batch, DeviceInfo
@@ -58,7 +59,8 @@ DeviceLookup = Callable[[str], DeviceInfo | None]
 
 _EMPTY = EMPTY
 _ACVPU = {"A": 0, "C": 1, "V": 2, "P": 3, "U": 4}
-_DEVICE_EVENTS = frozenset(k.value for k in DETECTED_EVENTS)
+_SOS = frozenset({EventKind.SOS})
+_FALL_EVENTS = frozenset(DETECTED_EVENTS) - _SOS
 _FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
 _P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
 _P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
@@ -319,6 +321,7 @@ class DetectionSink:
         stages: tuple[
             tuple[str, Callable[[Batch, int, Callable[[str], str | None]], list[Finding]]], ...
         ] = (
+            ("sos", self._sos),
             ("events", self._events),
             ("falls", self._falls),
             ("vitals", self._news2),
@@ -328,14 +331,16 @@ class DetectionSink:
         for stage, detect in stages:
             if not self._has_work(stage, batch, now_ms):
                 continue  # an SOS does not wait for the lock only to find nothing to do
-            with self._lock:
+            if stage == "sos":  # no state: never waits for a telemetry batch's detection
                 ok = self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]  # fmt: skip
-            if stage == "events" and ok:
+            else:
+                with self._lock:
+                    ok = self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]  # fmt: skip
+            if stage in ("sos", "events") and ok:
                 # Seen by the detectors: marked handled with the findings, in one transaction.
-                handled = [
-                    (e.device_id, e.ts_ms, e.seq)
-                    for e in batch.device_events
-                    if e.kind.value in _DEVICE_EVENTS
+                kinds = _SOS if stage == "sos" else _FALL_EVENTS
+                handled += [
+                    (e.device_id, e.ts_ms, e.seq) for e in batch.device_events if e.kind in kinds
                 ]
         if findings:
             findings = [
@@ -365,8 +370,10 @@ class DetectionSink:
                 self._guard("persist", lambda: self.persist(now_ms, limit=limit))
 
     def _has_work(self, stage: str, batch: Batch, now_ms: int) -> bool:
+        if stage == "sos":
+            return any(e.kind in _SOS for e in batch.device_events)
         if stage == "events":
-            return bool(batch.device_events)
+            return any(e.kind in _FALL_EVENTS for e in batch.device_events)
         if stage in ("falls", "vitals"):
             return bool(batch.readings)
         # health: signs of life, Last Wills and batteries, or the periodic silence check
@@ -386,10 +393,21 @@ class DetectionSink:
             return False
         return True
 
+    def _sos(
+        self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
+    ) -> list[Finding]:
+        """SOS presses: a finding each at once, nothing to remember (never cancellable)."""
+        return [
+            sos_finding(e.device_id, resident(e.device_id), ts_ms=e.ts_ms, now_ms=now_ms, source="device")
+            for e in sorted(batch.device_events, key=lambda e: e.ts_ms)
+            if e.kind in _SOS
+        ]  # fmt: skip
+
     def _events(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
     ) -> list[Finding]:
-        events = [e for e in batch.device_events if e.kind.value in _DEVICE_EVENTS]
+        """A fall detected on the device, or the wearer's cancel: the fall detector's state."""
+        events = [e for e in batch.device_events if e.kind in _FALL_EVENTS]
         if not events:
             return []
         events.sort(key=lambda e: e.ts_ms)

@@ -107,6 +107,8 @@ def serve(receiver: Receiver) -> Generator[Receiver, None, None]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # As a dispatch centre's server would: answers are not held back by Nagle's algorithm.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
