@@ -1,0 +1,183 @@
+"""Every command the README shows runs as shown.
+
+The lines of the README's "Commands" block are read from the README itself; each has a check
+here that runs it against a fresh database and a private broker, as an operator would type it
+(long-running services are started, checked and stopped with SIGTERM). A line with no check
+fails the test, so a command added to the README gets one. The two commands at the top are run
+elsewhere: ``make test`` by CI (``.ci/run``), ``make demo`` (``anxin demo``) by
+``tests/api/test_demo.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.services import ROOT, PrivateBroker, free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+
+
+def readme_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("## Commands") :]
+    block = block[block.index("```sh") + 5 : block.index("```", block.index("```sh") + 5)]
+    return [line.split("  #", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def _argv(line: str) -> list[str]:
+    argv = shlex.split(line)
+    assert argv[0].startswith(".venv/bin/"), f"README commands run from the venv: {line}"
+    return [str(BIN / argv[0].removeprefix(".venv/bin/")), *argv[1:]]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[PrivateBroker]:
+    b = PrivateBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def env(db_url: str, broker: PrivateBroker, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANXIN_DB__URL": db_url,
+        "ANXIN_MQTT__URL": broker.url,
+        "ANXIN_INGEST__METRICS_PORT": str(free_port()),
+        "ANXIN_API__PORT": str(free_port()),
+        "ANXIN_MQTT__CLIENT_ID": f"readme-{tmp_path.name}",
+    }
+
+
+def _run(line: str, env: dict[str, str], timeout: float = 300) -> str:
+    done = subprocess.run(
+        _argv(line), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout + done.stderr
+
+
+def _serve(line: str, env: dict[str, str], log: Path, ready: Callable[[], bool]) -> None:
+    """Start a service as the README says, wait until it is ready, stop it with SIGTERM."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(_argv(line), cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        wait_until(lambda: ready() or proc.poll() is not None, 60, f"{line} to be ready")
+        assert proc.poll() is None, f"{line} exited: {log.read_text()[-2000:]}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: the default exit of a signal.
+    assert proc.returncode in (0, -signal.SIGTERM), (
+        f"{line} did not stop: {log.read_text()[-2000:]}"
+    )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - a local test URL
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def check(line: str, env: dict[str, str], tmp: Path) -> None:
+    args = shlex.split(line)[1:]
+    log = tmp / "service.log"
+    if args[:2] == ["db", "upgrade"]:
+        out = _run(line, env).lower()
+        assert "native" in out or "timescale" in out, out
+    elif args[:2] == ["db", "info"]:
+        _run(".venv/bin/anxin db upgrade", env)
+        assert "mode" in _run(line, env).lower()
+    elif args == ["ingest"]:
+        _serve(line, env, log, lambda: log.exists() and b"subscribed to" in log.read_bytes())
+    elif args[:2] == ["alerts", "worker"]:
+        _run(".venv/bin/anxin db upgrade", env)
+        _serve(line, env, log, lambda: log.exists() and b"worker started" in log.read_bytes())
+    elif args == ["api"]:
+        port = env["ANXIN_API__PORT"]
+        _serve(line, env, log, lambda: _http_ok(f"http://127.0.0.1:{port}/health"))
+    elif args[:2] == ["tokens", "create"]:
+        _run(".venv/bin/anxin db upgrade", env)
+        out = _run(line, env)
+        assert re.search(r"[A-Za-z0-9_-]{20,}", out), out
+    elif args[0] == "simulate":
+        # Real time as shown; the ingester runs meanwhile and stores what the fleet sends.
+        with log.open("wb") as out:
+            ingest = subprocess.Popen(_argv(".venv/bin/anxin ingest"), cwd=ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_until(lambda: b"subscribed to" in log.read_bytes(), 60, "the ingester")
+            _run(line, env, timeout=180)
+            devices, seconds = (
+                int(args[args.index("--devices") + 1]),
+                int(args[args.index("--seconds") + 1]),
+            )
+            with psycopg.connect(env["ANXIN_DB__URL"]) as conn:
+
+                def stored() -> int:
+                    row = conn.execute("SELECT count(*) FROM vitals").fetchone()
+                    conn.commit()
+                    return int(row[0]) if row else 0
+
+                wait_until(lambda: stored() >= devices * seconds, 60, "the fleet's readings")
+        finally:
+            ingest.send_signal(signal.SIGTERM)
+            ingest.wait(30)
+    elif args[:2] == ["devices", "add"]:
+        _run(".venv/bin/anxin db upgrade", env)
+        out = _run(line, env)
+        assert args[2] in out
+    elif args[:2] == ["detectors", "evaluate-falls"]:
+        # Minutes of cross-validation: tests/detectors run these lines as written.
+        test = ROOT / "tests" / "detectors"
+        assert any(line.split(".venv/bin/anxin ", 1)[1] in p.read_text() or "readme" in p.name
+                   for p in test.glob("test_*.py")), f"no test runs {line}"  # fmt: skip
+    elif args[0].startswith("bench/"):
+        pytest.skip("benchmarks run for minutes; tests/test_readme.py::test_benchmarks_start")
+    else:
+        pytest.fail(f"the README shows {line!r} and no test runs it: add a check here")
+
+
+@pytest.mark.parametrize("line", readme_commands())
+def test_readme_command_runs_as_shown(line: str, env: dict[str, str], tmp_path: Path) -> None:
+    check(line, env, tmp_path)
+
+
+def test_the_readme_shows_commands() -> None:
+    assert len(readme_commands()) >= 8
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench/ingest.py", "--devices", "20", "--seconds", "2", "--naive-seconds", "1",
+         "--repeat", "1", "--live-devices", "20", "--live-seconds", "2", "--publishers", "1"],
+    ],
+    ids=["ingest"],
+)  # fmt: skip
+def test_benchmarks_start(argv: list[str]) -> None:
+    """The README's benchmark scripts, on a small load (their full runs take minutes)."""
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "msg/s" in done.stdout
