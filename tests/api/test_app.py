@@ -21,6 +21,8 @@ from devices.registry import ensure_devices
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
+# Set when the module's database is seeded (not at import: the whole suite is collected first,
+# minutes before these tests run, and "last minute" counts are relative to the seeding).
 NOW = datetime.now(UTC)
 BINARY = bytes(range(256)) * 2
 LONG_TEXT = "é" * 5000  # 10 000 bytes of UTF-8, cut in the middle of a character below
@@ -100,6 +102,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def seeded(database_url: str) -> str:
+    global NOW  # noqa: PLW0603 - the seeding time the module's assertions are relative to
+    NOW = datetime.now(UTC)
     _seed(database_url)
     return database_url
 

@@ -1112,6 +1112,10 @@ def test_valid_readings_round_trip(batch: list[Reading], topic_device: str) -> N
     assert decoded.readings == batch
 
 
+# Any text but NUL, which the database cannot store and the decoder refuses (bad_text).
+_TEXT = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=8)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.builds(
@@ -1121,7 +1125,7 @@ def test_valid_readings_round_trip(batch: list[Reading], topic_device: str) -> N
         device_id=st.just("wb-0001"),
         kind=st.sampled_from(EventKind),
         detail=st.dictionaries(
-            st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=3
+            _TEXT, st.integers() | _TEXT | st.booleans(), max_size=3
         ),
     )
 )
