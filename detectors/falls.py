@@ -32,13 +32,23 @@ catch-up passes when one burst holds two candidates). Everything else is array w
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from detectors.events import DeviceEventKind, device_event_findings, sos_finding
+from detectors.fall_config import FallConfig
+from detectors.fall_features import (
+    FallFeatures,
+    angle_deg,
+    fall_features,
+    masked_mean_vec,
+    masked_std,
+    take_row,
+)
+from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch
+from detectors.fall_state import NONE, FallStateStore, RateTable
 from detectors.findings import (
     DetectorInputError,
     DeviceEventEvidence,
@@ -50,611 +60,22 @@ from detectors.findings import (
     Severity,
 )
 
+__all__ = [
+    "MAX_RATE_HZ",
+    "MIN_RATE_HZ",
+    "DeviceEventKind",
+    "FallBatch",
+    "FallConfig",
+    "FallDetector",
+    "FallFeatures",
+    "FallStateStore",
+    "fall_features",
+    "sos_finding",
+]
+
 F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-I32 = npt.NDArray[np.int32]
 B8 = npt.NDArray[np.bool_]
-
-MIN_RATE_HZ = 25
-MAX_RATE_HZ = 100
-_NONE = -1
-_MAGIC = b"AXF1"
-_HEADER = struct.Struct("<4sHI q d q q q q q 3f")
-
-
-@dataclass(frozen=True)
-class FallConfig:
-    """Thresholds and windows of the fall detector.
-
-    The defaults were chosen by subject-wise cross-validation on SisFall (see
-    ``docs/detection.md``); ``intensity_g`` is the main threshold (the trade-off curve sweeps it).
-
-    Attributes:
-        candidate_g: Magnitude in g that opens a candidate impact.
-        peak_g: Smallest peak magnitude in g for a fall.
-        intensity_g: Smallest mean ``| |a| - 1 |`` over 1 s around the impact, in g.
-        orientation_deg: Smallest change of the gravity direction, before vs after, in degrees.
-        stillness_g: Largest standard deviation of ``|a|`` after the impact, in g.
-        merge_s: Seconds after the first crossing searched for the impact peak.
-        pre_start_s: Start of the "before" window, seconds before the impact.
-        pre_end_s: End of the "before" window, seconds before the impact.
-        post_start_s: Start of the "after" window, seconds after the impact.
-        post_end_s: End of the "after" window, seconds after the impact; the suspected finding
-            comes this long after the impact (plus up to one burst).
-        confirm_s: Length of the confirmation window after the impact, in seconds.
-        recover_s: Seconds of signal used to recognise recovery.
-        recover_deg: Gravity direction within this angle of the one before the fall counts as
-            back on one's feet.
-        recover_std_g: Standard deviation of ``|a|`` above this counts as moving (walking).
-        still_g: Standard deviation of ``|a|`` below this at the end of the window counts as
-            lying still.
-        no_data_grace_s: After the window ends, a silent device is confirmed after this delay.
-        max_burst_s: Longest burst accepted in one call, in seconds (sizes the ring buffer).
-        max_gap_ms: A burst whose start differs from the expected one by more than this
-            restarts the device's buffer (a gap or a clock jump).
-    """
-
-    candidate_g: float = 1.5
-    peak_g: float = 1.5
-    intensity_g: float = 0.25
-    orientation_deg: float = 40.0
-    stillness_g: float = 0.5
-    merge_s: float = 1.0
-    pre_start_s: float = 3.5
-    pre_end_s: float = 1.5
-    post_start_s: float = 1.0
-    post_end_s: float = 2.5
-    confirm_s: float = 30.0
-    recover_s: float = 2.0
-    recover_deg: float = 30.0
-    recover_std_g: float = 0.1
-    still_g: float = 0.05
-    no_data_grace_s: float = 5.0
-    max_burst_s: float = 5.0
-    max_gap_ms: float = 500.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.pre_end_s < self.pre_start_s:
-            raise ValueError(
-                f"FallConfig pre window ({self.pre_start_s}, {self.pre_end_s}) s is invalid; "
-                "expected 0 < pre_end_s < pre_start_s."
-            )
-        if not 0 <= self.post_start_s < self.post_end_s:
-            raise ValueError(
-                f"FallConfig post window ({self.post_start_s}, {self.post_end_s}) s is invalid; "
-                "expected 0 <= post_start_s < post_end_s."
-            )
-        if self.candidate_g > self.peak_g:
-            raise ValueError(
-                f"FallConfig candidate_g={self.candidate_g} is above peak_g={self.peak_g}; "
-                "expected candidate_g <= peak_g, or falls with smaller peaks are never seen."
-            )
-
-    def samples(self, seconds: float, rate_hz: int) -> int:
-        """Number of samples in ``seconds`` at ``rate_hz`` (rounded)."""
-        return round(seconds * rate_hz)
-
-    def ring_len(self, rate_hz: int) -> int:
-        """Ring buffer length in samples: the analysis window plus the longest burst."""
-        return self.samples(
-            self.pre_start_s + self.merge_s + self.post_end_s + self.max_burst_s, rate_hz
-        )
-
-
-def _as_rate_array(rate_hz: int | npt.ArrayLike, n: int) -> I32:
-    rate = np.asarray(rate_hz)
-    if rate.ndim == 0:
-        rate = np.full(n, rate)
-    if rate.shape != (n,):
-        raise DetectorInputError(
-            f"FallBatch rate_hz has shape {rate.shape}; expected a scalar or shape ({n},)."
-        )
-    if rate.dtype.kind == "f":
-        if not np.all(np.isfinite(rate)) or np.any(rate != np.round(rate)):
-            raise DetectorInputError(
-                f"FallBatch rate_hz has values {np.unique(rate)[:5].tolist()}; "
-                "expected whole numbers of Hz."
-            )
-    elif rate.dtype.kind not in "iu":
-        raise DetectorInputError(f"FallBatch rate_hz has dtype {rate.dtype}; expected integers.")
-    bad = (rate < MIN_RATE_HZ) | (rate > MAX_RATE_HZ)
-    if np.any(bad):
-        raise DetectorInputError(
-            f"FallBatch rate_hz has {np.unique(rate[bad])[:5].tolist()} Hz; expected "
-            f"{MIN_RATE_HZ}..{MAX_RATE_HZ} Hz."
-        )
-    return rate.astype(np.int32)
-
-
-@dataclass(frozen=True, eq=False)
-class FallBatch:
-    """The accelerometer bursts of one tick, for many devices, validated once.
-
-    Attributes:
-        device_ids: One id per row, unique within the batch.
-        resident_ids: Resident wearing each device (None if unassigned), same length.
-        t0_ms: int64 ``(n,)``, epoch milliseconds of each burst's first sample.
-        rate_hz: Sample rate per row, 25..100 Hz; a scalar is broadcast. Rows of different rates
-            are processed in groups, one group per rate.
-        samples: float32 ``(n, max_n, 3)``, acceleration in g (x, y, z); row ``i`` holds
-            ``lengths[i]`` samples, the rest is padding (ignored, may be anything finite or not).
-        lengths: int32 ``(n,)``, number of valid samples per row, ``0 <= lengths <= max_n``.
-
-    Raises:
-        DetectorInputError: On a wrong shape, dtype, rate, duplicate device id or a NaN/inf
-            among the valid samples; the message names the value and what was expected.
-    """
-
-    device_ids: Sequence[str]
-    resident_ids: Sequence[str | None]
-    t0_ms: I64
-    rate_hz: I32 | int
-    samples: F32
-    lengths: I32
-
-    def __post_init__(self) -> None:
-        n = len(self.device_ids)
-        if len(self.resident_ids) != n:
-            raise DetectorInputError(
-                f"FallBatch has {len(self.resident_ids)} resident_ids for {n} device_ids; "
-                "expected one per device."
-            )
-        if len(set(self.device_ids)) != n:
-            raise DetectorInputError(
-                "FallBatch device_ids has duplicates; expected each device once per call "
-                "(concatenate its bursts)."
-            )
-        samples = np.asarray(self.samples)
-        if samples.ndim != 3 or samples.shape[0] != n or samples.shape[2] != 3:
-            raise DetectorInputError(
-                f"FallBatch samples has shape {samples.shape}; expected ({n}, max_n, 3)."
-            )
-        if samples.dtype != np.float32:
-            raise DetectorInputError(
-                f"FallBatch samples has dtype {samples.dtype}; expected float32 (g)."
-            )
-        t0 = np.asarray(self.t0_ms)
-        if t0.shape != (n,) or t0.dtype != np.int64:
-            raise DetectorInputError(
-                f"FallBatch t0_ms has shape {t0.shape} and dtype {t0.dtype}; "
-                f"expected int64 of shape ({n},)."
-            )
-        lengths = np.asarray(self.lengths)
-        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise DetectorInputError(
-                f"FallBatch lengths has shape {lengths.shape} and dtype {lengths.dtype}; "
-                f"expected integers of shape ({n},)."
-            )
-        max_n = samples.shape[1]
-        if np.any((lengths < 0) | (lengths > max_n)):
-            raise DetectorInputError(
-                f"FallBatch lengths has values outside 0..{max_n}: "
-                f"{lengths[(lengths < 0) | (lengths > max_n)][:5].tolist()}."
-            )
-        rate = _as_rate_array(self.rate_hz, n)
-        valid = np.arange(max_n)[None, :] < lengths[:, None]
-        finite = np.isfinite(samples).all(axis=2)
-        bad_rows = np.nonzero((valid & ~finite).any(axis=1))[0]
-        if bad_rows.size:
-            names = [self.device_ids[i] for i in bad_rows[:5]]
-            raise DetectorInputError(
-                f"FallBatch samples of devices {names} contain NaN or inf; expected finite g."
-            )
-        object.__setattr__(self, "rate_hz", rate)
-        object.__setattr__(self, "lengths", lengths.astype(np.int32))
-
-    @property
-    def rates(self) -> I32:
-        """Sample rate per row (validated, always an array)."""
-        rate = self.rate_hz
-        assert not isinstance(rate, int)  # noqa: S101 - __post_init__ made it an array
-        return rate
-
-    @classmethod
-    def from_bursts(
-        cls,
-        bursts: Iterable[tuple[str, str | None, int, int, npt.ArrayLike]],
-    ) -> FallBatch:
-        """Pad ragged bursts into a batch.
-
-        Args:
-            bursts: ``(device_id, resident_id, t0_ms, rate_hz, samples (n, 3) in g)`` per device.
-
-        Returns:
-            The validated batch.
-        """
-        items = list(bursts)
-        arrays = [np.asarray(b[4], dtype=np.float32).reshape(-1, 3) for b in items]
-        lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
-        max_n = int(lengths.max()) if items else 0
-        samples = np.zeros((len(items), max_n, 3), dtype=np.float32)
-        for i, a in enumerate(arrays):
-            samples[i, : a.shape[0]] = a
-        return cls(
-            device_ids=[b[0] for b in items],
-            resident_ids=[b[1] for b in items],
-            t0_ms=np.array([b[2] for b in items], dtype=np.int64),
-            rate_hz=np.array([b[3] for b in items], dtype=np.int32),
-            samples=samples,
-            lengths=lengths,
-        )
-
-
-@dataclass
-class _RateTable:
-    """State rows of all devices sending at one rate (structure of arrays)."""
-
-    rate: int
-    ring: int
-    buf: F32 = field(init=False)
-    mag: F32 = field(init=False)
-    n_seen: I64 = field(init=False)
-    t0_abs: F64 = field(init=False)
-    scan_from: I64 = field(init=False)
-    cand_first: I64 = field(init=False)
-    susp_impact_ms: I64 = field(init=False)
-    susp_deadline_ms: I64 = field(init=False)
-    susp_auto: B8 = field(init=False)
-    pre_vec: F32 = field(init=False)
-    used: int = 0
-
-    def __post_init__(self) -> None:
-        self._alloc(16)
-
-    def _alloc(self, cap: int) -> None:
-        self.buf = np.zeros((cap, self.ring, 3), np.float32)
-        self.mag = np.zeros((cap, self.ring), np.float32)
-        self.n_seen = np.zeros(cap, np.int64)
-        self.t0_abs = np.zeros(cap, np.float64)
-        self.scan_from = np.zeros(cap, np.int64)
-        self.cand_first = np.full(cap, _NONE, np.int64)
-        self.susp_impact_ms = np.full(cap, _NONE, np.int64)
-        self.susp_deadline_ms = np.full(cap, _NONE, np.int64)
-        self.susp_auto = np.zeros(cap, np.bool_)
-        self.pre_vec = np.full((cap, 3), np.nan, np.float32)
-
-    _FIELDS = (
-        "buf",
-        "mag",
-        "n_seen",
-        "t0_abs",
-        "scan_from",
-        "cand_first",
-        "susp_impact_ms",
-        "susp_deadline_ms",
-        "susp_auto",
-        "pre_vec",
-    )
-
-    def add_rows(self, k: int) -> I64:
-        cap = self.n_seen.shape[0]
-        if self.used + k > cap:
-            new_cap = max(2 * cap, self.used + k)
-            old = {name: getattr(self, name) for name in self._FIELDS}
-            self._alloc(new_cap)
-            for name, arr in old.items():
-                getattr(self, name)[:cap] = arr
-        rows = np.arange(self.used, self.used + k, dtype=np.int64)
-        self.used += k
-        return rows
-
-    def reset_rows(self, rows: I64) -> None:
-        self.buf[rows] = 0
-        self.mag[rows] = 0
-        self.n_seen[rows] = 0
-        self.t0_abs[rows] = 0
-        self.scan_from[rows] = 0
-        self.cand_first[rows] = _NONE
-        self.susp_impact_ms[rows] = _NONE
-        self.susp_deadline_ms[rows] = _NONE
-        self.susp_auto[rows] = False
-        self.pre_vec[rows] = np.nan
-
-
-class FallStateStore:
-    """Per-device state of the fall detector, kept as arrays grouped by sample rate.
-
-    Per device: a ring buffer of the last ``FallConfig.ring_len`` samples (12 s, 7.2 kB at 50 Hz),
-    the sample counter and clock, a pending candidate and a pending confirmation window. A device
-    that changes rate starts a fresh buffer (its confirmation window is kept).
-
-    Persist with :meth:`to_bytes` / :meth:`from_bytes` (all devices) or
-    :meth:`export_device` / :meth:`import_device` (one device). The bytes hold no machine paths
-    and no pickles.
-    """
-
-    def __init__(self, config: FallConfig | None = None) -> None:
-        self.config = config or FallConfig()
-        self._tables: dict[int, _RateTable] = {}
-        self._where: dict[str, tuple[int, int]] = {}
-        self._free: dict[int, list[int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._where
-
-    def table(self, rate: int) -> _RateTable:
-        tab = self._tables.get(rate)
-        if tab is None:
-            tab = _RateTable(rate, self.config.ring_len(rate))
-            self._tables[rate] = tab
-        return tab
-
-    def rows_for(self, device_ids: Sequence[str], rate: int) -> I64:
-        """Row of each device in the table of ``rate``, creating (or moving) rows as needed."""
-        tab = self.table(rate)
-        rows = np.empty(len(device_ids), np.int64)
-        new: list[int] = []
-        for i, dev in enumerate(device_ids):
-            where = self._where.get(dev)
-            if where is not None and where[0] == rate:
-                rows[i] = where[1]
-            else:
-                new.append(i)
-        if new:
-            free = self._free.setdefault(rate, [])
-            take = min(len(free), len(new))
-            reused = [free.pop() for _ in range(take)]
-            fresh = tab.add_rows(len(new) - take)
-            targets = np.concatenate([np.array(reused, np.int64), fresh])
-            tab.reset_rows(targets)
-            for i, row in zip(new, targets.tolist(), strict=True):
-                dev = device_ids[i]
-                old = self._where.get(dev)
-                if old is not None:
-                    self._move_confirmation(old, tab, row)
-                self._where[dev] = (rate, row)
-                rows[i] = row
-        return rows
-
-    def _move_confirmation(self, old: tuple[int, int], tab: _RateTable, row: int) -> None:
-        src = self._tables[old[0]]
-        tab.susp_impact_ms[row] = src.susp_impact_ms[old[1]]
-        tab.susp_deadline_ms[row] = src.susp_deadline_ms[old[1]]
-        tab.susp_auto[row] = src.susp_auto[old[1]]
-        tab.pre_vec[row] = src.pre_vec[old[1]]
-        src.reset_rows(np.array([old[1]], np.int64))
-        self._free.setdefault(old[0], []).append(old[1])
-
-    def where(self, device_id: str) -> tuple[int, int] | None:
-        """``(rate, row)`` of a device, None if unknown."""
-        return self._where.get(device_id)
-
-    def devices(self) -> list[str]:
-        """Ids of all devices with state."""
-        return list(self._where)
-
-    def forget(self, device_id: str) -> None:
-        """Drop a device's state (device removed from the system)."""
-        where = self._where.pop(device_id, None)
-        if where is not None:
-            self._tables[where[0]].reset_rows(np.array([where[1]], np.int64))
-            self._free.setdefault(where[0], []).append(where[1])
-
-    def pending_confirmations(self) -> list[tuple[str, int, int]]:
-        """``(device_id, impact_ts_ms, deadline_ms)`` of every open confirmation window."""
-        out = []
-        for dev, (rate, row) in self._where.items():
-            tab = self._tables[rate]
-            if tab.susp_deadline_ms[row] != _NONE:
-                out.append((dev, int(tab.susp_impact_ms[row]), int(tab.susp_deadline_ms[row])))
-        return out
-
-    def export_device(self, device_id: str) -> bytes:
-        """Serialise one device's state (about 7 kB at 50 Hz).
-
-        Raises:
-            KeyError: If the device has no state.
-        """
-        rate, row = self._where[device_id]
-        tab = self._tables[rate]
-        n = int(tab.n_seen[row])
-        ring = tab.ring
-        order = (np.arange(n - ring, n) % ring).astype(np.int64)
-        header = _HEADER.pack(
-            _MAGIC,
-            rate,
-            ring,
-            n,
-            float(tab.t0_abs[row]),
-            int(tab.scan_from[row]),
-            int(tab.cand_first[row]),
-            int(tab.susp_impact_ms[row]),
-            int(tab.susp_deadline_ms[row]),
-            int(tab.susp_auto[row]),
-            *(float(v) for v in tab.pre_vec[row]),
-        )
-        body: bytes = tab.buf[row][order].astype("<f4").tobytes()
-        return header + body
-
-    def import_device(self, device_id: str, data: bytes) -> None:
-        """Restore one device's state from :meth:`export_device` bytes.
-
-        Raises:
-            DetectorInputError: If the bytes are not a fall state of this configuration.
-        """
-        if len(data) < _HEADER.size or data[:4] != _MAGIC:
-            raise DetectorInputError(
-                f"Fall state of device {device_id!r} has {len(data)} bytes without the "
-                f"{_MAGIC!r} header; expected bytes from FallStateStore.export_device."
-            )
-        fields = _HEADER.unpack_from(data)
-        rate, ring = int(fields[1]), int(fields[2])
-        if rate < MIN_RATE_HZ or rate > MAX_RATE_HZ or ring != self.config.ring_len(rate):
-            raise DetectorInputError(
-                f"Fall state of device {device_id!r} has rate {rate} Hz and ring {ring}; "
-                f"expected {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz and ring "
-                f"{self.config.ring_len(rate) if MIN_RATE_HZ <= rate <= MAX_RATE_HZ else '?'}."
-            )
-        expected = _HEADER.size + ring * 12
-        if len(data) != expected:
-            raise DetectorInputError(
-                f"Fall state of device {device_id!r} has {len(data)} bytes; expected {expected}."
-            )
-        self.forget(device_id)
-        row = int(self.rows_for([device_id], rate)[0])
-        tab = self._tables[rate]
-        n = int(fields[3])
-        order = (np.arange(n - ring, n) % ring).astype(np.int64)
-        sig = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).reshape(ring, 3)
-        tab.buf[row][order] = sig
-        tab.mag[row] = np.sqrt(np.einsum("ij,ij->i", tab.buf[row], tab.buf[row]))
-        tab.n_seen[row] = n
-        tab.t0_abs[row] = fields[4]
-        tab.scan_from[row] = fields[5]
-        tab.cand_first[row] = fields[6]
-        tab.susp_impact_ms[row] = fields[7]
-        tab.susp_deadline_ms[row] = fields[8]
-        tab.susp_auto[row] = bool(fields[9])
-        tab.pre_vec[row] = fields[10:13]
-
-    def to_bytes(self) -> bytes:
-        """Serialise all devices: a count, then ``(id length, id, state length, state)``."""
-        parts = [struct.pack("<I", len(self._where))]
-        for dev in self._where:
-            name = dev.encode()
-            state = self.export_device(dev)
-            parts.append(struct.pack("<I", len(name)) + name + struct.pack("<I", len(state)))
-            parts.append(state)
-        return b"".join(parts)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, config: FallConfig | None = None) -> FallStateStore:
-        """Restore a store written by :meth:`to_bytes`.
-
-        Raises:
-            DetectorInputError: If the bytes are truncated or not a fall state store.
-        """
-        store = cls(config)
-        try:
-            (count,) = struct.unpack_from("<I", data, 0)
-            pos = 4
-            for _ in range(count):
-                (ln,) = struct.unpack_from("<I", data, pos)
-                dev = data[pos + 4 : pos + 4 + ln].decode()
-                pos += 4 + ln
-                (sl,) = struct.unpack_from("<I", data, pos)
-                store.import_device(dev, data[pos + 4 : pos + 4 + sl])
-                pos += 4 + sl
-        except (struct.error, UnicodeDecodeError) as exc:
-            raise DetectorInputError(
-                f"Fall state store of {len(data)} bytes is truncated or corrupt; expected "
-                "bytes from FallStateStore.to_bytes."
-            ) from exc
-        return store
-
-
-def _angle_deg(u: F32, v: F32) -> F32:
-    """Angle between row vectors, degrees; NaN where either is zero or NaN."""
-    dot = np.einsum("ij,ij->i", u, v)
-    nu = np.linalg.norm(u, axis=1)
-    nv = np.linalg.norm(v, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = dot / (nu * nv)
-    out: F32 = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).astype(np.float32)
-    return out
-
-
-def _masked_mean_vec(x: F32, mask: B8) -> F32:
-    cnt = mask.sum(axis=1)
-    tot = np.einsum("ijk,ij->ik", x, mask.astype(np.float32))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out: F32 = (tot / cnt[:, None]).astype(np.float32)
-    return out
-
-
-def _masked_std(x: F32, mask: B8) -> F32:
-    m = mask.astype(np.float32)
-    cnt = m.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (x * m).sum(axis=1) / cnt
-        var = (((x - mean[:, None]) ** 2) * m).sum(axis=1) / cnt
-    out: F32 = np.sqrt(var).astype(np.float32)
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class FallFeatures:
-    """Context features of candidate impacts (one row per candidate).
-
-    All arrays have shape ``(k,)`` except ``window`` ``(k, w, 3)`` and ``pre_vec`` ``(k, 3)``.
-    """
-
-    peak_g: F32
-    intensity_g: F32
-    orientation_deg: F32
-    stillness_g: F32
-    free_fall_min_g: F32
-    impact_index: I64
-    pre_vec: F32
-    window: F32
-    window_start: I64
-
-    def decide(self, config: FallConfig) -> B8:
-        """Boolean mask of candidates that are suspected falls under ``config``.
-
-        A NaN feature (no "before" signal after a restart, say) never passes.
-        """
-        keep = self.peak_g >= config.peak_g
-        keep &= self.intensity_g >= config.intensity_g
-        keep &= self.orientation_deg >= config.orientation_deg
-        keep &= self.stillness_g <= config.stillness_g
-        return keep
-
-
-def fall_features(
-    win: F32, valid: B8, *, first: int, rate: int, config: FallConfig
-) -> FallFeatures:
-    """Context features of candidates, each centred on its own first crossing.
-
-    Args:
-        win: float32 ``(k, W, 3)`` signal in g, the first crossing at index ``first`` of each row
-            and at least ``merge_s + post_end_s`` of signal after it.
-        valid: bool ``(k, W)``, False where the signal is missing (before a buffer restart).
-        first: Index of the first crossing in every row.
-        rate: Sample rate in Hz.
-        config: Windows.
-
-    Returns:
-        The features; ``impact_index`` is the impact's index in ``win``.
-    """
-    k, w, _ = win.shape
-    s = config.samples
-    mag = np.sqrt(np.einsum("ijk,ijk->ij", win, win))
-    merge = max(1, s(config.merge_s, rate))
-    j = first + np.argmax(mag[:, first : first + merge], axis=1).astype(np.int64)
-    rel = np.arange(w, dtype=np.int64)[None, :] - j[:, None]
-    pre = valid & (rel >= -s(config.pre_start_s, rate)) & (rel < -s(config.pre_end_s, rate))
-    post = valid & (rel >= s(config.post_start_s, rate)) & (rel < s(config.post_end_s, rate))
-    half = s(0.5, rate)
-    around = valid & (rel >= -half) & (rel < half)
-    before = valid & (rel >= -s(1.0, rate)) & (rel <= 0)
-    pre_vec = _masked_mean_vec(win, pre)
-    post_vec = _masked_mean_vec(win, post)
-    dev = np.where(around, np.abs(mag - 1.0), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        intensity = dev.sum(axis=1) / around.sum(axis=1)
-    ff = np.where(before, mag, np.inf).min(axis=1)
-    rows = np.arange(k)
-    # The evidence window: from pre_start_s before the impact to post_end_s after it.
-    wlen = s(config.pre_start_s, rate) + s(config.post_end_s, rate)
-    start = np.clip(j - s(config.pre_start_s, rate), 0, w - wlen)
-    idx = start[:, None] + np.arange(wlen)[None, :]
-    window = np.take_along_axis(win, idx[:, :, None], axis=1) if k else win[:, :wlen]
-    return FallFeatures(
-        peak_g=mag[rows, j].astype(np.float32),
-        intensity_g=intensity.astype(np.float32),
-        orientation_deg=_angle_deg(pre_vec, post_vec),
-        stillness_g=_masked_std(mag, post),
-        free_fall_min_g=ff.astype(np.float32),
-        impact_index=j,
-        pre_vec=pre_vec,
-        window=window.astype(np.float32),
-        window_start=start.astype(np.int64),
-    )
 
 
 def _finding(
@@ -668,14 +89,6 @@ def _finding(
     evidence: FallEvidence | FallOutcomeEvidence | DeviceEventEvidence,
 ) -> Finding:
     return Finding(kind, severity, device_id, resident_id, ts_ms, now_ms, evidence)
-
-
-class DeviceEventKind:
-    """Event names a device codec reports (strings, so codecs need not import this module)."""
-
-    FALL = "fall"
-    CANCEL = "cancel"
-    SOS = "sos"
 
 
 class FallDetector:
@@ -766,7 +179,7 @@ class FallDetector:
             tab.n_seen[r] = 0
             tab.t0_abs[r] = t0[restart]
             tab.scan_from[r] = 0
-            tab.cand_first[r] = _NONE
+            tab.cand_first[r] = NONE
             n_seen = tab.n_seen[rows]
 
         # 2. Append the new samples to the ring buffers (only the new samples are touched).
@@ -793,7 +206,7 @@ class FallDetector:
         # 3. Candidates and their analysis. Cheapest test first: most devices have no sample
         # above candidate_g and nothing left to scan, and are skipped entirely.
         hot_new = (np.where(valid_new, mag_new, 0) > cfg.candidate_g).any(axis=1)
-        busy = hot_new | (tab.scan_from[rows] < old_seen) | (tab.cand_first[rows] != _NONE)
+        busy = hot_new | (tab.scan_from[rows] < old_seen) | (tab.cand_first[rows] != NONE)
         active = np.nonzero(busy)[0]
         merge = max(1, cfg.samples(cfg.merge_s, rate))
         need = merge + cfg.samples(cfg.post_end_s, rate)
@@ -804,7 +217,7 @@ class FallDetector:
             ra = rows[active]
             seen = n_seen[active]
             lo = np.maximum(tab.scan_from[ra], np.maximum(seen - ring, 0))
-            idle = tab.cand_first[ra] == _NONE
+            idle = tab.cand_first[ra] == NONE
             span = int(np.max(np.where(idle, seen - lo, 0))) if idle.any() else 0
             if span > 0:
                 abs_idx = lo[:, None] + np.arange(span)[None, :]
@@ -816,7 +229,7 @@ class FallDetector:
                 tab.cand_first[ra[found]] = first[found]
                 tab.scan_from[ra[idle & ~found]] = seen[idle & ~found]
             cand = tab.cand_first[ra]
-            ready = (cand != _NONE) & (seen >= cand + need)
+            ready = (cand != NONE) & (seen >= cand + need)
             if not ready.any():
                 break
             out.extend(
@@ -833,7 +246,7 @@ class FallDetector:
             )
             rd = ra[ready]
             tab.scan_from[rd] = tab.cand_first[rd] + merge
-            tab.cand_first[rd] = _NONE
+            tab.cand_first[rd] = NONE
             active = active[ready]
 
         # 4. Open confirmation windows: recovery cancels, the end of the window confirms.
@@ -876,7 +289,7 @@ class FallDetector:
             intensity = dev / np.maximum(around.sum(axis=1), 1)
             peak = mwin[np.arange(j.size), j]
             quick = (peak >= cfg.peak_g) & (intensity >= cfg.intensity_g)
-            quick &= tab.susp_deadline_ms[r] == _NONE
+            quick &= tab.susp_deadline_ms[r] == NONE
             if not quick.any():
                 return []
             idx, r, first, valid, abs_idx = (
@@ -888,11 +301,11 @@ class FallDetector:
             )
         win = tab.buf[r[:, None], abs_idx % ring]
         win[~valid] = 0.0
-        feats = fall_features(win, valid, first=pre, rate=rate, config=cfg)
+        feats, fire = self._decide(win, valid, first=pre, rate=rate)
         if self.candidates is not None:
             for i in range(len(idx)):
-                self.candidates.append((batch.device_ids[sel[idx[i]]], _take(feats, i)))
-        fire = feats.decide(cfg) & (tab.susp_deadline_ms[r] == _NONE)
+                self.candidates.append((batch.device_ids[sel[idx[i]]], take_row(feats, i)))
+        fire &= tab.susp_deadline_ms[r] == NONE
         out: list[Finding] = []
         period = 1000.0 / rate
         for i in np.nonzero(fire)[0].tolist():
@@ -930,6 +343,42 @@ class FallDetector:
             )
         return out
 
+    def _decide(self, win: F32, valid: B8, *, first: int, rate: int) -> tuple[FallFeatures, B8]:
+        """Features of candidates and which of them are suspected falls (the decision stage).
+
+        Args:
+            win: float32 ``(k, W, 3)`` signal in g around each candidate, zero where missing.
+            valid: bool ``(k, W)``, False where the signal is missing.
+            first: Index of the first crossing of ``candidate_g`` in every row.
+            rate: Sample rate in Hz.
+
+        Returns:
+            The features (evidence of the finding) and the boolean ``(k,)`` mask of falls.
+        """
+        feats = fall_features(win, valid, first=first, rate=rate, config=self.config)
+        return feats, feats.decide(self.config)
+
+    def _recovering(self, win: F32, mag: F32, valid: B8, *, std: F32, vec: F32, pre_vec: F32) -> B8:
+        """Which open windows show the wearer recovered, from the last ``recover_s`` of signal.
+
+        On the waist: moving (std of ``|a|`` at least ``recover_std_g``) with the gravity
+        direction back within ``recover_deg`` of the one before the fall (upright again).
+
+        Args:
+            win: float32 ``(k, L, 3)`` last ``recover_s`` of signal in g.
+            mag: float32 ``(k, L)`` its magnitude in g.
+            valid: bool ``(k, L)``, False where missing.
+            std: float32 ``(k,)`` standard deviation of ``mag`` over the valid samples.
+            vec: float32 ``(k, 3)`` mean acceleration (gravity direction) over the valid samples.
+            pre_vec: float32 ``(k, 3)`` gravity direction before the fall (NaN if unknown).
+
+        Returns:
+            Boolean ``(k,)``; NaN directions never count as recovered.
+        """
+        upright = angle_deg(pre_vec, vec) <= self.config.recover_deg
+        out: B8 = upright & (std >= self.config.recover_std_g)
+        return out
+
     def _check_windows(
         self,
         batch: FallBatch,
@@ -942,7 +391,7 @@ class FallDetector:
     ) -> list[Finding]:
         cfg = self.config
         tab = self.store.table(rate)
-        open_ = np.nonzero(tab.susp_deadline_ms[rows] != _NONE)[0]
+        open_ = np.nonzero(tab.susp_deadline_ms[rows] != NONE)[0]
         if open_.size == 0:
             return []
         ring = tab.ring
@@ -954,14 +403,14 @@ class FallDetector:
         valid = (abs_idx >= 0) & (abs_idx >= seen[:, None] - ring)
         win = tab.buf[r[:, None], abs_idx % ring]
         mag = tab.mag[r[:, None], abs_idx % ring]
-        std = _masked_std(mag, valid)
-        vec = _masked_mean_vec(win, valid)
+        std = masked_std(mag, valid)
+        vec = masked_mean_vec(win, valid)
         t_first = tab.t0_abs[r] + (seen - length) * period
         t_end = tab.t0_abs[r] + seen * period
         impact = tab.susp_impact_ms[r]
         after_fall = valid.all(axis=1) & (t_first >= impact + cfg.samples(cfg.post_end_s, 1000))
-        upright = _angle_deg(tab.pre_vec[r], vec) <= cfg.recover_deg
-        recovered = after_fall & tab.susp_auto[r] & upright & (std >= cfg.recover_std_g)
+        moving = self._recovering(win, mag, valid, std=std, vec=vec, pre_vec=tab.pre_vec[r])
+        recovered = after_fall & tab.susp_auto[r] & moving
         deadline = tab.susp_deadline_ms[r]
         ended = ~recovered & (t_end >= deadline)
         out: list[Finding] = []
@@ -978,11 +427,11 @@ class FallDetector:
         return out
 
     def _outcome(
-        self, dev: str, row: int, tab: _RateTable, outcome: FallOutcome, now_ms: int
+        self, dev: str, row: int, tab: RateTable, outcome: FallOutcome, now_ms: int
     ) -> Finding:
         impact = int(tab.susp_impact_ms[row])
-        tab.susp_impact_ms[row] = _NONE
-        tab.susp_deadline_ms[row] = _NONE
+        tab.susp_impact_ms[row] = NONE
+        tab.susp_deadline_ms[row] = NONE
         tab.susp_auto[row] = False
         tab.pre_vec[row] = np.nan
         cancelled = outcome in (FallOutcome.RECOVERED, FallOutcome.CANCELLED_BY_WEARER)
@@ -1001,7 +450,7 @@ class FallDetector:
         out: list[Finding] = []
         for rate, tab in self._tables_items():
             late = np.nonzero(
-                (tab.susp_deadline_ms[: tab.used] != _NONE)
+                (tab.susp_deadline_ms[: tab.used] != NONE)
                 & (tab.susp_deadline_ms[: tab.used] + grace <= now_ms)
             )[0]
             if late.size == 0:
@@ -1011,7 +460,7 @@ class FallDetector:
                     out.append(self._outcome(dev, row, tab, FallOutcome.NO_DATA, now_ms))
         return out
 
-    def _tables_items(self) -> list[tuple[int, _RateTable]]:
+    def _tables_items(self) -> list[tuple[int, RateTable]]:
         return list(self.store._tables.items())
 
     def device_events(
@@ -1024,106 +473,55 @@ class FallDetector:
         now_ms: int,
         source: str = "device",
     ) -> list[Finding]:
-        """Events reported by the devices themselves: ``"sos"``, ``"fall"`` and ``"cancel"``.
+        """The devices' own ``sos``, ``fall`` and ``cancel`` events on this detector's windows.
 
-        * ``sos``: an ``SOS`` finding of severity EMERGENCY at once. Nothing cancels it: a
-          ``cancel`` from the device only ever closes a fall confirmation window.
-        * ``fall``: a ``DEVICE_FALL`` finding (HIGH) that opens a confirmation window like a
-          suspected fall (no automatic recovery, as the posture before is unknown).
-        * ``cancel``: closes an open fall confirmation window with ``FALL_CANCELLED``; ignored
-          when none is open.
-
-        Args:
-            device_ids: Device per event.
-            resident_ids: Resident per event (None if unassigned).
-            kinds: ``"sos"``, ``"fall"`` or ``"cancel"`` per event.
-            ts_ms: Epoch milliseconds of each event (int64-compatible).
-            now_ms: Epoch milliseconds of the call.
-            source: Text stored in the evidence (e.g. the codec's name).
-
-        Returns:
-            The findings, in event order.
+        See :func:`detectors.events.device_event_findings` (this is a shortcut to it).
 
         Raises:
             DetectorInputError: On an unknown kind or mismatched lengths.
         """
-        ts = np.asarray(ts_ms)
-        n = len(device_ids)
-        if len(resident_ids) != n or len(kinds) != n or ts.shape != (n,):
-            raise DetectorInputError(
-                f"device_events got {n} device_ids, {len(resident_ids)} resident_ids, "
-                f"{len(kinds)} kinds and ts_ms of shape {ts.shape}; expected {n} of each."
-            )
-        allowed = {DeviceEventKind.SOS, DeviceEventKind.FALL, DeviceEventKind.CANCEL}
-        bad = sorted({k for k in kinds if k not in allowed})
-        if bad:
-            raise DetectorInputError(
-                f"device_events kinds {bad} unknown; expected one of {sorted(allowed)}."
-            )
-        out: list[Finding] = []
-        for dev, res, kind, t in zip(device_ids, resident_ids, kinds, ts.tolist(), strict=True):
-            t_ms = int(t)
-            self._residents[dev] = res
-            if kind == DeviceEventKind.SOS:
-                out.append(sos_finding(dev, res, ts_ms=t_ms, now_ms=now_ms, source=source))
-                continue
-            where = self.store.where(dev)
-            if kind == DeviceEventKind.FALL:
-                if where is None:
-                    self.store.rows_for([dev], MIN_RATE_HZ)
-                    where = self.store.where(dev)
-                    assert where is not None  # noqa: S101 - just created
-                tab = self.store.table(where[0])
-                row = where[1]
-                if tab.susp_deadline_ms[row] == _NONE:
-                    tab.susp_impact_ms[row] = t_ms
-                    tab.susp_deadline_ms[row] = t_ms + round(self.config.confirm_s * 1000)
-                    tab.susp_auto[row] = False
-                out.append(
-                    _finding(
-                        FindingKind.DEVICE_FALL,
-                        severity=Severity.HIGH,
-                        device_id=dev,
-                        resident_id=res,
-                        ts_ms=t_ms,
-                        now_ms=now_ms,
-                        evidence=DeviceEventEvidence(source),
-                    )
-                )
-            elif where is not None:
-                tab = self.store.table(where[0])
-                if tab.susp_deadline_ms[where[1]] != _NONE:
-                    out.append(
-                        self._outcome(dev, where[1], tab, FallOutcome.CANCELLED_BY_WEARER, now_ms)
-                    )
-        return out
+        return device_event_findings(
+            self,
+            device_ids=device_ids,
+            resident_ids=resident_ids,
+            kinds=kinds,
+            ts_ms=ts_ms,
+            now_ms=now_ms,
+            source=source,
+        )
 
+    def note_resident(self, device_id: str, resident_id: str | None) -> None:
+        """Remember who wears the device (for findings of later calls)."""
+        self._residents[device_id] = resident_id
 
-def sos_finding(
-    device_id: str, resident_id: str | None, *, ts_ms: int, now_ms: int, source: str = "hotkey"
-) -> Finding:
-    """The SOS hotkey: an EMERGENCY finding at once, never cancellable by the device."""
-    return Finding(
-        FindingKind.SOS,
-        Severity.EMERGENCY,
-        device_id,
-        resident_id,
-        ts_ms,
-        now_ms,
-        DeviceEventEvidence(source),
-    )
+    def open_device_fall(self, device_id: str, ts_ms: int) -> None:
+        """Open a confirmation window for a fall the device saw itself, unless one is open.
 
+        The window has no automatic recovery (the posture before is unknown); only the wearer's
+        cancel or its end closes it.
+        """
+        where = self.store.where(device_id)
+        if where is None:
+            self.store.rows_for([device_id], MIN_RATE_HZ)
+            where = self.store.where(device_id)
+            assert where is not None  # noqa: S101 - just created
+        tab = self.store.table(where[0])
+        row = where[1]
+        if tab.susp_deadline_ms[row] == NONE:
+            tab.susp_impact_ms[row] = ts_ms
+            tab.susp_deadline_ms[row] = ts_ms + round(self.config.confirm_s * 1000)
+            tab.susp_auto[row] = False
 
-def _take(f: FallFeatures, i: int) -> FallFeatures:
-    sl = slice(i, i + 1)
-    return FallFeatures(
-        peak_g=f.peak_g[sl],
-        intensity_g=f.intensity_g[sl],
-        orientation_deg=f.orientation_deg[sl],
-        stillness_g=f.stillness_g[sl],
-        free_fall_min_g=f.free_fall_min_g[sl],
-        impact_index=f.impact_index[sl],
-        pre_vec=f.pre_vec[sl],
-        window=f.window[sl],
-        window_start=f.window_start[sl],
-    )
+    def cancel_by_wearer(self, device_id: str, now_ms: int) -> Finding | None:
+        """Close the device's open confirmation window as cancelled by the wearer.
+
+        Returns:
+            The ``FALL_CANCELLED`` finding, or None when no window is open.
+        """
+        where = self.store.where(device_id)
+        if where is None:
+            return None
+        tab = self.store.table(where[0])
+        if tab.susp_deadline_ms[where[1]] == NONE:
+            return None
+        return self._outcome(device_id, where[1], tab, FallOutcome.CANCELLED_BY_WEARER, now_ms)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from core.errors import AnxinError
 
-class DetectorError(Exception):
+
+class DetectorError(AnxinError):
     """Base exception of the ``detectors`` package."""
 
 
