@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 ## lock: re-resolve every dependency to its newest allowed version and write requirements.lock.
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --extra train --generate-hashes \
 		--python-version 3.11 --universal --quiet -o requirements.lock
 
 clean:

@@ -285,10 +285,10 @@ def _delegated(argv: list[str]) -> int | None:
         from devices.access import main_tokens  # noqa: PLC0415
 
         return main_tokens(argv[1:])
-    if argv[:1] == ["detectors"]:
+    if argv[:2] == ["detectors", "evaluate-falls"]:
         from detectors import evaluation  # noqa: PLC0415
 
-        return int(evaluation.main(argv[1:]))
+        return int(evaluation.main(argv[2:]))
     return None
 
 

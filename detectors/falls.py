@@ -303,8 +303,7 @@ class FallDetector:
         win[~valid] = 0.0
         feats, fire = self._decide(win, valid, first=pre, rate=rate)
         if self.candidates is not None:
-            for i in range(len(idx)):
-                self.candidates.append((batch.device_ids[sel[idx[i]]], take_row(feats, i)))
+            self._record([batch.device_ids[sel[i]] for i in idx.tolist()], feats)
         fire &= tab.susp_deadline_ms[r] == NONE
         out: list[Finding] = []
         period = 1000.0 / rate
@@ -357,6 +356,12 @@ class FallDetector:
         """
         feats = fall_features(win, valid, first=first, rate=rate, config=self.config)
         return feats, feats.decide(self.config)
+
+    def _record(self, device_ids: list[str], feats: FallFeatures) -> None:
+        """Keep the features of analysed candidates (evaluation and training only)."""
+        assert self.candidates is not None  # noqa: S101 - called only while recording
+        for i, dev in enumerate(device_ids):
+            self.candidates.append((dev, take_row(feats, i)))
 
     def _recovering(self, win: F32, mag: F32, valid: B8, *, std: F32, vec: F32, pre_vec: F32) -> B8:
         """Which open windows show the wearer recovered, from the last ``recover_s`` of signal.

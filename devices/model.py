@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from core.placement import Placement
 from devices.phones import PhoneError, normalise_phone
 from devices.registry import RegistryError
 
@@ -157,9 +158,26 @@ class DeviceKind(StrEnum):
     WRISTBAND = "wristband"
     PENDANT = "pendant"
     WATCH = "watch"
+    BELT_CLIP = "belt_clip"
     BED_SENSOR = "bed_sensor"
     HUB = "hub"
     SOS_BUTTON = "sos_button"
+
+
+PLACEMENT_BY_KIND: dict[DeviceKind, Placement] = {
+    DeviceKind.WRISTBAND: Placement.WRIST,
+    DeviceKind.WATCH: Placement.WRIST,
+    DeviceKind.PENDANT: Placement.CHEST,
+    DeviceKind.BELT_CLIP: Placement.WAIST,
+}
+"""Where each kind of wearable is worn; other kinds (bed sensor, hub, SOS button) are unknown."""
+
+
+def placement_of(kind: DeviceKind, explicit: Placement | None = None) -> Placement:
+    """Where a device is worn: its explicit placement if set, else what its kind says."""
+    if explicit is not None:
+        return explicit
+    return PLACEMENT_BY_KIND.get(kind, Placement.UNKNOWN)
 
 
 class DeviceState(StrEnum):
@@ -670,11 +688,18 @@ class DeviceIn(_In):
     gateway_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{3,64}$")] | None = None
     label: ShortText | None = None
     expected_interval_s: int = Field(60, gt=0, le=86400)
+    placement: Placement | None = Field(
+        None, description="where it is worn, when not what its kind says (a wristband on the ankle)"
+    )
 
 
 class Device(_Out):
     device_id: str
     kind: DeviceKind
+    placement: Placement = Field(
+        description="where it is worn: the explicit one, else from its kind"
+    )
+    placement_explicit: bool = False
     status: DeviceState
     resident_id: UUID | None
     gateway_id: str | None

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from core.placement import Placement
 from devices.crypto import Keyring
 from devices.model import (
     Address,
@@ -79,6 +80,7 @@ from devices.model import (
     UnverifiedProfile,
     check_device_transition,
     check_resident_transition,
+    placement_of,
     validate_extension,
 )
 from devices.phones import normalise_phone
@@ -1133,7 +1135,7 @@ def list_communities(conn: Conn, *, limit: int = 50, offset: int = 0) -> Page[Co
 
 # --- devices ------------------------------------------------------------------------------
 
-_DEVICE_COLS = """device_id, kind, status, resident_id, gateway_id, label, expected_interval_s, registered_at,
+_DEVICE_COLS = """device_id, kind, placement, status, resident_id, gateway_id, label, expected_interval_s, registered_at,
     activated_at, retired_at, secret_hash IS NOT NULL AS has_secret, revoked_at IS NOT NULL AS revoked"""
 
 
@@ -1141,6 +1143,11 @@ def _device(row: Row) -> Device:
     return Device(
         device_id=row["device_id"],
         kind=DeviceKind(row["kind"]),
+        placement=placement_of(
+            DeviceKind(row["kind"]),
+            Placement(row["placement"]) if row["placement"] is not None else None,
+        ),
+        placement_explicit=row["placement"] is not None,
         status=DeviceState(row["status"]),
         resident_id=row["resident_id"],
         gateway_id=row["gateway_id"],
@@ -1162,9 +1169,16 @@ def create_device(conn: Conn, data: DeviceIn, *, by: str) -> Device:
         try:
             with conn.transaction():
                 conn.execute(
-                    """INSERT INTO devices (device_id, kind, status, label, expected_interval_s)
-                       VALUES (%s, %s, 'provisioned', %s, %s)""",
-                    (data.device_id, data.kind, data.label, data.expected_interval_s),
+                    """INSERT INTO devices (device_id, kind, placement, status, label,
+                                            expected_interval_s)
+                       VALUES (%s, %s, %s, 'provisioned', %s, %s)""",
+                    (
+                        data.device_id,
+                        data.kind,
+                        data.placement,
+                        data.label,
+                        data.expected_interval_s,
+                    ),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(f"Device {data.device_id!r} is already registered.") from exc

@@ -1,0 +1,222 @@
+"""Train the wrist fall model (``detectors/models/wrist-fall-v1.json``) from the wrist recordings.
+
+    .venv/bin/python -m detectors.training.train_wrist --data ../shared/datasets/wrist
+
+Reproducible: fixed seeds, sorted inputs, one thread. Training needs scikit-learn (the ``train``
+extra); the service never imports this module, it reads the JSON the script writes.
+
+1. **Candidates**: every trial is streamed through :class:`~detectors.wrist.WristFallDetector`
+   (1 s bursts, exactly as in service) with a model that scores nothing, recording the
+   :data:`~detectors.wrist.FEATURES` of every candidate impact that passes the pre-filter.
+2. **Labels**: in a fall trial the candidate with the largest peak is the fall (positive); its
+   other candidates (walking before the fall, the bounce) are left out, as nobody labelled them.
+   Every candidate of an activity trial is negative.
+3. **Model**: gradient-boosted trees of depth 3 (scikit-learn ``GradientBoostingClassifier``),
+   classes weighted to balance.
+4. **Threshold**: from out-of-fold scores of a subject-wise 5-fold split of the training
+   subjects: the highest threshold that still finds ``--target-sensitivity`` of the fall trials
+   (a trial is found when any of its candidates scores at or above it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.datasets import Trial, load_wrist
+from detectors.fall_model import FORMAT, TreeModel
+from detectors.replay import run_trials
+from detectors.wrist import FEATURES, WRIST_MODEL, WristConfig, WristFallDetector
+
+SEED = 20240611
+NAN_VALUE = -1.0
+TARGET_SENSITIVITY = 0.96
+N_TREES = 200
+DEPTH = 3
+LEARNING_RATE = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Every candidate of every trial, flat.
+
+    Attributes:
+        trial: int64 ``(m,)`` index of the trial in the list given.
+        x: float32 ``(m, len(FEATURES))`` features.
+        label: int8 ``(m,)``: 1 fall, 0 activity, -1 left out (other candidates of a fall trial).
+    """
+
+    trial: npt.NDArray[np.int64]
+    x: npt.NDArray[np.float32]
+    label: npt.NDArray[np.int8]
+
+
+def candidates(trials: Sequence[Trial], rate_hz: int, config: WristConfig) -> Candidates:
+    """Record and label the candidates of ``trials`` (see the module docstring)."""
+    det = WristFallDetector(config, model=TreeModel.constant(FEATURES, 0.5))
+    det.threshold = 2.0  # record only: nothing is suspected, every window stays closed
+    det.record_candidates()
+    run_trials(trials, rate_hz, det, drain=False)
+    rows = det.rows or []
+    trial = np.array([int(r[0]) for r in rows], np.int64)
+    x = np.array([r[1] for r in rows], np.float32).reshape(-1, len(FEATURES))
+    peak = x[:, FEATURES.index("peak_g")]
+    intensity = x[:, FEATURES.index("intensity_g")]
+    # What the detector's cheap pre-filter lets through in service (it is off while recording).
+    keep = (peak >= config.peak_g) & (intensity >= config.intensity_g)
+    trial, x = trial[keep], x[keep]
+    peak = peak[keep]
+    is_fall = np.array([trials[i].is_fall for i in trial.tolist()], np.bool_)
+    label = np.where(is_fall, -1, 0).astype(np.int8)
+    order = np.lexsort((-peak, trial))
+    first = np.ones(order.size, np.bool_)
+    first[1:] = trial[order][1:] != trial[order][:-1]
+    best = order[first]
+    label[best[is_fall[best]]] = 1
+    return Candidates(trial, x, label)
+
+
+def fit(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], seed: int = SEED) -> Any:
+    """Gradient-boosted trees on ``x``, ``y`` (0/1), classes balanced by weight."""
+    # scikit-learn is a training-time dependency only (the "train" extra).
+    from sklearn.ensemble import GradientBoostingClassifier  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    pos = float(y.sum())
+    neg = float(y.size - pos)
+    w = np.where(y == 1, neg / max(pos, 1.0), 1.0)
+    clf = GradientBoostingClassifier(
+        n_estimators=N_TREES,
+        max_depth=DEPTH,
+        learning_rate=LEARNING_RATE,
+        subsample=0.8,
+        random_state=seed,
+    )
+    clf.fit(np.nan_to_num(x, nan=NAN_VALUE), y, sample_weight=w)
+    return clf
+
+
+def export(clf: Any, threshold: float, name: str = WRIST_MODEL) -> dict[str, Any]:
+    """The JSON document of a fitted classifier (format ``anxin-trees/1``)."""
+    p0 = float(clf.init_.predict_proba(np.zeros((1, len(FEATURES))))[0, 1])
+    trees = []
+    for est in clf.estimators_[:, 0]:
+        t = est.tree_
+        idx = np.arange(t.node_count)
+        leaf = t.children_left < 0
+        trees.append(
+            {
+                "feature": np.where(leaf, 0, t.feature).astype(int).tolist(),
+                "threshold": [
+                    None if lf else round(float(v), 7)
+                    for lf, v in zip(leaf, t.threshold, strict=True)
+                ],
+                "left": np.where(leaf, idx, t.children_left).astype(int).tolist(),
+                "right": np.where(leaf, idx, t.children_right).astype(int).tolist(),
+                "value": [
+                    round(float(v) * clf.learning_rate, 7) if lf else 0.0
+                    for lf, v in zip(leaf, t.value[:, 0, 0], strict=True)
+                ],
+            }
+        )
+    return {
+        "format": FORMAT,
+        "name": name,
+        "features": list(FEATURES),
+        "nan_value": NAN_VALUE,
+        "base_score": float(np.log(p0 / (1.0 - p0))),
+        "threshold": round(threshold, 4),
+        "depth": DEPTH,
+        "trainer": f"sklearn GradientBoostingClassifier(n_estimators={N_TREES}, "
+        f"max_depth={DEPTH}, learning_rate={LEARNING_RATE}, subsample=0.8, "
+        f"random_state={SEED}), classes balanced",
+        "trees": trees,
+    }
+
+
+def trial_scores(model: TreeModel, cands: Candidates, n_trials: int) -> npt.NDArray[np.float64]:
+    """Largest score of each trial's candidates (0 for a trial without candidates)."""
+    out = np.zeros(n_trials)
+    if cands.trial.size:
+        np.maximum.at(out, cands.trial, model.predict_proba(cands.x))
+    return out
+
+
+def threshold_for(
+    scores: npt.NDArray[np.float64], is_fall: npt.NDArray[np.bool_], target: float
+) -> float:
+    """Highest threshold whose trial-level sensitivity is at least ``target``."""
+    fs = np.sort(scores[is_fall])[::-1]
+    if fs.size == 0:
+        return 0.5
+    k = min(fs.size - 1, max(0, int(np.ceil(target * fs.size)) - 1))
+    return float(min(fs[k], 0.99))
+
+
+def train(
+    trials: Sequence[Trial],
+    cands: Candidates,
+    train_mask: npt.NDArray[np.bool_],
+    *,
+    target: float = TARGET_SENSITIVITY,
+    inner_folds: int = 5,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Fit on the trials in ``train_mask``, threshold by inner subject folds; the model file."""
+    subjects = np.array([f"{t.source}/{t.subject}" for t in trials])
+    uniq = sorted(set(subjects[train_mask].tolist()))
+    is_fall = np.array([t.is_fall for t in trials])
+    use = train_mask[cands.trial] & (cands.label >= 0)
+    oof = np.zeros(len(trials))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    for f in range(inner_folds):
+        held = {uniq[i] for i in order[f::inner_folds]}
+        held_t = np.isin(subjects, list(held)) & train_mask
+        fit_rows = use & ~held_t[cands.trial]
+        clf = fit(cands.x[fit_rows], cands.label[fit_rows], seed)
+        model = TreeModel.from_json(json.dumps(export(clf, 0.5)))
+        sc = trial_scores(model, cands, len(trials))
+        oof[held_t] = sc[held_t]
+    thr = threshold_for(oof[train_mask], is_fall[train_mask], target)
+    clf = fit(cands.x[use], cands.label[use], seed)
+    return export(clf, thr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; writes the model JSON and prints what it did."""
+    ap = argparse.ArgumentParser(prog="train_wrist", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/datasets/wrist"))
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).parent.parent / "models" / f"{WRIST_MODEL}.json"
+    )
+    ap.add_argument("--target-sensitivity", type=float, default=TARGET_SENSITIVITY)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    rate = 50
+    trials = load_wrist(args.data, rate)
+    config = WristConfig()
+    cands = candidates(trials, rate, config)
+    doc = train(trials, cands, np.ones(len(trials), np.bool_), target=args.target_sensitivity)
+    sources = sorted({t.source for t in trials})
+    doc["trained_on"] = f"{len(trials)} wrist trials of {sources}, {cands.x.shape[0]} candidates"
+    model = TreeModel.from_json(json.dumps(doc))
+    args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", "utf-8")
+    print(
+        f"{len(trials)} trials, {cands.x.shape[0]} candidates "
+        f"({int((cands.label == 1).sum())} falls, {int((cands.label == 0).sum())} activities); "
+        f"threshold {model.threshold:.4f}; wrote {args.out} ({args.out.stat().st_size} bytes)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Fall detection for a device worn on the wrist (wristband, watch).
+
+A wrist moves far more than a waist in daily life: clapping, waving, hitting a table, lying down
+on a bed all give impacts of several g. The wrist detector keeps the streaming machinery of
+:class:`detectors.falls.FallDetector` (ring buffers per device, candidates, confirmation windows,
+the same :class:`~detectors.fall_input.FallBatch` input and state bytes) and changes two stages:
+
+1. **Decision**: every candidate impact (``|a| > candidate_g``) is described by
+   :data:`FEATURES` over the seconds before and after it (orientation-free magnitudes, how many
+   other peaks surround it, the forearm's change of orientation, stillness afterwards) and scored
+   by a small boosted-trees model (:class:`~detectors.fall_model.TreeModel`, numpy only, shipped
+   as ``detectors/models/wrist-fall-v1.json``). A score at or above the model's threshold gives
+   ``FALL_SUSPECTED``.
+2. **Confirmation**: the wearer is taken as recovered (``FALL_CANCELLED``, ``RECOVERED``) when
+   the last ``recover_s`` seconds, all after the impact's context, show ordinary movement: at
+   least ``recover_active_frac`` of its one-second pieces have a standard deviation of ``|a|``
+   of ``recover_std_g`` or more (walking, using the hands). Lying still, or a few isolated
+   movements, leave the window open until ``FALL_CONFIRMED``.
+
+Pure: no I/O, ``now_ms`` passed in; the model file is read when a detector is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.fall_config import FallConfig
+from detectors.fall_features import FallFeatures, angle_deg, fall_features, masked_mean_vec
+from detectors.fall_model import TreeModel
+from detectors.fall_state import FallStateStore
+from detectors.falls import FallDetector
+
+F32 = npt.NDArray[np.float32]
+B8 = npt.NDArray[np.bool_]
+
+WRIST_MODEL = "wrist-fall-v1"
+
+FEATURES: tuple[str, ...] = (
+    "peak_g",
+    "intensity_g",
+    "orientation_deg",
+    "stillness_g",
+    "free_fall_min_g",
+    "pre_std_g",
+    "pre_dev_g",
+    "pre_max_g",
+    "post_dev_g",
+    "post_max_g",
+    "post_mean_g",
+    "post_gravity_ratio",
+    "pre_gravity_ratio",
+    "post_turn_deg",
+    "peaks_around",
+    "above_1g5_s",
+    "jerk_g_per_s",
+    "energy_g2",
+    "late_std_g",
+)
+"""Columns of the wrist feature matrix, in order (see :func:`wrist_features`)."""
+
+
+@dataclass(frozen=True)
+class WristConfig(FallConfig):
+    """Windows and thresholds of the wrist detector (see :class:`FallConfig` for the rest).
+
+    ``peak_g`` and ``intensity_g`` only pre-filter candidates before the model; the model's own
+    threshold decides. ``orientation_deg``, ``stillness_g`` and ``recover_deg`` are unused.
+
+    Attributes:
+        recover_active_frac: Fraction of the one-second pieces of the last ``recover_s`` that
+            must show movement (std of ``|a|`` >= ``recover_std_g``) for a recovery.
+        model: Name of the shipped model file in ``detectors/models`` (without ``.json``).
+        threshold: Score at or above which a candidate is a suspected fall; None takes the
+            model file's own threshold.
+    """
+
+    candidate_g: float = 2.0
+    peak_g: float = 2.0
+    intensity_g: float = 0.1
+    merge_s: float = 0.5
+    pre_start_s: float = 4.0
+    pre_end_s: float = 1.0
+    post_start_s: float = 1.0
+    post_end_s: float = 3.0
+    recover_s: float = 8.0
+    recover_std_g: float = 0.03
+    recover_active_frac: float = 0.3
+    model: str = WRIST_MODEL
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.recover_s > self.pre_start_s + self.merge_s + self.post_end_s + self.max_burst_s:
+            raise ValueError(
+                f"WristConfig recover_s={self.recover_s} is longer than the ring buffer; "
+                "expected recover_s <= pre_start_s + merge_s + post_end_s + max_burst_s."
+            )
+        if not 0.0 < self.recover_active_frac <= 1.0:
+            raise ValueError(
+                f"WristConfig recover_active_frac={self.recover_active_frac}; expected 0 < x <= 1."
+            )
+
+
+def _seg(valid: B8, rel: npt.NDArray[np.int64], lo: int, hi: int) -> B8:
+    out: B8 = valid & (rel >= lo) & (rel < hi)
+    return out
+
+
+def _mstat(x: F32, mask: B8) -> tuple[F32, F32, F32]:
+    """Masked mean, standard deviation and maximum per row (NaN where the mask is empty)."""
+    cnt = mask.sum(axis=1).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(mask, x, 0.0).sum(axis=1) / cnt
+        var = np.where(mask, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / cnt
+    mx = np.where(mask, x, -np.inf).max(axis=1, initial=-np.inf)
+    mx = np.where(np.isfinite(mx), mx, np.nan)
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32), mx.astype(np.float32)
+
+
+def wrist_features(
+    win: F32, valid: B8, *, first: int, rate: int, config: WristConfig
+) -> tuple[FallFeatures, F32]:
+    """Features of wrist candidates, each centred on its own impact.
+
+    Args:
+        win: float32 ``(k, W, 3)`` signal in g; the first crossing of ``candidate_g`` at index
+            ``first`` of every row, at least ``merge_s + post_end_s`` of signal after it.
+        valid: bool ``(k, W)``, False where the signal is missing (before a buffer restart).
+        first: Index of the first crossing in every row.
+        rate: Sample rate in Hz (25..100).
+        config: Windows.
+
+    Returns:
+        The common :class:`FallFeatures` (evidence) and a float32 ``(k, len(FEATURES))``
+        matrix. A feature whose window has no signal is NaN (the model maps NaN as in training).
+    """
+    base = fall_features(win, valid, first=first, rate=rate, config=config)
+    k, w, _ = win.shape
+    s = config.samples
+    mag = np.sqrt(np.einsum("ijk,ijk->ij", win, win)).astype(np.float32)
+    j = base.impact_index
+    rel = np.arange(w, dtype=np.int64)[None, :] - j[:, None]
+    pre = _seg(valid, rel, -s(config.pre_start_s, rate), -s(config.pre_end_s, rate))
+    post = _seg(valid, rel, s(config.post_start_s, rate), s(config.post_end_s, rate))
+    late = _seg(valid, rel, s(config.post_end_s - 1.0, rate), s(config.post_end_s, rate))
+    near = _seg(valid, rel, -s(1.0, rate), s(1.0, rate))
+    half = s(0.5, rate)
+    dev = np.abs(mag - 1.0)
+    _, pre_std, pre_max = _mstat(mag, pre)
+    pre_dev, _, _ = _mstat(dev, pre)
+    post_dev, _, _ = _mstat(dev, post)
+    post_mean, _, post_max = _mstat(mag, post)
+    _, late_std, _ = _mstat(mag, late)
+    energy, _, _ = _mstat(dev**2, near)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        post_ratio = np.linalg.norm(masked_mean_vec(win, post), axis=1) / post_mean
+        pre_mean, _, _ = _mstat(mag, pre)
+        pre_ratio = np.linalg.norm(masked_mean_vec(win, pre), axis=1) / pre_mean
+    mid = s((config.post_start_s + config.post_end_s) / 2, rate)
+    p1 = _seg(valid, rel, s(config.post_start_s, rate), mid)
+    p2 = _seg(valid, rel, mid, s(config.post_end_s, rate))
+    turn = angle_deg(masked_mean_vec(win, p1), masked_mean_vec(win, p2))
+    # Local maxima above 1.5 g in the whole window other than the impact itself: clapping,
+    # waving and hitting a table repeat; a fall is one impact (and its bounce).
+    peak = np.zeros_like(valid)
+    peak[:, 1:-1] = (
+        (mag[:, 1:-1] > 1.5) & (mag[:, 1:-1] > mag[:, :-2]) & (mag[:, 1:-1] >= mag[:, 2:])
+    )
+    peak &= valid & (np.abs(rel) > half)
+    peaks_around = peak.sum(axis=1).astype(np.float32)
+    above = (_seg(valid, rel, -s(1.0, rate), s(1.0, rate)) & (mag > 1.5)).sum(axis=1) / rate
+    diff = np.zeros_like(mag)
+    diff[:, 1:] = np.linalg.norm(win[:, 1:] - win[:, :-1], axis=2) * rate
+    both = valid.copy()
+    both[:, 1:] &= valid[:, :-1]
+    jerk, _, _ = _mstat(diff, _seg(both, rel, -half, half))
+    x = np.stack(
+        [
+            base.peak_g,
+            base.intensity_g,
+            base.orientation_deg,
+            base.stillness_g,
+            base.free_fall_min_g,
+            pre_std,
+            pre_dev,
+            pre_max,
+            post_dev,
+            post_max,
+            post_mean,
+            post_ratio,
+            pre_ratio,
+            turn,
+            peaks_around,
+            above,
+            jerk,
+            energy,
+            late_std,
+        ],
+        axis=1,
+    ).astype(np.float32)
+    x = x.reshape(k, len(FEATURES))
+    x[~np.isfinite(x)] = np.nan
+    return base, x
+
+
+class WristFallDetector(FallDetector):
+    """Vectorised fall detector for wrist-worn devices (see the module docstring).
+
+    Same API as :class:`FallDetector`: ``process(batch, now_ms)``, ``device_events(...)``,
+    ``store`` for persistence.
+
+    Attributes:
+        model: The boosted-trees model scoring candidates.
+        threshold: Score at or above which a candidate is a suspected fall.
+        rows: When recording (:meth:`record_candidates`), ``(device_id, feature row, score)`` of
+            every analysed candidate, for training and evaluation.
+    """
+
+    config: WristConfig
+
+    def __init__(
+        self,
+        config: WristConfig | None = None,
+        store: FallStateStore | None = None,
+        model: TreeModel | None = None,
+    ) -> None:
+        cfg = config or (store.config if store is not None else WristConfig())
+        if not isinstance(cfg, WristConfig):
+            raise TypeError(
+                f"WristFallDetector config is a {type(cfg).__name__}; expected a WristConfig."
+            )
+        super().__init__(cfg, store)
+        self.model = model or TreeModel.load(cfg.model)
+        if self.model.features != FEATURES:
+            raise ValueError(
+                f"Model {self.model.name} has features {self.model.features}; expected "
+                f"{FEATURES} (retrain it with detectors/training/train_wrist.py)."
+            )
+        self.threshold = self.model.threshold if cfg.threshold is None else cfg.threshold
+        self.rows: list[tuple[str, F32, float]] | None = None
+        self._last: tuple[F32, npt.NDArray[np.float64]] = (
+            np.zeros((0, len(FEATURES)), np.float32),
+            np.zeros(0),
+        )
+
+    def record_candidates(self, on: bool = True) -> None:
+        """Keep every analysed candidate's features and score in :attr:`rows`."""
+        super().record_candidates(on)
+        self.rows = [] if on else None
+
+    def _decide(self, win: F32, valid: B8, *, first: int, rate: int) -> tuple[FallFeatures, B8]:
+        feats, x = wrist_features(win, valid, first=first, rate=rate, config=self.config)
+        score = self.model.predict_proba(x)
+        self._last = (x, score)
+        fire: B8 = score >= self.threshold
+        return feats, fire
+
+    def _record(self, device_ids: list[str], feats: FallFeatures) -> None:
+        super()._record(device_ids, feats)
+        if self.rows is not None:
+            x, score = self._last
+            for i, dev in enumerate(device_ids):
+                self.rows.append((dev, x[i], float(score[i])))
+
+    def _recovering(self, win: F32, mag: F32, valid: B8, *, std: F32, vec: F32, pre_vec: F32) -> B8:
+        """Ordinary movement in most one-second pieces of the last ``recover_s``."""
+        k, length = mag.shape
+        rate = max(1, round(length / self.config.recover_s))
+        pieces = length // rate
+        if pieces == 0:
+            return np.zeros(k, np.bool_)
+        m = mag[:, : pieces * rate].reshape(k, pieces, rate)
+        ok = valid[:, : pieces * rate].reshape(k, pieces, rate).all(axis=2)
+        active = (m.std(axis=2) >= self.config.recover_std_g) & ok
+        out: B8 = active.mean(axis=1) >= self.config.recover_active_frac
+        return out
