@@ -1,4 +1,5 @@
-"""Back to the device: "help is coming" on the device's command topic when someone acknowledges.
+"""Back to the device: "are you all right?" when a fall is suspected, "help is coming" when
+someone acknowledges, on the device's command topic.
 
 :func:`help_coming` builds the command (pure); an :class:`AlertCommandSender` sends it.
 :class:`MqttCommandSender` publishes ``{prefix}/dev/{device_id}/cmd`` at QoS 1 through
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 HELP_COMING_TEXT = "已收到求助，救援正在赶来。Help is coming."  # noqa: RUF001 - Chinese punctuation
 
 
+ARE_YOU_OK_TEXT = "您还好吗？没事请按键取消。Are you all right? Press to cancel."  # noqa: RUF001 - Chinese punctuation
+
+
 class AlertCommandSender(Protocol):
     def send(self, device_id: str, command: Command) -> None:
         """Send ``command`` to the device (at least once); must not block for long."""
@@ -31,6 +35,17 @@ def help_coming(alert_id: int, now_ms: int, text: str = HELP_COMING_TEXT) -> Com
         id=f"alert-{alert_id}-help",
         ts_ms=now_ms,
         kind=CommandKind.HELP_COMING,
+        alert_id=str(alert_id),
+        text=text,
+    )
+
+
+def are_you_ok(alert_id: int, now_ms: int, text: str = ARE_YOU_OK_TEXT) -> Command:
+    """The question to the wearer when a suspected fall opened pending alert ``alert_id``."""
+    return Command(
+        id=f"alert-{alert_id}-ask",
+        ts_ms=now_ms,
+        kind=CommandKind.ARE_YOU_OK,
         alert_id=str(alert_id),
         text=text,
     )

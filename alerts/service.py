@@ -26,7 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from alerts import ack, lifecycle
-from alerts.commands import AlertCommandSender, help_coming
+from alerts.commands import AlertCommandSender, are_you_ok, help_coming
 from alerts.decision import AlertChange, AlertInput, Step, decide
 from alerts.digest import Digest, DigestItem, render_digest, team_digest
 from alerts.directory import ChannelOpener, PostgresDirectory
@@ -65,6 +65,7 @@ from alerts.routing import (
 )
 from core.settings import AlertsSettings
 from detectors.findings import Finding, FindingKind, Severity
+from devices.protocol import Command
 
 __all__ = [
     "AckResult",
@@ -277,6 +278,8 @@ class AlertService:
                 )  # fmt: skip
                 if alert.state is AlertState.OPEN:
                     return self._open_routing(conn, alert, now, overrides=overrides, step=step)
+                if kind is AlertKind.FALL:
+                    self._send(alert, are_you_ok(alert.id, int(now.timestamp() * 1000)))
                 return AlertChange(step, alert)
             assert live is not None  # REPEAT / REPEAT_AND_OPEN  # noqa: S101 - decide() says so
             alert = self._repeat(conn, live, f, severity=severity, now=now)
@@ -579,6 +582,19 @@ class AlertService:
             alert = self._move(conn, alert, AlertState.ACKNOWLEDGED, actor, now, channel="link")
         self._help_coming(alert, now)
         return AckResult(ack.AckOutcome.OK, alert)
+
+    def _send(self, alert: Alert, command: Command) -> None:
+        """Send a command to the alert's device; a failure is logged, never raised (the alert
+        matters more than the message to the device)."""
+        if self.commands is None or alert.device_id is None:
+            return
+        try:
+            self.commands.send(alert.device_id, command)
+        except Exception:
+            log.warning(
+                "%s for alert %s not sent to %s", command.kind.value, alert.id, alert.device_id,
+                exc_info=True,
+            )  # fmt: skip
 
     def _help_coming(self, alert: Alert, now: datetime) -> None:
         if self.commands is None or alert.device_id is None:

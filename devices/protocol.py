@@ -99,6 +99,7 @@ class CommandKind(StrEnum):
     CALL_BACK = "call_back"
     ALERT_RECEIVED = "alert_received"
     CANCEL_ACK = "cancel_ack"
+    ARE_YOU_OK = "are_you_ok"
 
 
 # --------------------------------------------------------------------------- payload types

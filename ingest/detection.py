@@ -41,10 +41,13 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.clock import Clock, SystemClock
-from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, FallDetector, sos_finding
+from core.placement import Placement
+from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, sos_finding
 from detectors.findings import DetectorError, Finding, FindingKind, StoredFinding
 from detectors.health import DeviceHealthBatch, health_findings
+from detectors.placement import FallRouter
 from detectors.vitals import News2Settings, Param, news2_findings
+from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
 from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
@@ -61,6 +64,8 @@ _EMPTY = EMPTY
 _ACVPU = {"A": 0, "C": 1, "V": 2, "P": 3, "U": 4}
 _SOS = frozenset({EventKind.SOS})
 _FALL_EVENTS = frozenset(DETECTED_EVENTS) - _SOS
+_PLACEMENTS = {p.value: p for p in Placement}
+_KINDS = {k.value: k for k in DeviceKind}
 _FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
 _P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
 _P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
@@ -169,7 +174,8 @@ class DetectionSink:
         self._state_future: Future[None] | None = None
         self._failed_state: list[tuple[str, str]] = []
         self._failed_lock = threading.Lock()
-        self.falls = FallDetector(self.config.fall)
+        # One fall detector per placement (wrist, waist/chest); each device goes to its own.
+        self.falls = FallRouter(self._placement, waist=self.config.fall)
         self._vitals = VitalsRings(self.config)
         self._health = HealthTable()
         self._accel_end: dict[str, float] = {}
@@ -180,6 +186,17 @@ class DetectionSink:
         self._started_ms: int | None = None
         self._last_health_ms = _EMPTY
         self._last_persist_ms: int | None = None
+
+    def _placement(self, device_id: str) -> Placement:
+        """Where the device is worn, from the registry (unknown device or kind: UNKNOWN)."""
+        info = self._devices(device_id)
+        if info is None:
+            return Placement.UNKNOWN
+        explicit = _PLACEMENTS.get(info.placement or "")
+        kind = _KINDS.get(info.kind)
+        if kind is None:
+            return explicit or Placement.UNKNOWN
+        return placement_of(kind, explicit)
 
     # -- public ------------------------------------------------------------------------
     def add_listener(self, listener: FindingListener) -> None:
@@ -223,7 +240,7 @@ class DetectionSink:
         rows: list[StateRow] = []
         at = _dt(now_ms)
         exporters: dict[str, Callable[[str], bytes]] = {
-            _FALL: self.falls.store.export_device,
+            _FALL: self.falls.export_device,
             _VITALS: self._vitals.export,
             _HEALTH: self._health.export,
         }
@@ -236,7 +253,7 @@ class DetectionSink:
         for detector, devs in pending.items():
             export = exporters[detector]
             for dev in devs:
-                if detector != _FALL or dev in self.falls.store:
+                if detector != _FALL or dev in self.falls:
                     rows.append((dev, detector, export(dev), at))
         self._last_persist_ms = now_ms
         if rows:
@@ -272,7 +289,7 @@ class DetectionSink:
     def _load(self) -> int:
         saved = self.store.load_state()
         importers: dict[str, Callable[[str, bytes], None]] = {
-            _FALL: self.falls.store.import_device,
+            _FALL: self.falls.import_device,
             _VITALS: self._vitals.import_,
             _HEALTH: self._health.import_,
         }
@@ -288,14 +305,10 @@ class DetectionSink:
                 log.warning("saved %s state of device %s not loaded: %s", detector, dev, exc)
                 continue
             loaded.add(dev)
-        store = self.falls.store
-        for dev in store.devices():
-            where = store.where(dev)
-            if where is not None:
-                tab = store.table(where[0])
-                n = int(tab.n_seen[where[1]])
-                if n:
-                    self._accel_end[dev] = float(tab.t0_abs[where[1]]) + n * 1000.0 / where[0]
+        for dev in self.falls.devices():
+            end = self.falls.stream_end_ms(dev)
+            if end is not None:
+                self._accel_end[dev] = end
         self._loaded = True
         log.info("detection state loaded for %d devices", len(loaded))
         return len(loaded)

@@ -53,6 +53,7 @@ class DeviceInfo:
     gateway_id: str | None = None
     resident_id: str | None = None
     revoked: bool = False
+    placement: str | None = None
 
 
 class RawMessage(Struct, frozen=True):

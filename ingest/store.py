@@ -162,7 +162,7 @@ class PostgresStore:
                 cur.execute(
                     """SELECT device_id, kind, status,
                               (extract(epoch FROM registered_at) * 1000)::bigint,
-                              gateway_id, resident_id::text, revoked_at IS NOT NULL
+                              gateway_id, resident_id::text, revoked_at IS NOT NULL, placement
                        FROM devices"""
                 )
                 rows = cur.fetchall()
@@ -172,7 +172,7 @@ class PostgresStore:
                 self.close()
             raise
         return {
-            r[0]: DeviceInfo(r[0], r[1], DeviceState(r[2]), int(r[3]), r[4], r[5], bool(r[6]))
+            r[0]: DeviceInfo(r[0], r[1], DeviceState(r[2]), int(r[3]), r[4], r[5], bool(r[6]), r[7])
             for r in rows
         }
 

@@ -25,7 +25,9 @@ RESIDENT = str(uuid.uuid4())
 def _lookup(device_id: str) -> DeviceInfo | None:
     if device_id.startswith("ghost"):
         return None
-    return DeviceInfo(device_id, "wristband", DeviceState.ACTIVE, T0 - 86_400_000, None, RESIDENT)
+    # A belt clip: the synthetic falls here are shaped for the waist detector (the sink's
+    # plumbing is the same for every placement; tests/ingest/test_wrist_fall_e2e.py has a wrist).
+    return DeviceInfo(device_id, "belt_clip", DeviceState.ACTIVE, T0 - 86_400_000, None, RESIDENT)
 
 
 def _sink(db_url: str, **kwargs: Any) -> DetectionSink:
@@ -287,5 +289,5 @@ def test_bursts_at_a_rate_the_detector_does_not_take_are_counted(db_url: str) ->
         T0,
     )
     assert sink.metrics.skipped_bursts.labels("rate")._value.get() == 1
-    assert "slow-wb-1" in sink.falls.store
+    assert "slow-wb-1" in sink.falls
     sink.close()

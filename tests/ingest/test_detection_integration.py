@@ -133,7 +133,8 @@ def test_a_sisfall_fall_through_broker_and_ingester_gives_a_finding_and_walking_
     assert np.abs(fall).max() < 32767 * SCALE_G, "the scale clips this recording"
     resident = str(uuid.uuid4())
     with psycopg.connect(db_url) as conn:
-        ensure_devices(conn, ["sisfall-fall-1", "sisfall-walk-1"])
+        # SisFall is worn at the waist: a belt clip, judged by the waist detector.
+        ensure_devices(conn, ["sisfall-fall-1", "sisfall-walk-1"], kind="belt_clip")
         conn.execute(
             "UPDATE devices SET resident_id = %s WHERE device_id = 'sisfall-fall-1'", [resident]
         )

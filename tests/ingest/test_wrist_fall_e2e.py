@@ -1,0 +1,139 @@
+"""A real wrist fall, through the real broker and the ingester, for a device registered as a
+wristband: a pending fall alert opens and the device is asked "are you all right?"; a real wrist
+activity recording (an older participant clapping) opens nothing.
+
+Recordings from the WEDA-FALL development split (``../shared/datasets/wrist/weda-fall``, 50 Hz,
+g), published as 1 s telemetry messages with compact int16 bursts. The ingester's detection
+sink hands its stored findings to the alert listener, whose command sender is captured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+from alerts.listener import AlertListener
+from alerts.service import AlertService, PostgresDirectory
+from core.mqtt import MqttClient
+from core.settings import AlertsSettings, load_settings
+from devices.protocol import Command, CommandKind
+from devices.registry import ensure_devices
+from ingest.detection import DetectionSink
+from ingest.service import IngestService
+from tests.ingest.test_detection_integration import SCALE_G, _bursts, _host_port, _publish
+from tests.services import IN_CI, ROOT, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FALL_TRIAL = ("U01", "F01_U01_R01")  # fall forward while walking (slip), young participant
+ADL_TRIAL = ("U23", "D10_U23_R01")  # clapping hands, participant aged 81-95
+
+
+def _weda_dir() -> Path:
+    env = os.environ.get("ANXIN_WRIST_DIR")
+    root = Path(env) if env else ROOT.parent / "shared" / "datasets" / "wrist"
+    folder = root / "weda-fall"
+    if not (folder / f"{FALL_TRIAL[0]}.npz").exists():
+        reason = f"wrist recordings not found at {folder} (set ANXIN_WRIST_DIR)"
+        if IN_CI:
+            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
+        pytest.skip(reason)
+    return folder
+
+
+def _trial(folder: Path, subject: str, key: str) -> np.ndarray:
+    with np.load(folder / f"{subject}.npz", allow_pickle=False) as z:
+        return np.asarray(z[key], np.float64)
+
+
+class _Commands:
+    """Captures what the alert service sends to devices."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Command]] = []
+
+    def send(self, device_id: str, command: Command) -> None:
+        self.sent.append((device_id, command))
+
+
+@pytest.fixture
+def running(
+    db_url: str, shared_broker_url: str, topic_prefix: str
+) -> Iterator[tuple[IngestService, _Commands]]:
+    settings = load_settings(
+        db={"url": db_url},
+        mqtt={
+            "url": shared_broker_url,
+            "topic_prefix": topic_prefix,
+            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+        },
+        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
+    )
+    service = IngestService(settings)
+    lookup = lambda d: service.devices.get(d)  # noqa: E731, PLW0108
+    commands = _Commands()
+    alerts = AlertService(
+        AlertsSettings(operator_url="json://localhost/op"), PostgresDirectory(), commands=commands
+    )
+    listener = AlertListener(lambda: psycopg.connect(db_url, autocommit=True), alerts)
+    sink = DetectionSink(db_url, lookup, listeners=[listener], registry=service.metrics.registry)
+    service.add_sink(sink)
+    thread = threading.Thread(target=service.run, name="test-ingest")
+    thread.start()
+    wait_until(lambda: service.metrics.connected._value.get() == 1, 20, "the ingester to connect")
+    try:
+        yield service, commands
+    finally:
+        service.stop()
+        thread.join(30)
+        sink.close()
+        listener.close()
+
+
+def _alerts(url: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT device_id, kind, state FROM alerts ORDER BY id").fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_a_wrist_fall_opens_a_pending_alert_and_asks_the_wearer_and_clapping_opens_nothing(
+    db_url: str,
+    shared_broker_url: str,
+    topic_prefix: str,
+    running: tuple[IngestService, _Commands],
+) -> None:
+    _, commands = running
+    folder = _weda_dir()
+    fall = _trial(folder, *FALL_TRIAL)
+    clap = _trial(folder, *ADL_TRIAL)
+    assert np.abs(fall).max() < 32767 * SCALE_G, "the scale clips this recording"
+    with psycopg.connect(db_url) as conn:
+        ensure_devices(conn, ["wrist-fall-1", "wrist-clap-1"], kind="wristband")
+        conn.commit()
+    t0 = int(time.time() * 1000) - 15_000
+    host, port = _host_port(shared_broker_url)
+    client = MqttClient(host=host, port=port, client_id=f"wrist-{uuid.uuid4().hex[:6]}")
+    client.connect_inline()
+    try:
+        sent = _publish(client, topic_prefix, "wrist-fall-1", fall, t0)
+        sent += _publish(client, topic_prefix, "wrist-clap-1", clap, t0)
+        while client.pending_out():
+            client.pump(0.01)
+    finally:
+        client.stop()
+
+    wait_until(lambda: _bursts(db_url) >= sent, 60, f"{sent} bursts to be stored")
+    wait_until(lambda: bool(_alerts(db_url)), 30, "the fall alert")
+    time.sleep(0.5)
+    alerts = _alerts(db_url)
+    assert alerts == [("wrist-fall-1", "fall", "pending")]
+    asked = [(d, c.kind) for d, c in commands.sent]
+    assert asked == [("wrist-fall-1", CommandKind.ARE_YOU_OK)]
