@@ -38,7 +38,7 @@ from detectors.fall_config import FallConfig
 from detectors.fall_model import TreeModel
 from detectors.falls import FallDetector
 from detectors.replay import run_trials
-from detectors.waist_tuning import CandidateTable, record, tune
+from detectors.waist_tuning import CandidateTable, record, tradeoff, tune
 from detectors.wrist import WristConfig, WristFallDetector
 
 B8 = npt.NDArray[np.bool_]
@@ -54,6 +54,9 @@ class Outcome:
     confirmed_joined: int
     joined_hours: float
     scores: npt.NDArray[np.float64]
+    curve: (
+        tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
+    ) = None
 
 
 def _judge(
@@ -114,8 +117,11 @@ def evaluate(
     else:
         table = CandidateTable.build(record(trials, rate, FallConfig()))
         is_fall = np.array([t.is_fall for t in trials])
+    chosen: list[FallConfig] = []
+    fold_of = np.zeros(n, np.int64)
     for fi, fold in enumerate(_folds(trials, folds, loso)):
         test = np.isin(groups, fold)
+        fold_of[test] = fi
         if placement == "wrist":
             doc = train(trials, cands, ~test, inner_folds=3)
             model = TreeModel.from_json(json.dumps(doc))
@@ -126,6 +132,7 @@ def evaluate(
                 return WristFallDetector(model=model)
         else:
             cfg = tune(table, is_fall, ~test, FallConfig())
+            chosen.append(cfg)
             log(
                 f"fold {fi + 1}: {len(fold)} subjects held out, thresholds (peak, intensity, "
                 f"orientation, stillness) {(cfg.peak_g, cfg.intensity_g, cfg.orientation_deg, cfg.stillness_g)}"
@@ -135,6 +142,12 @@ def evaluate(
                 return FallDetector(cfg)
 
         _judge(trials, np.nonzero(test)[0], rate, make, out)
+    if placement == "wrist":
+        from detectors.plots import score_curve  # noqa: PLC0415
+
+        out.curve = score_curve(out.scores, np.array([t.is_fall for t in trials]))
+    else:
+        out.curve = tradeoff(table, is_fall, fold_of, chosen, n)
     return out
 
 
@@ -165,8 +178,8 @@ def _code_names(folder: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``evaluate-falls``; returns a process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``evaluate-falls``."""
     ap = argparse.ArgumentParser(prog="evaluate-falls", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path, help="SisFall folder or wrist folder")
     ap.add_argument(
@@ -191,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         help="use only the first N subjects of each source (a quick check)",
     )
     ap.add_argument("--plot", type=Path, default=None, help="write the trade-off figure here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``evaluate-falls``; returns a process exit code."""
+    args = build_parser().parse_args(argv)
     if not 25 <= args.rate <= 100:
         print(f"--rate {args.rate} is outside 25..100 Hz.", file=sys.stderr)
         return 2
@@ -253,11 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"confirmed false alarms on joined activity: {out.confirmed_joined} in {out.joined_hours:.2f} h"
     )
-    if args.plot is not None and not args.shipped and placement == "wrist":
+    if args.plot is not None and out.curve is not None:
+        # matplotlib is optional (the "plots" extra): imported only when a plot is asked for.
         from detectors.plots import tradeoff_plot  # noqa: PLC0415
 
-        tradeoff_plot(args.plot, out.scores, is_fall, title=f"wrist, {mode}")
+        xlabel = (
+            "model score threshold" if placement == "wrist" else "impact intensity threshold (g)"
+        )
+        tradeoff_plot(args.plot, out.curve, xlabel=xlabel, title=f"{placement}, {mode}")
         print(f"plot written to {args.plot}")
+    elif args.plot is not None:
+        print("no plot: --shipped has no threshold sweep (run cross-validation for one)")
     print(f"sensitivity {100 * sens:.2f} %")
     print(f"specificity {100 * spec:.2f} %")
     print(f"confirmed false alarms per hour {fa_h:.2f}")

@@ -8,19 +8,34 @@ import numpy as np
 import numpy.typing as npt
 
 
+def score_curve(
+    scores: npt.NDArray[np.float64], is_fall: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Thresholds 0..1 and the per-trial sensitivity and specificity at each.
+
+    Args:
+        scores: Largest held-out model score of each trial's candidates (0 without one).
+        is_fall: Which trials are falls.
+    """
+    ts = np.linspace(0.0, 1.0, 101)
+    sens = np.array([(scores[is_fall] >= t).mean() for t in ts])
+    spec = np.array([(scores[~is_fall] < t).mean() for t in ts])
+    return ts, sens, spec
+
+
 def tradeoff_plot(
     path: Path,
-    scores: npt.NDArray[np.float64],
-    is_fall: npt.NDArray[np.bool_],
+    curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
     *,
+    xlabel: str,
     title: str,
 ) -> None:
-    """Held-out sensitivity and specificity per trial as the model threshold sweeps.
+    """Held-out sensitivity and specificity per trial as the main threshold sweeps.
 
     Args:
         path: PNG to write.
-        scores: Largest held-out model score of each trial's candidates (0 without one).
-        is_fall: Which trials are falls.
+        curve: Thresholds, sensitivity and specificity (fractions) at each.
+        xlabel: What the threshold is.
         title: Figure title (the mode of the run).
     """
     import matplotlib as mpl  # noqa: PLC0415
@@ -28,9 +43,7 @@ def tradeoff_plot(
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    ts = np.linspace(0.0, 1.0, 101)
-    sens = np.array([(scores[is_fall] >= t).mean() for t in ts])
-    spec = np.array([(scores[~is_fall] < t).mean() for t in ts])
+    ts, sens, spec = curve
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     ax.plot(ts, 100 * sens, label="sensitivity (fall trials detected)")
@@ -38,7 +51,7 @@ def tradeoff_plot(
     ax.axhline(95, color="tab:blue", ls="--", lw=0.8)
     ax.axhline(98, color="tab:orange", ls="--", lw=0.8)
     ax.set_ylim(50, 100.5)
-    ax.set_xlabel("model score threshold")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("% of trials, held out")
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title(title, fontsize=10)
