@@ -4,6 +4,8 @@
 writer thread after each committed batch. Per call it
 
 1. turns the accelerometer bursts of the batch into one :class:`detectors.falls.FallBatch`
+   and hands each device's rows to the fall detector of its placement (registry: wrist, waist,
+   chest; :class:`detectors.placement.FallRouter`)
    (int16 counts times scale, as float32 g, ragged bursts padded) and runs
    :meth:`FallDetector.process`; the device's own ``sos``/``fall``/``cancel`` events go to
    :meth:`FallDetector.device_events`;
