@@ -4,11 +4,10 @@
 writer thread after each committed batch. Per call it
 
 1. turns the accelerometer bursts of the batch into one :class:`detectors.falls.FallBatch`
-   and hands each device's rows to the fall detector of its placement (registry: wrist, waist,
-   chest; :class:`detectors.placement.FallRouter`)
-   (int16 counts times scale, as float32 g, ragged bursts padded) and runs
-   :meth:`FallDetector.process`; the device's own ``sos``/``fall``/``cancel`` events go to
-   :meth:`FallDetector.device_events`;
+   (int16 counts times scale, as float32 g, ragged bursts padded) and runs it through a
+   :class:`detectors.placement.FallRouter`, which hands each device's rows to the fall detector
+   of its placement (the registry's: wrist, waist, chest); the device's own
+   ``sos``/``fall``/``cancel`` events go to the router's ``device_events``;
 2. keeps the recent vital signs of each device in a bounded ring (one reading per time slot and
    parameter, enough slots to cover the NEWS2 window) and scores NEWS2 for the devices whose
    ring gained a slot;
