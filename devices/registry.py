@@ -20,7 +20,7 @@ import psycopg
 from core.errors import AnxinError
 from devices.protocol import DEVICE_ID_MAX
 
-DEVICE_KINDS = ("wristband", "pendant", "watch", "bed_sensor", "hub", "sos_button")
+DEVICE_KINDS = ("wristband", "pendant", "watch", "belt_clip", "bed_sensor", "hub", "sos_button")
 PBKDF2_ITERATIONS = 101
 
 

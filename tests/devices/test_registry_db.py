@@ -481,3 +481,22 @@ def test_csv_database_refusal_rolls_back_every_row(conn: psycopg.Connection[Any]
     report = csv_io.import_residents(conn, text, keyring=KEYS, by="op")
     assert [(e.row, "ward" in e.message) for e in report.errors] == [(2, True)]
     assert repo.list_residents(conn, keyring=KEYS).total == 0
+
+
+def test_placement_comes_from_the_kind_unless_the_device_says_otherwise(
+    conn: psycopg.Connection[Any],
+) -> None:
+    band = repo.create_device(conn, DeviceIn(device_id="band-p01", kind="wristband"), by="op")
+    pendant = repo.create_device(conn, DeviceIn(device_id="pend-p01", kind="pendant"), by="op")
+    clip = repo.create_device(conn, DeviceIn(device_id="clip-p01", kind="belt_clip"), by="op")
+    ankle = repo.create_device(
+        conn, DeviceIn(device_id="band-p02", kind="wristband", placement="waist"), by="op"
+    )
+    assert [(d.placement.value, d.placement_explicit) for d in (band, pendant, clip, ankle)] == [
+        ("wrist", False),
+        ("chest", False),
+        ("waist", False),
+        ("waist", True),
+    ]
+    with pytest.raises(ValidationError, match="placement"):
+        DeviceIn(device_id="band-p03", kind="wristband", placement="ankle")  # type: ignore[arg-type]
