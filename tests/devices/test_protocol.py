@@ -1124,9 +1124,7 @@ _TEXT = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=8)
         seq=st.integers(min_value=0, max_value=2**63 - 1),
         device_id=st.just("wb-0001"),
         kind=st.sampled_from(EventKind),
-        detail=st.dictionaries(
-            _TEXT, st.integers() | _TEXT | st.booleans(), max_size=3
-        ),
+        detail=st.dictionaries(_TEXT, st.integers() | _TEXT | st.booleans(), max_size=3),
     )
 )
 def test_valid_events_round_trip(event: Event) -> None:

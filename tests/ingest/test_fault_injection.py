@@ -1,9 +1,9 @@
 """No SOS or fall is lost or doubled, whenever the ingester or the delivery worker dies.
 
 1,000 simulated wristbands stream in real time through a private Mosquitto; 200 of them
-belong to registered elders who each press SOS once at a random moment; 20 more wristbands,
-of 20 other elders, stream real SisFall recordings (falls of every type) as one-second
-accelerometer bursts. Meanwhile the ingester (``anxin ingest``, a child process as an operator
+belong to registered elders who each press SOS once at a random moment; 20 belt clips (SisFall
+is recorded at the waist) of 20 other elders stream real SisFall recordings (falls of every
+type) as one-second accelerometer bursts. Meanwhile the ingester (``anxin ingest``, a child process as an operator
 runs it) is killed with SIGKILL at random moments, and once it exits by itself at the test-only
 crash point right after acknowledging an SOS and before detecting it; the delivery worker
 (``anxin alerts worker``) is killed three times. Each is restarted at once.
@@ -84,11 +84,11 @@ def _key_env() -> dict[str, str]:
     }
 
 
-def _register(url: str, devices: list[str]) -> None:
+def _register(url: str, devices: list[str], kind: str = "wristband") -> None:
     """One elder per device, the device bound to them."""
     keyring = make_keyring()
     with psycopg.connect(url) as conn:
-        ensure_devices(conn, devices)
+        ensure_devices(conn, devices, kind)
         for i, device in enumerate(devices):
             resident = registry.create_resident(
                 conn,
@@ -121,9 +121,9 @@ def _flagged_without_kills(recordings: dict[str, np.ndarray], t0_ms: int) -> set
     """The devices whose recording the detector flags when nothing dies: the same bursts
     through the same sink, in-process, on a database of its own."""
     with fresh_database() as url:
-        ensure_devices_url(url, list(recordings))
+        ensure_devices_url(url, list(recordings), kind="belt_clip")
         infos = {
-            d: DeviceInfo(d, "wristband", DeviceState.ACTIVE, 0, None, None) for d in recordings
+            d: DeviceInfo(d, "belt_clip", DeviceState.ACTIVE, 0, None, None) for d in recordings
         }
         sink = DetectionSink(url, infos.get)
         from devices.protocol import AccelBurst, Reading
@@ -152,9 +152,9 @@ def _flagged_without_kills(recordings: dict[str, np.ndarray], t0_ms: int) -> set
     return {r[0] for r in rows}
 
 
-def ensure_devices_url(url: str, devices: list[str]) -> None:
+def ensure_devices_url(url: str, devices: list[str], kind: str = "wristband") -> None:
     with psycopg.connect(url) as conn:
-        ensure_devices(conn, devices)
+        ensure_devices(conn, devices, kind)
 
 
 class _Worker:
@@ -216,7 +216,8 @@ def test_no_sos_or_fall_is_lost_or_doubled_through_crashes(
     )
 
     ensure_devices_url(db_url, fleet)
-    _register(db_url, sos_devices + fall_devices)
+    _register(db_url, sos_devices)
+    _register(db_url, fall_devices, kind="belt_clip")  # SisFall is worn at the waist
     receiver_gen = serve(Receiver())
     receiver = next(receiver_gen)
     prefix = f"fi-{uuid.uuid4().hex[:6]}/v1"
