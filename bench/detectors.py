@@ -32,7 +32,7 @@ from detectors.wrist import WristFallDetector
 
 RATE = 50
 T0 = 1_700_000_000_000
-REPEATS = 3
+REPEATS = 1 if "--quick" in sys.argv else 3
 
 
 def _signal(
@@ -150,6 +150,11 @@ def main() -> int:
     rng = np.random.default_rng(0)
     import os
 
+    # --quick: small sizes, one repeat, to check that the benchmark runs (tests/test_readme.py).
+    quick = "--quick" in sys.argv
+    sizes = ((1, 20, 20), (100, 5, 2)) if quick else ((1, 200, 200), (100, 60, 10), (10_000, 20, 1))
+    big = 100 if quick else 10_000
+
     print(
         f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, "
         f"numpy {np.__version__}"
@@ -157,7 +162,7 @@ def main() -> int:
     print(f"medians of {REPEATS} repeats, CPU time (time.process_time)\n")
     print("| detector | devices per call | vectorised | per-device loop | ratio |")
     print("|---|---:|---:|---:|---:|")
-    for n_dev, seconds, loop_seconds in ((1, 200, 200), (100, 60, 10), (10_000, 20, 1)):
+    for n_dev, seconds, loop_seconds in sizes:
         vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, wrist=True))
         base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, wrist=True))
         print(
@@ -166,22 +171,22 @@ def main() -> int:
         )
     # The rate of wrist candidates measured in the older participants' scripted activities
     # (0.09-0.12 per second of activity) instead of about 0.25 per second.
-    vec = _median(lambda: bench_falls_vectorised(10_000, 20, rng, wrist=True, every=400))
-    base = _median(lambda: bench_falls_loop(10_000, 1, rng, wrist=True, every=400))
+    vec = _median(lambda: bench_falls_vectorised(big, 20, rng, wrist=True, every=400))
+    base = _median(lambda: bench_falls_loop(big, 1, rng, wrist=True, every=400))
     print(
-        f"| wrist falls, older adults' activity rate (device-s per CPU-s) | 10,000 | {vec:,.0f} | "
+        f"| wrist falls, older adults' activity rate (device-s per CPU-s) | {big:,} | {vec:,.0f} | "
         f"{base:,.0f} | {vec / base:.1f}x |"
     )
     if "--wrist-only" in sys.argv:
         return 0
-    for n_dev, seconds, loop_seconds in ((1, 200, 200), (100, 60, 10), (10_000, 20, 1)):
+    for n_dev, seconds, loop_seconds in sizes:
         vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng))
         base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng))
         print(
             f"| falls (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
             f"{base:,.0f} | {vec / base:.1f}x |"
         )
-    for n_dev in (1, 100, 10_000):
+    for n_dev in (1, 100) if quick else (1, 100, 10_000):
         vec = _median(lambda n=n_dev: bench_news2(n, rng, loop=False))
         base = _median(lambda n=n_dev: bench_news2(min(n, 2000), rng, loop=True))
         print(

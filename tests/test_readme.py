@@ -147,10 +147,10 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         out = _run(line, env)
         assert args[2] in out
     elif args[:2] == ["detectors", "evaluate-falls"]:
-        # Minutes of cross-validation: tests/detectors run these lines as written.
-        test = ROOT / "tests" / "detectors"
-        assert any(line.split(".venv/bin/anxin ", 1)[1] in p.read_text() or "readme" in p.name
-                   for p in test.glob("test_*.py")), f"no test runs {line}"  # fmt: skip
+        # tests/detectors/test_evaluate_cli.py reads these lines from the README itself: the
+        # --shipped ones run as written; cross-validation (minutes each) is parsed there.
+        cli_test = ROOT / "tests" / "detectors" / "test_evaluate_cli.py"
+        assert "README.md" in cli_test.read_text(encoding="utf-8")
     elif args[0].startswith("bench/"):
         pytest.skip("benchmarks run for minutes; tests/test_readme.py::test_benchmarks_start")
     else:
@@ -171,8 +171,9 @@ def test_the_readme_shows_commands() -> None:
     [
         ["bench/ingest.py", "--devices", "20", "--seconds", "2", "--naive-seconds", "1",
          "--repeat", "1", "--live-devices", "20", "--live-seconds", "2", "--publishers", "1"],
+        ["bench/detectors.py", "--quick"],
     ],
-    ids=["ingest"],
+    ids=["ingest", "detectors"],
 )  # fmt: skip
 def test_benchmarks_start(argv: list[str]) -> None:
     """The README's benchmark scripts, on a small load (their full runs take minutes)."""
@@ -180,4 +181,4 @@ def test_benchmarks_start(argv: list[str]) -> None:
         [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "msg/s" in done.stdout
+    assert "msg/s" in done.stdout or "per CPU-s" in done.stdout
