@@ -191,6 +191,14 @@ class IngestSettings(_Section):
         "and store their findings.",
     )
     retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between database retries.")
+    switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval in the ingester (sys.setswitchinterval). "
+        "The urgent lane waits for the GIL at every step of an SOS (commit, detection, alert, "
+        "push) while telemetry threads hold it; Python's default of 5 ms per wait adds up.",
+    )
     sweep_every_s: float = Field(
         5.0,
         gt=0,

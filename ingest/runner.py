@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ def run_ingest(
 ) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
+    sys.setswitchinterval(settings.ingest.switch_interval_ms / 1000.0)
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None
