@@ -20,11 +20,13 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import metrics as db_metrics
 from api.auth import require
 from api.routes import alerts as alert_routes
 from api.routes import registry_routers
@@ -235,6 +237,14 @@ def create_app(settings: Settings) -> FastAPI:
             schema_version=int(version) if version is not None else None,
             schema_latest=latest_schema,
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(pool: Pool) -> Response:
+        """Alerts and deliveries read from the database, for Prometheus (api/metrics.py).
+        Counts only, no personal data: open like /health. 503 while the database is away."""
+        async with pool.connection() as conn:
+            counts = await db_metrics.read_counts(conn)
+        return Response(db_metrics.render(counts), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/telemetry/latest", dependencies=[Depends(require(Action.MONITOR_READ))])
     async def latest_vitals(

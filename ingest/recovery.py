@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry, Counter
+
 from core.clock import Clock, SystemClock
 from ingest.detection import DetectionSink
 from ingest.pipeline import Batch
@@ -60,6 +62,7 @@ class Recovery:
         grace_s: The sweep leaves rows younger than this to the live path.
         replay_window_s: A restart replays at most this much of stored accelerometer data.
         replay_margin_s: Bursts replayed from this long before the last saved state.
+        registry: Prometheus registry for ``anxin_ingest_swept_total`` (its own if None).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Recovery:
         grace_s: float = 10.0,
         replay_window_s: float = 600.0,
         replay_margin_s: float = 60.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._sink = sink
         self._alerts = alerts
@@ -78,6 +82,14 @@ class Recovery:
         self.grace_s = grace_s
         self.replay_window_s = replay_window_s
         self.replay_margin_s = replay_margin_s
+        # Work a running sweep finds means a detection or alert step failed, or an ingester
+        # died: worth an alert of its own (deploy/prometheus/rules.yml).
+        self.swept = Counter(
+            "anxin_ingest_swept",
+            "Events and findings a running sweep found left unhandled and handled, by what.",
+            ["what"],
+            registry=registry or CollectorRegistry(),
+        )
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now_ms() / 1000, UTC)
@@ -114,6 +126,8 @@ class Recovery:
         started = time.perf_counter()
         out = self._take_up(older_than=self._now() - timedelta(seconds=self.grace_s))
         if out.events or out.findings:
+            self.swept.labels("events").inc(out.events)
+            self.swept.labels("findings").inc(out.findings)
             log.warning(
                 "sweep: %d events and %d findings had been left unhandled; handled now",
                 out.events,

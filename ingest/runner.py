@@ -65,6 +65,7 @@ def run_ingest(
             alert_listener,
             grace_s=settings.ingest.sweep_grace_s,
             replay_window_s=settings.ingest.replay_window_s,
+            registry=service.metrics.registry,
         )
     if settings.ingest.metrics_port:
         server, _thread = start_http_server(
