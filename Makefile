@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench lock clean
+.PHONY: demo test tools lint bench lock clean
 
 # Every install takes the exact versions of requirements.lock (hashes checked), so a fresh
 # clone gets what the suite last passed with; `make lock` refreshes the lock on purpose.
@@ -19,11 +19,20 @@ demo: $(STAMP)
 	$(BIN)/anxin demo
 
 ## test: lint, types, then the whole suite against the real PostgreSQL and Mosquitto.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# tools: promtool (Debian's prometheus package) for tests/deploy. Installed when missing and
+# this is a Debian machine run as root; elsewhere install it yourself: tests/deploy skips
+# without it, and fails without it in CI (CI=true).
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool not found: install Debian's prometheus package for tests/deploy"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
