@@ -23,6 +23,13 @@ ACL design (see ``deploy/mosquitto/anxin.acl.example``):
   ``{prefix}/dev/+/cmd`` (commands to devices);
 * an optional monitor account reads ``{prefix}/#`` and ``$SYS/#``.
 
+Two listeners, two pairs of files (``deploy/mosquitto/anxin.conf``, ``per_listener_settings
+true``): the device listener replaces every client id by the username
+(``use_username_as_clientid``) and knows only the devices; the service listener knows only the
+service accounts, whose clients keep the client ids they choose (the ingester's persistent
+session). So no device can connect as a service, nor take a service's session by its client
+id; and a device named like a service account or a service client id is refused here.
+
 A revoked or retired device, or one without a secret, has no line in the password file and
 so cannot connect at all; a connected one is dropped when the broker reloads.
 """
@@ -51,16 +58,20 @@ from devices.registry import RegistryError, mosquitto_hash, validate_device_id
 __all__ = [
     "SERVICE_ITERATIONS",
     "BrokerFiles",
+    "BrokerPaths",
     "CredentialsError",
     "DeviceAccount",
     "ServiceAccount",
     "ServiceRole",
+    "check_names",
     "load_device_accounts",
     "main_broker_auth",
     "main_credentials",
     "reload_broker",
     "render_acl",
     "render_password_file",
+    "render_service_acl",
+    "render_service_password_file",
     "revoke",
     "rotate",
     "select_accounts",
@@ -164,7 +175,19 @@ def select_accounts(
     return allowed, left_out
 
 
-def _check_names(devices: Sequence[DeviceAccount], services: Sequence[ServiceAccount]) -> None:
+def check_names(
+    devices: Iterable[DeviceAccount],
+    services: Sequence[ServiceAccount],
+    reserved_client_ids: Sequence[str] = (),
+) -> None:
+    """Refuse a name used twice, and a device whose id is a service's client id or begins
+    with one (on the device listener the device id is the client id, and client ids are one
+    namespace across listeners: such a device would take over the service's session).
+
+    Raises:
+        CredentialsError: naming the clash.
+    """
+    devices = list(devices)
     seen: set[str] = set()
     for name in [d.device_id for d in devices] + [s.username for s in services]:
         if name in seen:
@@ -175,39 +198,32 @@ def _check_names(devices: Sequence[DeviceAccount], services: Sequence[ServiceAcc
         seen.add(name)
     for device in devices:
         validate_device_id(device.device_id)
+        for reserved in reserved_client_ids:
+            if reserved and device.device_id.startswith(reserved):
+                raise CredentialsError(
+                    f"Device id {device.device_id!r} begins with the service client id "
+                    f"{reserved!r} (ANXIN_MQTT__CLIENT_ID). Expected a device id that no "
+                    "service client uses: rename the device or the client id."
+                )
 
 
-def render_password_file(
-    devices: Iterable[DeviceAccount], services: Sequence[ServiceAccount] = ()
-) -> str:
-    """Mosquitto's password file: ``username:hash`` per service and per device that may connect.
-
-    Raises:
-        CredentialsError: a name is used twice.
-    """
+def render_password_file(devices: Iterable[DeviceAccount]) -> str:
+    """The device listener's password file: ``username:hash`` per device that may connect."""
     allowed, _ = select_accounts(devices)
-    _check_names(allowed, services)
-    lines = [f"{s.username}:{s.password_hash}" for s in services]
-    lines += [f"{d.device_id}:{d.secret_hash}" for d in sorted(allowed, key=lambda d: d.device_id)]
+    check_names(allowed, ())
+    lines = [f"{d.device_id}:{d.secret_hash}" for d in sorted(allowed, key=lambda d: d.device_id)]
     return "".join(line + "\n" for line in lines)
 
 
-def render_acl(
-    devices: Iterable[DeviceAccount], prefix: str, services: Sequence[ServiceAccount] = ()
-) -> str:
-    """Mosquitto's ACL file: one ``user`` block per account (no ``pattern`` lines).
+def render_service_password_file(services: Sequence[ServiceAccount]) -> str:
+    """The service listener's password file: ``username:hash`` per service account."""
+    check_names((), services)
+    return "".join(f"{s.username}:{s.password_hash}\n" for s in services)
 
-    Raises:
-        CredentialsError: a name is used twice.
-    """
-    rows = list(devices)
-    allowed, _ = select_accounts(rows)
-    _check_names(allowed, services)
-    children: dict[str, list[str]] = {}
-    for row in rows:
-        # A child needs no identity of its own, but a revoked or retired one gets no commands.
-        if row.gateway_id is not None and not row.revoked and row.status != "retired":
-            children.setdefault(row.gateway_id, []).append(row.device_id)
+
+def render_service_acl(services: Sequence[ServiceAccount], prefix: str) -> str:
+    """The service listener's ACL file: one ``user`` block per service account."""
+    check_names((), services)
     out = ["# Generated by `anxin devices broker-auth`; edits are overwritten.", ""]
     for service in services:
         out.append(f"user {service.username}")
@@ -217,6 +233,20 @@ def render_acl(
         else:
             out += [f"topic read {prefix}/#", "topic read $SYS/#"]
         out.append("")
+    return "\n".join(out)
+
+
+def render_acl(devices: Iterable[DeviceAccount], prefix: str) -> str:
+    """The device listener's ACL file: one ``user`` block per device (no ``pattern`` lines)."""
+    rows = list(devices)
+    allowed, _ = select_accounts(rows)
+    check_names(allowed, ())
+    children: dict[str, list[str]] = {}
+    for row in rows:
+        # A child needs no identity of its own, but a revoked or retired one gets no commands.
+        if row.gateway_id is not None and not row.revoked and row.status != "retired":
+            children.setdefault(row.gateway_id, []).append(row.device_id)
+    out = ["# Generated by `anxin devices broker-auth`; edits are overwritten.", ""]
     for device in sorted(allowed, key=lambda d: d.device_id):
         base = f"{prefix}/dev/{device.device_id}"
         out.append(f"user {device.device_id}")
@@ -344,38 +374,57 @@ def reload_broker(pid_file: Path) -> int:
     return pid
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerPaths:
+    """Where the four files go: the device listener's pair and the service listener's pair."""
+
+    passwords: Path
+    acl: Path
+    service_passwords: Path
+    service_acl: Path
+
+
 def write_broker_files(
     conn: psycopg.Connection[Any],
-    password_path: Path,
-    acl_path: Path,
+    paths: BrokerPaths,
     *,
     prefix: str,
     services: Sequence[ServiceAccount] = (),
+    reserved_client_ids: Sequence[str] = (),
     group: str | None = None,
     reload_pid_file: Path | None = None,
 ) -> BrokerFiles:
-    """Render both files from the registry, write them atomically (mode 0640) and optionally
-    signal the broker to reload.
+    """Render the four files from the registry, write them atomically (mode 0640) and
+    optionally signal the broker to reload.
 
     Args:
+        reserved_client_ids: client ids (prefixes) of the service's clients; a device id
+            beginning with one is refused.
         group: group to own the files, so a broker running as that group can read them
             (``mosquitto``); the files keep the writer's group when None.
 
     Raises:
-        CredentialsError: a name is used twice, the group is unknown, or the reload failed.
+        CredentialsError: a name clash, the group is unknown, or the reload failed.
     """
     rows = load_device_accounts(conn)
     allowed, left_out = select_accounts(rows)
-    password_text = render_password_file(rows, services)
-    acl_text = render_acl(rows, prefix, services)
+    check_names(allowed, services, reserved_client_ids)
+    texts = {
+        paths.acl: render_acl(rows, prefix),
+        paths.passwords: render_password_file(rows),
+        paths.service_acl: render_service_acl(services, prefix),
+        paths.service_passwords: render_service_password_file(services),
+    }
+    if len(texts) != 4:
+        raise CredentialsError("The four broker files need four different paths.")
     gid: int | None = None
     if group is not None:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError as exc:
             raise CredentialsError(f"Group {group!r} does not exist.") from exc
-    _write_atomically(acl_path, acl_text, gid)
-    _write_atomically(password_path, password_text, gid)
+    for path, text in texts.items():
+        _write_atomically(path, text, gid)
     pid = reload_broker(reload_pid_file) if reload_pid_file is not None else None
     return BrokerFiles(len(allowed), tuple(left_out), pid)
 
@@ -410,10 +459,22 @@ def _service_accounts(
 
 def _add_file_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument(
-        "--password-file", type=Path, required=required, help="Mosquitto password_file to write"
+        "--password-file",
+        type=Path,
+        required=required,
+        help="password_file of the device listener to write",
     )
     parser.add_argument(
-        "--acl-file", type=Path, required=required, help="Mosquitto acl_file to write"
+        "--acl-file", type=Path, required=required, help="acl_file of the device listener"
+    )
+    parser.add_argument(
+        "--service-password-file",
+        type=Path,
+        required=required,
+        help="password_file of the service listener (the ingester's account)",
+    )
+    parser.add_argument(
+        "--service-acl-file", type=Path, required=required, help="acl_file of the service listener"
     )
     parser.add_argument(
         "--reload-pid-file", type=Path, help="send SIGHUP to the pid in this file afterwards"
@@ -431,18 +492,22 @@ def _write_from_args(
     conn: psycopg.Connection[Any], settings: Any, args: argparse.Namespace
 ) -> None:
     services = _service_accounts(settings, args.monitor_user, args.monitor_password_env)
+    paths = BrokerPaths(
+        args.password_file, args.acl_file, args.service_password_file, args.service_acl_file
+    )
     result = write_broker_files(
         conn,
-        args.password_file,
-        args.acl_file,
+        paths,
         prefix=settings.mqtt.topic_prefix,
         services=services,
+        reserved_client_ids=[settings.mqtt.client_id],
         group=args.group,
         reload_pid_file=args.reload_pid_file,
     )
     print(
-        f"wrote {args.password_file} and {args.acl_file}: "
-        f"{len(services)} service accounts, {result.devices} devices"
+        f"wrote {args.password_file}, {args.acl_file} ({result.devices} devices), "
+        f"{args.service_password_file} and {args.service_acl_file} "
+        f"({len(services)} service accounts)"
     )
     for device_id, reason in result.left_out:
         print(f"left out {device_id}: {reason}")
@@ -451,7 +516,8 @@ def _write_from_args(
 
 
 def main_broker_auth(argv: Sequence[str] | None = None) -> int:
-    """``anxin devices broker-auth --password-file P --acl-file A [--reload-pid-file F]``."""
+    """``anxin devices broker-auth --password-file P --acl-file A --service-password-file SP
+    --service-acl-file SA [--reload-pid-file F]``."""
     from core import db  # noqa: PLC0415 - the command line imports what it uses
     from core.errors import AnxinError  # noqa: PLC0415
     from core.settings import load_settings  # noqa: PLC0415
@@ -472,8 +538,8 @@ def main_broker_auth(argv: Sequence[str] | None = None) -> int:
 
 
 def main_credentials(argv: Sequence[str] | None = None) -> int:
-    """``anxin devices rotate ID`` and ``anxin devices revoke ID``; with ``--password-file`` and
-    ``--acl-file`` the broker files are rewritten (and reloaded) at once."""
+    """``anxin devices rotate ID`` and ``anxin devices revoke ID``; with the four file options
+    the broker files are rewritten (and reloaded) at once."""
     from core import db  # noqa: PLC0415 - the command line imports what it uses
     from core.errors import AnxinError  # noqa: PLC0415
     from core.settings import load_settings  # noqa: PLC0415
@@ -483,8 +549,12 @@ def main_credentials(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("device_id")
     _add_file_arguments(parser, required=False)
     args = parser.parse_args(argv)
-    if (args.password_file is None) != (args.acl_file is None):
-        parser.error("--password-file and --acl-file go together")
+    files = (args.password_file, args.acl_file, args.service_password_file, args.service_acl_file)
+    if any(f is None for f in files) and any(f is not None for f in files):
+        parser.error(
+            "--password-file, --acl-file, --service-password-file and --service-acl-file "
+            "go together"
+        )
     try:
         settings = load_settings()
         with db.connect(settings.db.url) as conn:

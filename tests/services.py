@@ -84,25 +84,45 @@ def render_broker_config(
     extra: str = "",
     password_file: Path | None = None,
     acl_file: Path | None = None,
+    service_port: int | None = None,
+    service_password_file: Path | None = None,
+    service_acl_file: Path | None = None,
 ) -> Path:
-    """The project's Mosquitto configuration with this test's port and folders (and, when
-    given, this test's password and ACL files)."""
+    """The project's Mosquitto configuration with this test's ports and folders (and, when
+    given, this test's password and ACL files for the device and the service listener).
+
+    Anonymous (the default): both listeners let anyone in, and the device listener keeps the
+    client ids clients choose (``use_username_as_clientid`` needs a username)."""
     text = (ROOT / "deploy" / "mosquitto" / "anxin.conf").read_text()
     lines = []
+    listeners = 0
     for raw in text.splitlines():
         line = raw
+        service = listeners > 1
         if raw.startswith("listener "):
-            line = f"listener {port} 127.0.0.1"
+            listeners += 1
+            chosen = port if listeners == 1 else (service_port or free_port())
+            line = f"listener {chosen} 127.0.0.1"
         elif raw.startswith("persistence_location"):
             line = f"persistence_location {data_dir}/"
         elif raw.startswith("allow_anonymous") and anonymous:
             line = "allow_anonymous true"
-        elif anonymous and raw.startswith(("password_file", "acl_file")):
+        elif anonymous and raw.startswith(("password_file", "acl_file", "use_username_as")):
             continue
-        elif raw.startswith("password_file") and password_file is not None:
-            line = f"password_file {password_file}"
-        elif raw.startswith("acl_file") and acl_file is not None:
-            line = f"acl_file {acl_file}"
+        elif raw.startswith(("password_file", "acl_file")):
+            key = raw.split()[0]
+            given = {
+                ("password_file", False): password_file,
+                ("acl_file", False): acl_file,
+                ("password_file", True): service_password_file,
+                ("acl_file", True): service_acl_file,
+            }[key, service]
+            if given is None:
+                # A listener without files of the test's own lets nobody in.
+                given = data_dir / f"empty-{key}-{listeners}"
+                given.write_text("")
+                given.chmod(0o644)
+            line = f"{key} {given}"
         lines.append(line)
     lines.append(extra)
     path = data_dir / "mosquitto.conf"
@@ -111,7 +131,11 @@ def render_broker_config(
 
 
 class PrivateBroker:
-    """A Mosquitto of the test's own, with the project's configuration, that can restart."""
+    """A Mosquitto of the test's own, with the project's configuration, that can restart.
+
+    ``port``/``url`` are the device listener, ``service_port``/``service_url`` the listener of
+    the service's own accounts (the ingester's).
+    """
 
     def __init__(
         self,
@@ -120,10 +144,13 @@ class PrivateBroker:
         extra: str = "",
         password_file: Path | None = None,
         acl_file: Path | None = None,
+        service_password_file: Path | None = None,
+        service_acl_file: Path | None = None,
     ) -> None:
         if shutil.which("mosquitto") is None:
             raise RuntimeError("the mosquitto binary is not installed")
         self.port = free_port()
+        self.service_port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="anxin-mq-"))
         if os.geteuid() == 0:
             # Mosquitto drops root privileges to user 'mosquitto' and must own its folder.
@@ -137,9 +164,13 @@ class PrivateBroker:
             extra=extra,
             password_file=password_file,
             acl_file=acl_file,
+            service_port=self.service_port,
+            service_password_file=service_password_file,
+            service_acl_file=service_acl_file,
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.service_url = f"mqtt://127.0.0.1:{self.service_port}"
 
     def start(self) -> None:
         with open(self.dir / "broker.log", "ab") as log:
@@ -147,7 +178,12 @@ class PrivateBroker:
                 ["mosquitto", "-c", str(self.config)], stdout=log, stderr=log
             )
         wait_until(
-            lambda: port_open("127.0.0.1", self.port, 0.2), 10, "the private broker to listen"
+            lambda: (
+                port_open("127.0.0.1", self.port, 0.2)
+                and port_open("127.0.0.1", self.service_port, 0.2)
+            ),
+            10,
+            "the private broker to listen",
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
