@@ -98,6 +98,27 @@ def issue(
     )
 
 
+def peek(conn: psycopg.Connection[Any], token: str, now: datetime) -> AckUse:
+    """What using a token would find at ``now``, without using it (the page a GET shows: a
+    link preview that fetches it changes nothing)."""
+    if not looks_like_token(token):
+        return AckUse(AckOutcome.UNKNOWN)
+    row = conn.execute(
+        "SELECT alert_id, recipient, used_at, expires_at FROM ack_tokens WHERE token_hash = %s",
+        (hash_token(token),),
+    ).fetchone()
+    if row is None:
+        return AckUse(AckOutcome.UNKNOWN)
+    alert_id, recipient, used_at, expires_at = row
+    return AckUse(decide(used_at, expires_at, now), int(alert_id), str(recipient), used_at)
+
+
+def is_receipt(recipient: str | None) -> bool:
+    """Whether a token's use is a receipt rather than an acknowledgement: the partner hospital
+    confirms the green channel; that is no one at the elder's side, so escalation goes on."""
+    return (recipient or "").startswith("hospital:")
+
+
 def consume(conn: psycopg.Connection[Any], token: str, now: datetime) -> AckUse:
     """Use a token once; call inside the transaction that acknowledges the alert."""
     if not looks_like_token(token):

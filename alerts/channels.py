@@ -23,7 +23,7 @@ from urllib.parse import quote
 import apprise
 import httpx
 
-from alerts.dispatch120 import sign_body
+from alerts.dispatch120 import sign_request
 
 #: Apprise schemes of plain HTTP webhooks, which accept extra headers as ``+Name=value``.
 _WEBHOOK_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
@@ -142,7 +142,8 @@ class Dispatch120Channel:
     """The 120 hand-off: POST of the emergency record, signed with HMAC-SHA256.
 
     Headers: ``Content-Type`` (JSON or CAP XML), ``X-Anxin-Timestamp`` (Unix seconds),
-    ``X-Anxin-Signature`` (``sha256=`` + hex HMAC over ``timestamp + "." + body``) and
+    ``X-Anxin-Signature`` (``sha256=`` + hex HMAC over the timestamp, the idempotency key, the
+    content type and the body: :func:`alerts.dispatch120.signed_message`) and
     ``Idempotency-Key``. 2xx is delivered; 5xx, 408, 429 and network errors are retried;
     any other status is final (the receiver refused the record: retrying cannot help).
     """
@@ -176,7 +177,13 @@ class Dispatch120Channel:
             **self._extra,
             "Content-Type": message.content_type,
             "X-Anxin-Timestamp": timestamp,
-            "X-Anxin-Signature": sign_body(self._secret, timestamp, body),
+            "X-Anxin-Signature": sign_request(
+                self._secret,
+                timestamp=timestamp,
+                idempotency_key=message.idempotency_key,
+                content_type=message.content_type,
+                body=body,
+            ),
             "Idempotency-Key": message.idempotency_key,
         }
         started = time.monotonic()

@@ -9,8 +9,10 @@ hospital of the green channel).
 
 :func:`build_record` reads it from the database (a sync psycopg connection) at send time, so a
 retry carries the freshest position and vitals; :func:`record_json` and :mod:`alerts.cap` turn it
-into bytes. :func:`sign_body` and :func:`verify_signature` are the two ends of the signature:
-``X-Anxin-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``.
+into bytes. :func:`sign_request` and :func:`verify_push` are the two ends of the signature,
+``X-Anxin-Signature: sha256=<hex HMAC-SHA256>`` over every header the receiver acts on and the
+body (:func:`signed_message`): a captured push replayed with a new ``Idempotency-Key`` or
+another ``Content-Type`` no longer verifies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -49,14 +52,31 @@ _VITAL_FIELDS: Final = (
 # --- signature -----------------------------------------------------------------------------
 
 
-def _mac(secret: bytes, timestamp: str, body: bytes) -> str:
-    return hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+SIGNATURE_SCHEME: Final = b"anxin-120-v2"
+_SIGNATURE_RE: Final = re.compile(r"^sha256=[0-9a-f]{64}$")
 
 
-def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:
+def signed_message(timestamp: str, idempotency_key: str, content_type: str, body: bytes) -> bytes:
+    """What the HMAC covers: the scheme, then ``X-Anxin-Timestamp``, ``Idempotency-Key`` and
+    ``Content-Type`` as sent, one per line, then the raw body.
+
+    Raises:
+        ValueError: a header value holds a line break or is not ASCII (it could not be sent).
+    """
+    fields = (timestamp, idempotency_key, content_type)
+    if any("\n" in f or "\r" in f or not f.isascii() for f in fields):
+        raise ValueError("signed header values must be ASCII on one line")
+    head = b"\n".join([SIGNATURE_SCHEME, *(f.encode("ascii") for f in fields)])
+    return head + b"\n" + body
+
+
+def sign_request(
+    secret: bytes, *, timestamp: str, idempotency_key: str, content_type: str, body: bytes
+) -> str:
     """The ``X-Anxin-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of
-    ``timestamp + "." + body`` under ``secret``."""
-    return SIGNATURE_PREFIX + _mac(secret, timestamp, body)
+    :func:`signed_message` under ``secret``."""
+    message = signed_message(timestamp, idempotency_key, content_type, body)
+    return SIGNATURE_PREFIX + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def verify_signature(  # noqa: PLR0917 - the documented call of dispatch centres
@@ -66,6 +86,9 @@ def verify_signature(  # noqa: PLR0917 - the documented call of dispatch centres
     signature: str,
     now: float,
     tolerance: float = 300.0,
+    *,
+    idempotency_key: str,
+    content_type: str,
 ) -> bool:
     """Whether a 120 push is authentic and fresh; for dispatch centres.
 
@@ -77,22 +100,89 @@ def verify_signature(  # noqa: PLR0917 - the documented call of dispatch centres
         now: The receiver's current Unix time in seconds.
         tolerance: Largest accepted difference between ``now`` and ``timestamp``, in seconds;
             a replayed old request falls outside it.
+        idempotency_key: The ``Idempotency-Key`` header, as sent.
+        content_type: The ``Content-Type`` header, as sent.
 
     Returns:
         True when the HMAC matches (compared in constant time) and the timestamp is within
         ``tolerance`` of ``now``; False otherwise, including for malformed headers.
     """
     key = secret.encode() if isinstance(secret, str) else secret
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return False
+    if not math.isfinite(now) or abs(now - int(timestamp)) > tolerance:
+        return False
+    if not _SIGNATURE_RE.match(signature) or not idempotency_key:
+        return False
     try:
-        sent = int(timestamp)
+        expected = sign_request(
+            key,
+            timestamp=timestamp,
+            idempotency_key=idempotency_key,
+            content_type=content_type,
+            body=body,
+        )
     except ValueError:
         return False
-    if not math.isfinite(now) or abs(now - sent) > tolerance:
-        return False
-    if not signature.startswith(SIGNATURE_PREFIX):
-        return False
-    expected = _mac(key, timestamp, body)
-    return hmac.compare_digest(expected, signature[len(SIGNATURE_PREFIX) :])
+    return hmac.compare_digest(expected, signature)
+
+
+def verify_push(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance: float = 300.0,
+) -> bool:
+    """:func:`verify_signature` with the request's headers (names in any case)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    return verify_signature(
+        secret,
+        lower.get("x-anxin-timestamp", ""),
+        body,
+        lower.get("x-anxin-signature", ""),
+        now=now,
+        tolerance=tolerance,
+        idempotency_key=lower.get("idempotency-key", ""),
+        content_type=lower.get("content-type", ""),
+    )
+
+
+# --- closing an alert -----------------------------------------------------------------------
+
+
+def close_outbox(conn: Conn, alert_id: int, closed_as: str, now: dt.datetime) -> int:
+    """What ending an alert does to its outbox; call in the transaction that ends it.
+
+    Messages to people not sent yet are cancelled (the alert is over). The 120 centre is never
+    left out: a push still pending is sent as planned and carries the alert's closed state
+    (the record is built at send time), and when a push already reached the centre (or is on
+    its way), one more push, an update referencing the earlier ones, tells it the alert was
+    closed. Returns the number of such updates queued (0 or 1).
+    """
+    conn.execute(
+        """UPDATE deliveries SET status = 'cancelled', last_error = %s
+            WHERE alert_id = %s AND status = 'pending' AND channel <> 'dispatch120'""",
+        (closed_as, alert_id),
+    )
+    row = conn.execute(
+        """INSERT INTO deliveries (alert_id, tier, recipient_kind, recipient_ref, recipient_name,
+                                   channel, address, language, template, idempotency_key,
+                                   next_attempt_at, created_at)
+           SELECT alert_id, tier, recipient_kind, recipient_ref, recipient_name, channel,
+                  address, language, template, %(key)s, %(now)s, %(now)s
+             FROM deliveries d
+            WHERE d.alert_id = %(alert)s AND d.channel = 'dispatch120'
+              AND d.status IN ('delivered', 'sending')
+              AND NOT EXISTS (SELECT 1 FROM deliveries p
+                               WHERE p.alert_id = d.alert_id AND p.channel = 'dispatch120'
+                                 AND p.status = 'pending')
+            ORDER BY d.id DESC LIMIT 1
+           ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+        {"key": f"alert-{alert_id}-closed-{closed_as}-dispatch120", "now": now, "alert": alert_id},
+    ).fetchone()
+    return 0 if row is None else 1
 
 
 # --- the record ----------------------------------------------------------------------------

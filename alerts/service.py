@@ -30,6 +30,7 @@ from alerts.commands import AlertCommandSender, are_you_ok, help_coming
 from alerts.decision import AlertChange, AlertInput, Step, decide
 from alerts.digest import Digest, DigestItem, render_digest, team_digest
 from alerts.directory import ChannelOpener, PostgresDirectory
+from alerts.dispatch120 import close_outbox
 from alerts.escalation import EscalationReport, EscalationStep, escalate_due, first_schedule
 from alerts.model import (
     ALERT_COLUMNS,
@@ -107,6 +108,8 @@ class AckResult:
     alert: Alert | None = None
     already_by: str | None = None
     """Someone else had acknowledged the alert already (the link still counts as used)."""
+    receipt: bool = False
+    """The link was a receipt (the hospital's): noted on the timeline, the alert unchanged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +484,7 @@ class AlertService:
             n += 1
             if lease and claimed is not None:
                 claimed.append(int(row[0]))
-            if r.kind not in _SYSTEMS:
+            if r.kind is not RecipientKind.DISPATCH120:  # every message with a link has a token
                 ack.issue(
                     conn, self.settings, alert_id=alert.id, delivery_id=int(row[0]), idempotency_key=key,
                     recipient=f"{r.kind.value}:{r.name or who}", now=now,
@@ -573,6 +576,10 @@ class AlertService:
                 return AckResult(use.outcome, alert)
             alert = self._locked(conn, use.alert_id)
             actor = Actor(ActorKind.CONTACT, use.recipient or "")
+            if ack.is_receipt(use.recipient):  # the hospital: green channel ready, no ack
+                self._event(conn, alert.id, now, str(actor), event="note", channel="link",
+                            note="green channel ready")  # fmt: skip
+                return AckResult(ack.AckOutcome.OK, alert, receipt=True)
             if not lifecycle.allowed(alert.kind, alert.state, AlertState.ACKNOWLEDGED, actor):
                 self._event(conn, alert.id, now, str(actor), event="note", channel="link",
                             note=f"acknowledge link used while {alert.state.value}")  # fmt: skip
@@ -619,8 +626,9 @@ class AlertService:
         *, channel: str | None, note: str | None = None,
     ) -> Alert:  # fmt: skip
         t = lifecycle.check(
-            alert.id, alert.kind, alert.state, target, actor, now, channel=channel, note=note
-        )
+            alert.id, alert.kind, alert.state, target, actor, now, channel=channel, note=note,
+            severity=alert.severity,
+        )  # fmt: skip
         sets = ["state = %s", "updated_at = %s"]
         args: list[Any] = [target.value, now]
         if target is AlertState.ACKNOWLEDGED:
@@ -645,11 +653,8 @@ class AlertService:
                 (alert.id,),
             )
         elif target in _CLOSED:
-            conn.execute(
-                """UPDATE deliveries SET status = 'cancelled', last_error = %s
-                    WHERE alert_id = %s AND status = 'pending'""",
-                (target.value, alert.id),
-            )
+            # People not told yet need not be; the 120 centre is always told (dispatch120).
+            close_outbox(conn, alert.id, target.value, now)
         return alert_from_row(row)
 
     def _event(

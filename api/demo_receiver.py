@@ -5,7 +5,7 @@
 arrive where they would arrive in real life, without any account anywhere:
 
 - ``POST /120/emergency``: the 120 push. The signature is checked the way a dispatch centre
-  must check it (:func:`alerts.dispatch120.verify_signature` on the raw body, with the secret
+  must check it (:func:`alerts.dispatch120.verify_push` on the raw body, with the secret
   the demo shares with the delivery worker); a bad one is refused with 401. A repeated
   ``Idempotency-Key`` is answered 200 and dropped, as docs/alerts.md asks of receivers.
 - ``POST /phone/<who>``: an apprise ``json://`` message (``{"title", "message", "type"}``) to
@@ -27,7 +27,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from alerts.dispatch120 import verify_signature
+from alerts.dispatch120 import verify_push
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,7 @@ class DemoReceiver:
         return True
 
     def accept_push(self, headers: dict[str, str], body: bytes) -> HTTPStatus:
-        ok = verify_signature(
-            self._secret,
-            headers.get("x-anxin-timestamp", ""),
-            body,
-            headers.get("x-anxin-signature", ""),
-            now=time.time(),
-        )
+        ok = verify_push(self._secret, headers, body, now=time.time())
         key = headers.get("idempotency-key", "")
         if not ok or not key:
             with self._lock:

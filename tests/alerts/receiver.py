@@ -2,7 +2,7 @@
 and a seeded registry with one elder, the full emergency profile and a care circle.
 
 The receiver is ``http.server`` in a thread on a free port. It verifies the signature with
-:func:`alerts.dispatch120.verify_signature`, answers from a script of status codes, can sleep
+:func:`alerts.dispatch120.verify_push`, answers from a script of status codes, can sleep
 while handling chosen requests, deduplicates by ``Idempotency-Key`` and records every arrival.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.dispatch120 import verify_signature
+from alerts.dispatch120 import verify_push
 from devices import repository as registry
 from devices.crypto import Keyring
 from devices.model import (
@@ -75,14 +75,7 @@ class Receiver:
             number = len(self.arrivals) + 1
             status = self.script[number - 1] if number <= len(self.script) else self.default
             key = headers.get("idempotency-key")
-            ok = verify_signature(
-                self.secret,
-                headers.get("x-anxin-timestamp", ""),
-                body,
-                headers.get("x-anxin-signature", ""),
-                now=time.time(),
-                tolerance=300,
-            )
+            ok = verify_push(self.secret, headers, body, now=time.time(), tolerance=300)
             if not ok:
                 status = 401
             duplicate = False

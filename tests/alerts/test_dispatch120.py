@@ -8,11 +8,13 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 
+import httpx
 import psycopg
 import pytest
 
+from alerts.channels import Dispatch120Channel, OutboundMessage
 from alerts.delivery import DeliveryConfig, DeliveryWorker
-from alerts.dispatch120 import sign_body, verify_signature
+from alerts.dispatch120 import sign_request, verify_signature
 from tests.alerts.receiver import (
     SECRET,
     Receiver,
@@ -26,18 +28,65 @@ from tests.alerts.receiver import (
 
 def test_signature_round_trip_and_refusals() -> None:
     body = b'{"alert": 1}'
-    signature = sign_body(b"s3cret", "1764000000", body)
+    key, ctype = "alert-1-open0-t0-dispatch120-x", "application/json"
+
+    def sign(timestamp: str = "1764000000", k: str = key, c: str = ctype) -> str:
+        return sign_request(
+            b"s3cret", timestamp=timestamp, idempotency_key=k, content_type=c, body=body
+        )
+
+    def ok(secret: str, timestamp: str, b: bytes, sig: str, now: float, **kw: str) -> bool:
+        args = {"idempotency_key": key, "content_type": ctype, **kw}
+        return verify_signature(secret, timestamp, b, sig, now=now, tolerance=300, **args)
+
+    signature = sign()
     assert signature.startswith("sha256=") and len(signature) == 7 + 64
-    assert verify_signature("s3cret", "1764000000", body, signature, now=1764000100)
-    assert not verify_signature("other", "1764000000", body, signature, now=1764000100)
-    assert not verify_signature("s3cret", "1764000000", body + b" ", signature, now=1764000100)
-    assert not verify_signature("s3cret", "1764000001", body, signature, now=1764000100)
+    assert ok("s3cret", "1764000000", body, signature, 1764000100)
+    assert not ok("other", "1764000000", body, signature, 1764000100)
+    assert not ok("s3cret", "1764000000", body + b" ", signature, 1764000100)
+    assert not ok("s3cret", "1764000001", body, signature, 1764000100)
     # A replay outside the tolerance is refused even with a valid MAC.
-    assert not verify_signature(
-        "s3cret", "1764000000", body, signature, now=1764000400, tolerance=300
-    )
-    assert not verify_signature("s3cret", "yesterday", body, signature, now=1764000100)
-    assert not verify_signature("s3cret", "1764000000", body, signature[7:], now=1764000100)
+    assert not ok("s3cret", "1764000000", body, signature, 1764000400)
+    # Within it, a new Idempotency-Key or another Content-Type breaks the signature.
+    assert not ok("s3cret", "1764000000", body, signature, 1764000100, idempotency_key="new")
+    assert not ok("s3cret", "1764000000", body, signature, 1764000100, content_type="text/xml")
+    assert not ok("s3cret", "yesterday", body, signature, 1764000100)
+    assert not ok("s3cret", "1764000000", body, signature[7:], 1764000100)
+    with pytest.raises(ValueError, match="one line"):
+        sign(k="a\nb")
+
+
+@pytest.mark.integration
+def test_a_captured_push_replayed_with_a_new_key_is_refused_by_the_receiver(
+    receiver: Receiver,
+) -> None:
+    async def push() -> None:
+        channel = Dispatch120Channel(SECRET)
+        message = OutboundMessage(
+            1, "alert-7-open0-t0-dispatch120-x", receiver.url, "t", '{"alert": 7}',
+            "application/json",
+        )  # fmt: skip
+        result = await channel.send(message)
+        await channel.aclose()
+        assert result.ok
+
+    asyncio.run(push())
+    captured = receiver.arrivals[0]
+    assert (captured.status, captured.signature_ok) == (200, True)
+    signed = ("content-type", "x-anxin-timestamp", "x-anxin-signature")
+    replay = {k: v for k, v in captured.headers.items() if k.lower() in signed}
+    with httpx.Client() as http:
+        fresh = http.post(
+            receiver.url, content=captured.body, headers={**replay, "Idempotency-Key": "new-1"}
+        )
+        again = http.post(
+            receiver.url,
+            content=captured.body,
+            headers={**replay, "Idempotency-Key": captured.key or ""},
+        )
+    assert fresh.status_code == 401  # the key is signed: a new key is a forgery
+    assert again.status_code == 200  # the same key: a retry, dropped as a duplicate
+    assert receiver.accepted == {"alert-7-open0-t0-dispatch120-x": 1}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from alerts.channels import with_idempotency_header
-from alerts.dispatch120 import sign_body
+from alerts.dispatch120 import sign_request
 from api.demo import run_demo
 from api.demo_receiver import DemoReceiver
 from core.embedded import free_port, reachable_broker
@@ -231,7 +231,13 @@ def _signed(secret: str, body: bytes, key: str, *, at: float | None = None) -> d
     return {
         "Content-Type": "application/json",
         "X-Anxin-Timestamp": timestamp,
-        "X-Anxin-Signature": sign_body(secret.encode(), timestamp, body),
+        "X-Anxin-Signature": sign_request(
+            secret.encode(),
+            timestamp=timestamp,
+            idempotency_key=key,
+            content_type="application/json",
+            body=body,
+        ),
         "Idempotency-Key": key,
     }
 
