@@ -66,6 +66,7 @@ from alerts.routing import (
 )
 from core.settings import AlertsSettings
 from detectors.findings import Finding, FindingKind, Severity
+from devices.access import signed_with_sql
 from devices.protocol import Command
 
 __all__ = [
@@ -725,11 +726,8 @@ class AlertService:
             )
             args.append(int(scope.min_severity))
         if not scope.all:
-            where.append(
-                """(a.resident_id = ANY(%s) OR EXISTS (
-                       SELECT 1 FROM doctor_contracts c WHERE c.resident_id = a.resident_id
-                          AND c.status = 'active' AND c.team_id = ANY(%s)))"""
-            )
+            # A doctor's scope: contracts in force only (one definition, devices.access).
+            where.append(f"(a.resident_id = ANY(%s) OR {signed_with_sql('a.resident_id')})")
             args += [list(scope.resident_ids), list(scope.team_ids)]
         cols = ", ".join(f"a.{c.strip()}" for c in ALERT_COLUMNS.split(","))
         rows = conn.execute(

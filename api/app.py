@@ -27,7 +27,11 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import metrics as db_metrics
+from api import errors
 from api.auth import require
+from api.guard import BodyGuard
+from api.logs import redact_access_log
+from api.routes import ack as ack_routes
 from api.routes import alerts as alert_routes
 from api.routes import registry_routers
 from api.routes.registry import install_error_handlers
@@ -203,9 +207,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.keyring = Keyring.from_settings(settings.registry)
     install_error_handlers(app)
+    errors.install(app)
+    app.add_middleware(BodyGuard)
+    redact_access_log()
     for router in registry_routers():
         app.include_router(router)
     app.include_router(alert_routes.router)
+    app.include_router(ack_routes.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console_page() -> HTMLResponse:

@@ -44,10 +44,15 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 def current_principal(
+    request: Request,
     conn: DbConn,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The principal of the bearer token, or 401."""
+    """The principal of the bearer token, or 401 (already found by api.guard for a request
+    with a body, which it checks before the body is read)."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
     if credentials is None:
         raise unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
     principal = access.authenticate(conn, credentials.credentials)
@@ -78,12 +83,6 @@ def resident_scope(
     conn: psycopg.Connection[Any], principal: Principal, resident_id: uuid.UUID
 ) -> ResidentScope:
     """What the rules need to know about one resident, for this principal."""
-    teams = conn.execute(
-        """SELECT team_id FROM doctor_contracts
-            WHERE resident_id = %s AND status = 'active'
-              AND current_date BETWEEN starts_on AND ends_on""",
-        (resident_id,),
-    ).fetchall()
     grant = None
     alert = None
     if principal.role is Role.DISPATCHER:
@@ -91,7 +90,7 @@ def resident_scope(
         alert = access.open_emergency_alert(conn, resident_id)
     return ResidentScope(
         resident_id=resident_id,
-        team_ids=frozenset(r[0] for r in teams),
+        team_ids=access.signed_teams(conn, resident_id),
         lookup_grant=grant,
         open_alert_id=alert,
     )

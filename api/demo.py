@@ -844,7 +844,8 @@ def _family_and_operator_act(demo: _Demo, out: TextIO) -> None:
         if link is None:
             continue
         try:
-            answer = httpx.get(link.group(0), timeout=5.0)
+            # The link opens a page; its button POSTs (a link preview changes nothing).
+            answer = httpx.post(link.group(0), headers={"Accept": "application/json"}, timeout=5.0)
         except httpx.HTTPError as exc:
             _say(out, f"{_INDENT}the child's acknowledge link did not answer: {exc}")
             continue

@@ -375,6 +375,40 @@ def authenticate(conn: Conn, token: str) -> Principal | None:
     )
 
 
+# --- the doctor's scope: one definition for every path (resident reads, lists, alerts) ------
+
+#: A doctor contract in force (alias ``c``): active, and today within its dates. A contract that
+#: ended yesterday or starts next week does not count. Every query that decides a doctor's
+#: scope uses this, through :func:`signed_with_sql` or :func:`signed_teams`.
+CONTRACT_IN_FORCE = "c.status = 'active' AND current_date BETWEEN c.starts_on AND c.ends_on"
+
+
+def signed_with_sql(resident: str) -> str:
+    """SQL that is true when the resident ``resident`` (a column or expression) has a contract
+    in force with one of the teams of the next parameter (a list of team ids, ``%s``)."""
+    return (
+        "EXISTS (SELECT 1 FROM doctor_contracts c WHERE c.resident_id = "
+        f"{resident} AND {CONTRACT_IN_FORCE} AND c.team_id = ANY(%s))"
+    )
+
+
+def signed_teams(conn: Conn, resident_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    """The teams the resident is signed with today (contracts in force)."""
+    rows = conn.execute(
+        f"SELECT c.team_id FROM doctor_contracts c WHERE c.resident_id = %s AND {CONTRACT_IN_FORCE}",
+        (resident_id,),
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
+def signed_with(conn: Conn, resident_id: uuid.UUID, team_ids: frozenset[uuid.UUID]) -> bool:
+    """Whether the resident has a contract in force with one of ``team_ids``."""
+    if not team_ids:
+        return False
+    row = conn.execute("SELECT " + signed_with_sql("%s"), (resident_id, list(team_ids))).fetchone()
+    return bool(row and row[0])
+
+
 def grant_lookup(conn: Conn, principal: Principal, resident_id: uuid.UUID, number: str) -> None:
     """Record a caller-lookup grant: the principal may read that resident's profile for a while."""
     conn.execute(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from uuid import UUID
@@ -31,7 +32,14 @@ from pydantic import BaseModel, ValidationError
 
 from devices import repository as repo
 from devices.crypto import Keyring
-from devices.model import ContactIn, NotFoundError, ProfileIn, ResidentIn, ResidentSearch
+from devices.model import (
+    Channel,
+    ContactIn,
+    NotFoundError,
+    ProfileIn,
+    ResidentIn,
+    ResidentSearch,
+)
 
 RESIDENT_COLUMNS: Final = (
     "name",
@@ -116,6 +124,41 @@ class ImportReport:
         return not self.errors
 
 
+# Spreadsheets run a cell that begins with one of these as a formula (CSV injection); the
+# export puts an apostrophe before such a cell (unless it is a number), the import removes it.
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _guard(value: object) -> object:
+    """An exported cell: line breaks as LF (a CR would break the file), formulas neutralised."""
+    if not isinstance(value, str):
+        return value
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _unguard(cell: str) -> str:
+    """The imported cell: the export's apostrophe before a formula-like cell removed."""
+    if cell.startswith("'") and cell[1:].startswith(_FORMULA_START):
+        return cell[1:]
+    return cell
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _channel_cell(channel: Channel | None, mask: bool) -> str | None:
+    if channel is None:
+        return None
+    return (channel.masked() if mask else channel).url
+
+
 def _split(cell: str) -> list[str]:
     return [p.strip() for p in cell.split(";") if p.strip()]
 
@@ -141,6 +184,18 @@ def parse_rows(text: str) -> tuple[list[ParsedRow], list[RowError]]:
     if errors:
         return [], errors
     parsed: list[ParsedRow] = []
+    try:
+        _read_rows(reader, parsed, errors)
+    except csv.Error as exc:
+        # A NUL byte, a field over the csv module's limit, a stray quote: the file is not
+        # CSV we can read; say where, import nothing.
+        errors.append(RowError(reader.line_num, "", f"not readable as CSV: {exc}"))
+    return parsed, errors
+
+
+def _read_rows(
+    reader: csv.DictReader[str], parsed: list[ParsedRow], errors: list[RowError]
+) -> None:
     for index, raw in enumerate(reader, start=2):
         if index - 1 > MAX_ROWS:
             errors.append(RowError(index, "", f"more than {MAX_ROWS} rows; split the file"))
@@ -148,7 +203,7 @@ def parse_rows(text: str) -> tuple[list[ParsedRow], list[RowError]]:
         if None in raw:
             errors.append(RowError(index, "", "more cells than header columns"))
             continue
-        cells = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+        cells = {k: _unguard((v or "").strip()) for k, v in raw.items() if k is not None}
         if not any(cells.values()):
             continue
         get = {k: v for k, v in cells.items() if v}
@@ -177,7 +232,6 @@ def parse_rows(text: str) -> tuple[list[ParsedRow], list[RowError]]:
         errors += row_errors
         if not row_errors and resident is not None:
             parsed.append(ParsedRow(index, resident, profile, tuple(contacts)))
-    return parsed, errors
 
 
 def _model(
@@ -269,9 +323,14 @@ class _Abort(Exception):
 
 
 def export_residents(
-    conn: psycopg.Connection[Any], *, keyring: Keyring, search: ResidentSearch | None = None
+    conn: psycopg.Connection[Any],
+    *,
+    keyring: Keyring,
+    search: ResidentSearch | None = None,
+    mask_channels: bool = False,
 ) -> str:
-    """The matching residents in the import format (decrypted: the caller checks who may read it)."""
+    """The matching residents in the import format (decrypted: the caller checks who may read
+    it); with ``mask_channels`` the contacts' apprise URLs show their scheme only."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -324,10 +383,10 @@ def export_residents(
                         f"contact{n}_role": c.role.value,
                         f"contact{n}_priority": c.priority,
                         f"contact{n}_phones": ";".join(c.phones),
-                        f"contact{n}_channel": c.channel.url if c.channel else None,
+                        f"contact{n}_channel": _channel_cell(c.channel, mask_channels),
                     }
                 )
-            writer.writerow(row)
+            writer.writerow({k: _guard(v) for k, v in row.items()})
         offset += len(page.items)
         if offset >= page.total or not page.items:
             break

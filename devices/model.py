@@ -15,7 +15,7 @@ from typing import Annotated, Generic, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.placement import Placement
 from devices.phones import PhoneError, normalise_phone
@@ -321,6 +321,13 @@ class ResidentIn(_In):
         return self
 
 
+def _not_null(value: object) -> object:
+    """A patch may leave a required field out (it stays), never set it to null."""
+    if value is None:
+        raise ValueError("this field is required: leave it out to keep it, null is not allowed")
+    return value
+
+
 class ResidentPatch(_In):
     """Fields to change; absent fields stay. ``None`` clears an optional field."""
 
@@ -336,6 +343,11 @@ class ResidentPatch(_In):
     status: ResidentStatus | None = None
     community_id: UUID | None = None
     hospital_id: UUID | None = None
+
+    @field_validator("name", "sex", "birth_date", "address", "flags", "status", mode="before")
+    @classmethod
+    def _required_not_null(cls, value: object) -> object:
+        return _not_null(value)
 
 
 class Resident(_Out):
@@ -533,6 +545,23 @@ class Channel(_Out):
     kind: ChannelKind | None
     address: str | None
 
+    def masked(self) -> Channel:
+        """What everyone but an admin sees: the kind of channel, never its tokens. An apprise
+        URL keeps its scheme only (``dingtalk://…``); an address that is a URL likewise."""
+        return self.model_copy(
+            update={"url": mask_url(self.url), "address": mask_url(self.address)}
+        )
+
+
+MASK = "…"
+
+
+def mask_url(value: str | None) -> str | None:
+    """``scheme://…`` for a URL (whatever follows may be a token); other text as it is."""
+    if value is None or "://" not in value:
+        return value
+    return value.split("://", 1)[0] + "://" + MASK
+
 
 class QuietHours(_In):
     """No routine message between ``start`` and ``end`` (local time; may span midnight).
@@ -575,6 +604,11 @@ class ContactPatch(_In):
     channel: ChannelIn | None = None
     quiet_hours: QuietHours | None = None
 
+    @field_validator("name", "role", "priority", "phones", mode="before")
+    @classmethod
+    def _required_not_null(cls, value: object) -> object:
+        return _not_null(value)
+
 
 class Contact(_Out):
     id: UUID
@@ -588,6 +622,9 @@ class Contact(_Out):
     status: RecordStatus
     created_at: dt.datetime
     updated_at: dt.datetime
+
+    def masked(self) -> Contact:
+        return self.model_copy(update={"channel": self.channel and self.channel.masked()})
 
 
 class TeamMemberIn(_In):
@@ -606,6 +643,9 @@ class TeamMember(_Out):
     channel: Channel | None
     status: RecordStatus
 
+    def masked(self) -> TeamMember:
+        return self.model_copy(update={"channel": self.channel and self.channel.masked()})
+
 
 class DoctorTeamIn(_In):
     name: Name
@@ -621,6 +661,9 @@ class DoctorTeam(_Out):
     status: RecordStatus
     created_at: dt.datetime
     updated_at: dt.datetime
+
+    def masked(self) -> DoctorTeam:
+        return self.model_copy(update={"members": tuple(m.masked() for m in self.members)})
 
 
 class ContractIn(_In):
@@ -757,6 +800,9 @@ class CallerMatch(_Out):
     via: MatchVia
     contact: Contact | None = Field(None, description="Set when the number is a contact's.")
     open_alerts: tuple[OpenAlertRef, ...] = ()
+
+    def masked(self) -> CallerMatch:
+        return self.model_copy(update={"contact": self.contact and self.contact.masked()})
 
 
 class CallerLookup(_Out):

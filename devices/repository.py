@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.placement import Placement
+from devices import access
 from devices.crypto import Keyring
 from devices.model import (
     Address,
@@ -362,13 +363,9 @@ def list_residents(
         where.append(sql.SQL("r.status = %s"))
         params.append(s.status)
     if s.team_id:
-        where.append(
-            sql.SQL(
-                "EXISTS (SELECT 1 FROM doctor_contracts c WHERE c.resident_id = r.id "
-                "AND c.team_id = %s AND c.status = 'active')"
-            )
-        )
-        params.append(s.team_id)
+        # A doctor's list: contracts in force only (one definition, devices.access).
+        where.append(sql.SQL(access.signed_with_sql("r.id")))
+        params.append([s.team_id])
     cond = sql.SQL(" AND ").join(where) if where else sql.SQL("true")
     total_row = conn.execute(
         sql.SQL("SELECT count(*) FROM residents r WHERE {}").format(cond), params

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -310,3 +311,30 @@ class IngestProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve_api(app: object, *, access_log: bool = True) -> Iterator[str]:
+    """Run an ASGI app under uvicorn on a free port, as ``anxin api`` does; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=port,
+            log_level="info",
+            access_log=access_log,
+            lifespan="on",
+            log_config=None,  # the test's logging (caplog) sees the records
+        )
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 20, "the API to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)

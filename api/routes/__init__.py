@@ -7,6 +7,21 @@ from fastapi import APIRouter
 
 def registry_routers() -> list[APIRouter]:
     """The routers of the registry API, access and audit (imported here, not at package import)."""
-    from api.routes import access, registry  # noqa: PLC0415 - keeps importing api.routes cheap
+    from api.routes import (  # noqa: PLC0415 - keeps importing api.routes cheap
+        access,
+        bulk,
+        circle,
+        devices,
+        lookup,
+        registry,
+    )
 
-    return [access.router, registry.bulk_router, registry.router]
+    # bulk first: /residents/export must not be taken for /residents/{resident_id}.
+    return [
+        access.router,
+        bulk.router,
+        registry.router,
+        circle.router,
+        devices.router,
+        lookup.router,
+    ]

@@ -137,15 +137,35 @@ async def test_scoped_listing_detail_and_transitions(
     assert missing == ["no recipient for: work_unit, doctor, hospital"]
 
 
-async def test_ack_link_without_login_once(
+async def test_ack_link_opens_a_page_and_acknowledges_only_by_post(
     http: httpx.AsyncClient, db_url: str, sent: Sent
 ) -> None:
     alert_id, _, key = _sos(db_url)
     token = ack.token_for(load_settings().alerts.ack_secret.get_secret_value(), key)
-    first = await http.get(f"/api/v1/ack/{token}")
+    operator = _auth(_token(db_url, Role.OPERATOR))
+
+    # What a link preview does: GET, twice. A page with a button; nothing acknowledged.
+    for _ in range(2):
+        page = await http.get(f"/api/v1/ack/{token}")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<form method="post">' in page.text
+        assert page.headers["cache-control"] == "no-store"
+    state = (await http.get(f"/api/v1/alerts/{alert_id}", headers=operator)).json()
+    assert state["alert"]["state"] == "open"
+    assert sent.devices == []
+
+    # The button.
+    first = await http.post(f"/api/v1/ack/{token}", headers={"Accept": "application/json"})
     assert first.status_code == 200
     assert first.json()["alert_id"] == alert_id and first.json()["state"] == "acknowledged"
     assert sent.devices == ["wb-0042"]
-    second = await http.get(f"/api/v1/ack/{token}")
-    assert second.status_code == 410 and second.json()["outcome"] == "used"
+    # A used link says so, and not who acknowledged.
+    second = await http.post(f"/api/v1/ack/{token}")
+    assert second.status_code == 410 and "used already" in second.text
+    reopened = await http.get(f"/api/v1/ack/{token}")
+    assert reopened.status_code == 410 and "<form" not in reopened.text
+    for text in (second.text, reopened.text):
+        assert "Sample Son" not in text and "child" not in text
     assert (await http.get("/api/v1/ack/not-a-token")).status_code == 404
+    assert (await http.post("/api/v1/ack/not-a-token")).status_code == 404
