@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from alerts.addresses import channel_url, registry_ref, sms_ref
 from alerts.model import RecipientKind
 from alerts.routing import QuietHours, Recipient
 
@@ -44,17 +45,12 @@ class PostgresDirectory:
         self, table: str, row_id: uuid.UUID, *, kind: str | None, addr: str | None,
         enc: bytes | None, phones: Sequence[str],
     ) -> str | None:  # fmt: skip
-        if kind == "apprise" and addr:
-            return addr
-        if enc is not None and self._opener is not None:
-            url = self._opener(table, row_id, enc)
-            if url:
-                return url
-        if addr and "://" in addr:
-            return addr
+        # A reference, not the URL: the outbox keeps no tokens (alerts.addresses).
+        if channel_url(table, row_id, kind=kind, addr=addr, enc=enc, opener=self._opener):
+            return registry_ref(table, row_id)
         phone = next((p for p in phones if p), None)
         if phone and self._sms:
-            return self._sms.replace("{phone}", phone)
+            return sms_ref(phone)
         return None
 
     def recipients(self, conn: Any, resident_id: uuid.UUID) -> list[Recipient]:
@@ -107,7 +103,7 @@ class PostgresDirectory:
                 out.append(
                     Recipient(
                         RecipientKind.HOSPITAL,
-                        self._sms.replace("{phone}", hphone),
+                        sms_ref(hphone),
                         hname,
                         str(hid),
                     )
@@ -117,7 +113,7 @@ class PostgresDirectory:
                 out.append(
                     Recipient(
                         RecipientKind.COMMUNITY_WORKER,
-                        self._sms.replace("{phone}", comm_phone),
+                        sms_ref(comm_phone),
                         comm_name,
                         str(comm_id),
                     )

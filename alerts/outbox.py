@@ -34,6 +34,7 @@ class DeliveryConfig:
         dispatch120_format: ``json`` (Anxin's record) or ``cap`` (CAP 1.2 XML).
         cap_sender: CAP ``sender`` (no spaces or commas).
         operator_url: Apprise URL that receives ``give_up`` notices; None: only logged.
+        sms_url: SMS gateway URL with ``{phone}``, for ``anxin:sms/...`` addresses.
         max_attempts: Attempts before giving up.
         max_age_s: Age of a delivery after which a failure gives up, whatever the count.
         backoff_base_s: Delay after the first failure (doubles with each attempt).
@@ -51,6 +52,7 @@ class DeliveryConfig:
     dispatch120_format: str = "json"
     cap_sender: str = "anxin@localhost"
     operator_url: str | None = None
+    sms_url: str | None = None
     max_attempts: int = 8
     max_age_s: float = 6 * 3600.0
     backoff_base_s: float = 1.0
@@ -70,6 +72,7 @@ class DeliveryConfig:
             dispatch120_format=a.dispatch120_format,
             cap_sender=a.cap_sender,
             operator_url=a.operator_url,
+            sms_url=a.sms_url,
             max_attempts=a.delivery_max_attempts,
             max_age_s=a.delivery_max_age_s,
             backoff_base_s=a.delivery_backoff_base_s,

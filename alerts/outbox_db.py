@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts import templates
+from alerts.addresses import setting_ref
 from alerts.channels import SendResult
 from alerts.outbox import COLUMNS, Decision, Delivery, DeliveryConfig, Status, decide
 
@@ -129,7 +130,7 @@ def _give_up(
             delivery.alert_id,
             delivery.tier,
             str(delivery.id),
-            config.operator_url,
+            setting_ref("operator_url"),  # a reference: the outbox keeps no tokens
             delivery.language,
             f"give_up:{delivery.id}",
             now,

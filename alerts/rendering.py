@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from alerts import ack, templates
+from alerts.addresses import AddressBook
 from alerts.cap import render_cap
 from alerts.channels import OutboundMessage
 from alerts.dispatch120 import build_record, record_json
 from alerts.outbox import Delivery, DeliveryConfig
 from core.settings import Settings
 from devices.crypto import Keyring
+from devices.repository import channel_opener
 
 Conn = psycopg.Connection[Any]
 
@@ -128,6 +131,9 @@ def build_message(
     """Render ``delivery`` for its channel (at send time: the freshest data)."""
     with conn.transaction():
         ack_url = ack_link(conn, delivery)
+        # The outbox holds references; the URL (with its token) is read only to send.
+        book = AddressBook(config.sms_url, config.operator_url, channel_opener(keyring))
+        delivery = replace(delivery, address=book.resolve(conn, delivery.address))
         if delivery.channel == "dispatch120":
             record = build_record(
                 conn, delivery.alert_id, keyring=keyring, now=now, delivery_id=delivery.id

@@ -26,6 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from alerts import ack, lifecycle
+from alerts.addresses import setting_ref
 from alerts.commands import AlertCommandSender, are_you_ok, help_coming
 from alerts.decision import AlertChange, AlertInput, Step, decide
 from alerts.digest import Digest, DigestItem, render_digest, team_digest
@@ -422,7 +423,7 @@ class AlertService:
             )
         ]  # fmt: skip
         if self.settings.operator_url:
-            out.append(Recipient(RecipientKind.OPERATOR, self.settings.operator_url, "operator"))
+            out.append(Recipient(RecipientKind.OPERATOR, setting_ref("operator_url"), "operator"))
         return out
 
     def _tell(

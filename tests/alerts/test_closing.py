@@ -20,7 +20,9 @@ from api.app import create_app
 from core.settings import Settings, load_settings
 from detectors.findings import DeviceEventEvidence, Finding, FindingKind, Severity
 from devices import access
+from devices import repository as registry
 from devices.access import Role
+from devices.model import ChannelIn, ContactPatch
 from devices.repository import channel_opener
 from tests.alerts.receiver import (
     SECRET,
@@ -36,6 +38,7 @@ from tests.alerts.test_dispatch120 import run_worker_until
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 told: list[str] = []
+CHILD_URL = "anxinclosing://child/?token=sample-secret-0042"
 
 
 @pytest.fixture
@@ -50,15 +53,22 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def child_inbox() -> list[str]:
-    load_apprise_plugins()
+    """Messages to the child, on an apprise scheme of this module's own (registered once)."""
+    global _registered  # noqa: PLW0603 - apprise's registry of schemes is process-wide
+    if not _registered:
+        load_apprise_plugins()
 
-    @notify(on="anxintest")  # type: ignore[untyped-decorator, no-untyped-call]
-    def _child(body: str, title: str, notify_type: str, *args: object, **kwargs: object) -> bool:
-        told.append(title)
-        return True
+        @notify(on="anxinclosing")  # type: ignore[untyped-decorator, no-untyped-call]
+        def _child(body: str, title: str, notify_type: str, *args: object, **kw: object) -> bool:
+            told.append(title)
+            return True
 
+        _registered = True
     told.clear()
     return told
+
+
+_registered = False
 
 
 def _settings(db_url: str, receiver: Receiver) -> Settings:
@@ -85,6 +95,11 @@ async def http(db_url: str, receiver: Receiver) -> AsyncIterator[httpx.AsyncClie
 def _sos(db_url: str, receiver: Receiver) -> tuple[int, Seeded]:
     keyring = make_keyring()
     seeded = seed_registry(db_url, keyring)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM contacts WHERE name = %s", (seeded.child_name,))
+        (contact_id,) = row.fetchone() or (None,)
+        channel = ChannelIn(url=CHILD_URL)
+        registry.update_contact(conn, contact_id, ContactPatch(channel=channel), keyring=keyring)
     settings = _settings(db_url, receiver)
     svc = AlertService(settings.alerts, PostgresDirectory(opener=channel_opener(keyring)))
     now = datetime.now(UTC)
@@ -170,3 +185,20 @@ async def test_ending_an_emergency_after_the_push_tells_the_120_centre(
     assert record["alert"]["state"] == "resolved"
     assert second.key == f"alert-{alert_id}-closed-resolved-dispatch120"
     assert uuid.UUID(record["resident"]["id"])
+
+
+async def test_the_outbox_keeps_no_channel_secret_and_the_child_is_still_told(
+    db_url: str, receiver: Receiver, child_inbox: list[str]
+) -> None:
+    alert_id, _ = _sos(db_url, receiver)
+    run_worker_until(db_url, _config(), lambda: child_inbox and receiver.first_accepted())
+    assert len(child_inbox) == 1
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT recipient_kind, address, status FROM deliveries WHERE alert_id = %s",
+            (alert_id,),
+        ).fetchall()
+        stored = conn.execute("SELECT d::text FROM deliveries d").fetchall()
+    assert ("child", "delivered") in {(r[0], r[2]) for r in rows}
+    assert next(r[1] for r in rows if r[0] == "child").startswith("anxin:contacts/")
+    assert not any("sample-secret" in r[0] for r in stored)

@@ -172,11 +172,18 @@ def test_sos_opens_at_once_and_routes_to_everyone_in_parallel(
     assert {r[5] for r in rows} == {0}
     timeline = svc.timeline(conn, alert.id)
     assert (timeline[0].to_state, timeline[0].actor) == (AlertState.OPEN, "device:wb-0001")
-    # Human recipients got an acknowledge token each (hashed), the 120 and hospital none.
+    # Every message with a link has its token (hashed): the people and the hospital (whose
+    # link confirms the green channel); the 120 centre gets no link.
     n_tokens = conn.execute(
         "SELECT count(*) FROM ack_tokens WHERE alert_id = %s", (alert.id,)
     ).fetchone()
-    assert n_tokens == (3,)
+    assert n_tokens == (4,)
+    # The outbox holds references, not the channels' URLs (they carry tokens).
+    addresses = conn.execute(
+        "SELECT recipient_kind, address FROM deliveries WHERE alert_id = %s", (alert.id,)
+    ).fetchall()
+    for kind, address in addresses:
+        assert kind == "dispatch120" or address.startswith("anxin:"), (kind, address)
 
 
 def test_repeat_updates_the_live_alert(conn: psycopg.Connection[Any], resident: uuid.UUID) -> None:
