@@ -336,11 +336,12 @@ def test_care_circle_team_contract_hospital(conn: psycopg.Connection[Any]) -> No
         ContractIn(
             team_id=team.id,
             service_package="chronic disease",
-            starts_on=dt.date(2025, 1, 1),
-            ends_on=dt.date(2025, 12, 31),
+            starts_on=dt.date.today() - dt.timedelta(days=150),
+            ends_on=dt.date.today() + dt.timedelta(days=200),
         ),
     )
-    assert repo.active_contract(conn, r.id, on=dt.date(2025, 6, 1)) == contract
+    # The team's list holds the residents whose contract is in force today.
+    assert repo.active_contract(conn, r.id, on=dt.date.today()) == contract
     assert [
         x.id for x in repo.list_residents(conn, ResidentSearch(team_id=team.id), keyring=KEYS).items
     ] == [r.id]
