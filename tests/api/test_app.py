@@ -29,6 +29,10 @@ LONG_TEXT = "é" * 5000  # 10 000 bytes of UTF-8, cut in the middle of a charact
 
 
 def _seed(url: str) -> None:
+    # The data's clock starts when it is written, not when the module is imported: the stats
+    # count rows of the last minute, and a long suite may run this module minutes later.
+    global NOW  # noqa: PLW0603 - the module's reference time, read by the assertions
+    NOW = datetime.now(UTC)
     with psycopg.connect(url) as conn:
         ensure_devices(conn, ["api-wb-1", "api-wb-2", "api-wb-3"])
         with conn.transaction():
