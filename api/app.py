@@ -26,8 +26,8 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import metrics as db_metrics
 from api import errors
+from api import metrics as db_metrics
 from api.auth import require
 from api.guard import BodyGuard
 from api.logs import redact_access_log

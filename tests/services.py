@@ -125,7 +125,11 @@ def render_broker_config(
                 given.chmod(0o644)
             line = f"{key} {given}"
         lines.append(line)
-    lines.append(extra)
+    for raw in extra.splitlines():
+        # An addition such as the TLS listener follows the same rules (its own port stays).
+        if anonymous and raw.startswith(("password_file", "acl_file", "use_username_as")):
+            continue
+        lines.append("allow_anonymous true" if anonymous and raw.startswith("allow_anon") else raw)
     path = data_dir / "mosquitto.conf"
     path.write_text("\n".join(lines) + "\n")
     return path
