@@ -348,10 +348,12 @@ class AlertsSettings(_Section):
         "that dies leaves its deliveries to the worker once the lease runs out.",
     )
     first_push_120: bool = Field(
-        True,
+        False,
         description="The ingester sends the first 120 push of a new alert itself, right after "
         "the alert's commit (the delivery leased to it); the worker retries on failure and "
-        "takes it over if the ingester dies.",
+        "takes it over if the ingester dies. Off by default: on two cores the push competes "
+        "with telemetry for the ingester's interpreter lock and is slower than the worker's "
+        "(docs/benchmarks.md).",
     )
 
 

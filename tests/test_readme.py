@@ -151,6 +151,13 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         # --shipped ones run as written; cross-validation (minutes each) is parsed there.
         cli_test = ROOT / "tests" / "detectors" / "test_evaluate_cli.py"
         assert "README.md" in cli_test.read_text(encoding="utf-8")
+    elif args[:2] == ["-m", "detectors.training.train_wrist"]:
+        # As shown, writing the model elsewhere: it must be the shipped model, byte for byte
+        # (training is seeded: anyone can rebuild what ships).
+        out = tmp / "wrist-model.json"
+        _run(f"{line} --out {out}", env, timeout=600)
+        shipped = ROOT / "detectors" / "models" / "wrist-fall-v1.json"
+        assert out.read_bytes() == shipped.read_bytes()
     elif args[0].startswith("bench/"):
         pytest.skip("benchmarks run for minutes; tests/test_readme.py::test_benchmarks_start")
     else:
