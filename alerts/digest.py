@@ -12,6 +12,7 @@ import psycopg
 
 from alerts.model import parse_severity, severity_name
 from detectors.findings import FindingKind, Severity
+from devices.access import CONTRACT_IN_FORCE
 
 Conn = psycopg.Connection[Any]
 
@@ -58,14 +59,15 @@ def render_digest(digest: Digest) -> str:
 
 
 def team_digest(conn: Conn, team_id: uuid.UUID, day: date, tz: str = "Asia/Shanghai") -> Digest:
-    """The digest items of one doctor team's signed residents for one local day."""
+    """The digest items of one local day of the residents signed with the team today
+    (contracts in force: devices.access.CONTRACT_IN_FORCE, as every doctor scope)."""
     zone = ZoneInfo(tz)
     start = datetime.combine(day, time(0), zone)
     end = start + timedelta(days=1)
     rows = conn.execute(
-        """SELECT d.resident_id, r.name, d.kind, d.severity, d.at, d.evidence
+        f"""SELECT d.resident_id, r.name, d.kind, d.severity, d.at, d.evidence
              FROM digest_items d
-             JOIN doctor_contracts c ON c.resident_id = d.resident_id AND c.status = 'active'
+             JOIN doctor_contracts c ON c.resident_id = d.resident_id AND {CONTRACT_IN_FORCE}
              LEFT JOIN residents r ON r.id = d.resident_id
             WHERE c.team_id = %s AND d.at >= %s AND d.at < %s
             ORDER BY r.name, d.at""",

@@ -9,6 +9,7 @@ from typing import Any
 from alerts.addresses import channel_url, registry_ref, sms_ref
 from alerts.model import RecipientKind
 from alerts.routing import QuietHours, Recipient
+from devices.access import CONTRACT_IN_FORCE
 
 ChannelOpener = Callable[[str, uuid.UUID, bytes], str | None]
 """(table, row id, channel_url_enc) -> the apprise URL; the registry's keyring decrypts it."""
@@ -78,10 +79,10 @@ class PostgresDirectory:
                 )
             )
         for mid, name, phone, ckind, caddr, cenc in conn.execute(
-            """SELECT m.id, m.name, m.phone, m.channel_kind, m.channel_address, m.channel_url_enc
+            f"""SELECT m.id, m.name, m.phone, m.channel_kind, m.channel_address, m.channel_url_enc
                  FROM doctor_contracts c JOIN doctor_team_members m ON m.team_id = c.team_id
-                WHERE c.resident_id = %s AND c.status = 'active' AND m.status = 'active'
-                  AND current_date BETWEEN c.starts_on AND c.ends_on AND m.role = 'doctor'
+                WHERE c.resident_id = %s AND {CONTRACT_IN_FORCE} AND m.status = 'active'
+                  AND m.role = 'doctor'
                 ORDER BY m.name""",
             (resident_id,),
         ).fetchall():

@@ -474,3 +474,18 @@ def test_help_coming_reaches_the_device_over_the_real_broker(
     assert msg.topic == f"{topic_prefix}/dev/wb-0001/cmd" and msg.qos == 1
     cmd = decode_command(msg.payload)
     assert (cmd.kind.value, cmd.alert_id) == ("help_coming", str(change.alert.id))
+
+
+def test_the_digest_leaves_out_elders_whose_contract_is_not_in_force(
+    conn: psycopg.Connection[Any], resident: uuid.UUID
+) -> None:
+    svc = service()
+    svc.raise_finding(conn, finding(FindingKind.VITAL_TREND, resident), at(T0_MS))
+    team = conn.execute("SELECT id FROM doctor_teams").fetchone()[0]  # type: ignore[index]
+    assert len(svc.digest(conn, team, date(2025, 11, 24)).items) == 1
+    conn.execute("UPDATE doctor_contracts SET ends_on = current_date - 1")  # ended yesterday
+    assert svc.digest(conn, team, date(2025, 11, 24)).items == ()
+    conn.execute(
+        "UPDATE doctor_contracts SET starts_on = current_date + 10, ends_on = current_date + 40"
+    )
+    assert svc.digest(conn, team, date(2025, 11, 24)).items == ()
