@@ -314,6 +314,12 @@ class DetectionSink:
         log.info("detection state loaded for %d devices", len(loaded))
         return len(loaded)
 
+    def stream_ends(self) -> dict[str, int]:
+        """Device id -> epoch ms up to which the fall detector has seen its accelerometer
+        stream (after :meth:`load`: what the saved state covers)."""
+        with self._lock:
+            return {d: int(t) for d, t in self._accel_end.items()}
+
     # -- one batch ---------------------------------------------------------------------
     def _call(self, batch: Batch, now_ms: int) -> None:
         if not self._loaded and not self._guard("load", self.load):

@@ -8,7 +8,7 @@ telemetry and the urgent thread); saving state runs on a connection of its own t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,10 @@ from devices.protocol import AccelBurst, Event, EventKind, Reading
 #: Event kinds the detectors act on: stored unhandled, marked handled once seen.
 DETECTED_EVENTS = (EventKind.SOS, EventKind.FALL, EventKind.CANCEL)
 _DETECTED_SQL = "(" + ", ".join(f"'{k.value}'" for k in DETECTED_EVENTS) + ")"
+
+#: A replay also reads this much of what the saved state had seen: the detector skips it, and
+#: a burst that straddles the mark is not lost.
+_SEEN_OVERLAP_MS = 10_000
 
 StateRow = tuple[str, str, bytes, datetime]
 """(device_id, detector, state, updated_at) of ``detector_state``."""
@@ -199,18 +203,32 @@ class DetectionStore:
             return oldest
         return max(oldest, last - timedelta(seconds=margin_s))
 
-    def bursts_since(self, since: datetime, *, chunk: int = 20_000) -> Iterator[list[Reading]]:
+    def bursts_since(
+        self,
+        since: datetime,
+        seen: Mapping[str, int] | None = None,
+        *,
+        chunk: int = 20_000,
+    ) -> Iterator[list[Reading]]:
         """Stored accelerometer bursts from ``since`` on (device time), per device in time
-        order, in chunks of ``chunk`` readings (a server-side cursor)."""
+        order, in chunks of ``chunk`` readings (a server-side cursor). ``seen``: device id ->
+        epoch ms up to which the detector's saved state has seen that device's stream; its
+        bursts ending before that (less ``overlap_ms``) are not read."""
+        devices = list(seen or {})
+        until = [_dt(max(0, seen[d] - _SEEN_OVERLAP_MS)) for d in devices] if seen else []
         with (
             psycopg.connect(self._url, connect_timeout=self._timeout) as conn,
             conn.transaction(),
             conn.cursor(name="anxin_replay") as cur,
         ):
             cur.execute(
-                """SELECT device_id, ts, seq, rate_hz, scale_g, samples FROM accel_bursts
-                    WHERE ts >= %s ORDER BY device_id, ts, seq""",
-                (since,),
+                """SELECT b.device_id, b.ts, b.seq, b.rate_hz, b.scale_g, b.samples
+                     FROM accel_bursts b
+                     LEFT JOIN unnest(%s::text[], %s::timestamptz[]) AS w(device_id, seen_until)
+                       ON w.device_id = b.device_id
+                    WHERE b.ts >= %s AND (w.seen_until IS NULL OR b.ts >= w.seen_until)
+                    ORDER BY b.device_id, b.ts, b.seq""",
+                (devices, until, since),
             )
             while rows := cur.fetchmany(chunk):
                 yield [

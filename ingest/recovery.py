@@ -61,7 +61,9 @@ class Recovery:
         clock: Server clock.
         grace_s: The sweep leaves rows younger than this to the live path.
         replay_window_s: A restart replays at most this much of stored accelerometer data.
-        replay_margin_s: Bursts replayed from this long before the last saved state.
+        replay_margin_s: Bursts replayed from this long before the last state save (each
+            device's state is saved about every 30 s; a device's own saved mark then skips
+            what its state had seen).
         registry: Prometheus registry for ``anxin_ingest_swept_total`` (its own if None).
     """
 
@@ -73,7 +75,7 @@ class Recovery:
         clock: Clock | None = None,
         grace_s: float = 10.0,
         replay_window_s: float = 600.0,
-        replay_margin_s: float = 60.0,
+        replay_margin_s: float = 40.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self._sink = sink
@@ -103,7 +105,7 @@ class Recovery:
             self._now(), window_s=self.replay_window_s, margin_s=self.replay_margin_s
         )
         bursts = 0
-        for readings in store.bursts_since(floor):
+        for readings in store.bursts_since(floor, self._sink.stream_ends()):
             bursts += len(readings)
             self._sink(Batch(readings=readings), self._clock.now_ms())
         tail = self._take_up(older_than=None)
