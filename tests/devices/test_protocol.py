@@ -1070,7 +1070,7 @@ POSITION_ST = st.builds(
     lat=_in(-90, 90),
     lon=_in(-180, 180),
     accuracy_m=st.none() | _in(0, 1e6),
-    indoor=st.none() | st.text(max_size=64),
+    indoor=st.none() | st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=64),
 )
 DEVICE_ST = st.from_regex(r"\A[A-Za-z0-9_-]{3,64}\Z")
 
