@@ -61,11 +61,19 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _cmd_ingest(_args: argparse.Namespace) -> int:
+def _cmd_ingest(args: argparse.Namespace) -> int:
     from core.settings import load_settings  # noqa: PLC0415
     from ingest.runner import run_ingest  # noqa: PLC0415
 
     settings = load_settings()
+    overrides: dict[str, object] = {}
+    if args.lane is not None:
+        overrides["lane"] = args.lane
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if overrides:
+        ingest = settings.ingest.model_validate({**settings.ingest.model_dump(), **overrides})
+        settings = settings.model_copy(update={"ingest": ingest})
     stop = threading.Event()
     _stop_on_signals(stop)
     run_ingest(settings, stop)
@@ -153,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_db.set_defaults(func=_cmd_db)
 
     p_ingest = sub.add_parser("ingest", help="run the MQTT ingester until Ctrl-C")
+    p_ingest.add_argument(
+        "--lane",
+        choices=("all", "telemetry", "urgent"),
+        help="what this process takes (default ANXIN_INGEST__LANE, all): run one urgent and one "
+        "telemetry process side by side so an SOS never waits for telemetry",
+    )
+    p_ingest.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of this process's /metrics (default ANXIN_INGEST__METRICS_PORT, 9108); "
+        "give the second process on a machine its own",
+    )
     p_ingest.set_defaults(func=_cmd_ingest)
 
     p_api = sub.add_parser("api", help="serve the HTTP API and the console until Ctrl-C")

@@ -9,6 +9,11 @@ receiver (tests/alerts/receiver.py: verifies the signature). Latency per event: 
 before the publish to the arrival of its 120 push, both on this process's monotonic clock.
 
     .venv/bin/python bench/alerts.py --devices 5000 --events 1000
+
+``--lanes two`` runs the ingester as docs/operations.md recommends past a handful of devices:
+``anxin ingest --lane urgent`` (SOS presses, stored, alerted and pushed to 120 in a process and
+broker session of their own) beside ``anxin ingest --lane telemetry``; ``--lanes both``
+alternates the two shapes run by run, the one-process shape as the baseline of the same sitting.
 """
 
 from __future__ import annotations
@@ -93,21 +98,39 @@ def main() -> int:
                         help="telemetry client: bare (raw) or paho-mqtt")  # fmt: skip
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole run")
     parser.add_argument("--kill-ingester-at", type=float, default=None, metavar="S",
-                        help="SIGKILL the ingester S seconds into the SOS stream, restart it")  # fmt: skip
+                        help="SIGKILL the ingester (both lanes' processes with --lanes two) S "
+                             "seconds into the SOS stream, restart it")  # fmt: skip
+    parser.add_argument("--lanes", choices=("one", "two", "both"), default="one",
+                        help="one ingester process, the urgent and telemetry lanes' two, or both "
+                             "shapes alternating run by run")  # fmt: skip
     args = parser.parse_args()
-    results = [_run(args) for _ in range(args.runs)]
-    p99s = [r[0] for r in results if r[0] is not None]
-    if args.runs > 1:
-        print("\nall runs, p99 of SOS publish -> 120 push (ms):",
-              ", ".join(f"{p:.0f}" if p is not None else "-" for p, _ok in results))  # fmt: skip
-        if p99s:
-            med = statistics.median(p99s)
-            print(f"median of p99 over {len(p99s)} runs: {med:.0f} ms; "
-                  f"target p99 <= 100 ms: {'met' if med <= 100 else 'NOT met'}")  # fmt: skip
-    return 0 if all(ok for _p, ok in results) else 1
+    shapes = ["one", "two"] if args.lanes == "both" else [args.lanes]
+    results: dict[str, list[tuple[float | None, bool]]] = {shape: [] for shape in shapes}
+    for i in range(args.runs * len(shapes)):
+        shape = shapes[i % len(shapes)]
+        print(f"\n=== run {i // len(shapes) + 1} of {args.runs}, ingester lanes: {shape} ===")
+        results[shape].append(_run(args, shape))
+    for shape, runs in results.items():
+        p99s = [p for p, _ok in runs if p is not None]
+        if len(runs) > 1:
+            print(f"\nlanes {shape}: all runs, p99 of SOS publish -> 120 push (ms):",
+                  ", ".join(f"{p:.0f}" if p is not None else "-" for p, _ok in runs))  # fmt: skip
+            if p99s:
+                med = statistics.median(p99s)
+                print(f"lanes {shape}: median of p99 over {len(p99s)} runs: {med:.0f} ms; "
+                      f"target p99 <= 100 ms: {'met' if med <= 100 else 'NOT met'}")  # fmt: skip
+    return 0 if all(ok for runs in results.values() for _p, ok in runs) else 1
 
 
-def _run(args: argparse.Namespace) -> tuple[float | None, bool]:
+def _ingest_commands(shape: str) -> list[list[str]]:
+    """What an operator runs for each shape (the alert worker aside)."""
+    base = [sys.executable, "-m", "api.cli", "ingest"]
+    if shape == "one":
+        return [base]
+    return [[*base, "--lane", "telemetry"], [*base, "--lane", "urgent"]]
+
+
+def _run(args: argparse.Namespace, shape: str) -> tuple[float | None, bool]:
     """One whole run; (p99 in ms or None, every SOS pushed)."""
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-alerts-"))
     broker = PrivateBroker()
@@ -136,15 +159,23 @@ def _run(args: argparse.Namespace) -> tuple[float | None, bool]:
                 "ANXIN_LOG_LEVEL": "WARNING",
             }
             log = workdir / "services.log"
+            commands = _ingest_commands(shape)
+            ingest_env = {**env, "ANXIN_LOG_LEVEL": "INFO"}
+
+            def start_ingesters() -> list[subprocess.Popen[bytes]]:
+                with log.open("ab") as out:
+                    return [subprocess.Popen(cmd, env=ingest_env, cwd=ROOT, stdout=out, stderr=out)
+                            for cmd in commands]  # fmt: skip
+
+            # What an operator runs: `anxin ingest` (detection and alerts included; one process
+            # or the two lanes') and `anxin alerts worker` (delivery and escalation).
+            ingesters = start_ingesters()
             with log.open("ab") as out:
-                # What an operator runs: `anxin ingest` (detection and alerts included) and
-                # `anxin alerts worker` (delivery and escalation).
-                procs.append(subprocess.Popen([sys.executable, "-m", "api.cli", "ingest"],
-                                              env={**env, "ANXIN_LOG_LEVEL": "INFO"},
-                                              cwd=ROOT, stdout=out, stderr=out))  # fmt: skip
                 procs.append(subprocess.Popen([sys.executable, "-m", "api.cli", "alerts", "worker"],
                                               env=env, cwd=ROOT, stdout=out, stderr=out))  # fmt: skip
-            wait_until(lambda: b"subscribed to" in log.read_bytes(), 60, "the ingester")
+            procs.extend(ingesters)
+            wait_until(lambda: log.read_bytes().count(b"subscribed to") >= len(commands), 60,
+                       "the ingesters")  # fmt: skip
             seconds = int(args.events / args.rate) + 25
             telemetry = threading.Thread(
                 target=_telemetry,
@@ -163,14 +194,16 @@ def _run(args: argparse.Namespace) -> tuple[float | None, bool]:
             for i, device in enumerate(sos):
                 due = t0 + i / args.rate
                 if not killed and due - t0 >= args.kill_ingester_at:
-                    # An ingester that dies mid-stream: SIGKILL, then started again at once.
-                    procs[0].kill()
-                    procs[0].wait(10)
-                    with log.open("ab") as out:
-                        procs[0] = subprocess.Popen([sys.executable, "-m", "api.cli", "ingest"],
-                                                    env={**env, "ANXIN_LOG_LEVEL": "INFO"},
-                                                    cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
-                    print(f"ingester killed and restarted {due - t0:.1f} s into the SOS stream")
+                    # Ingesters that die mid-stream: SIGKILL, then started again at once.
+                    for proc in ingesters:
+                        proc.kill()
+                    for proc in ingesters:
+                        proc.wait(10)
+                        procs.remove(proc)
+                    ingesters = start_ingesters()
+                    procs.extend(ingesters)
+                    print(f"ingester processes ({len(ingesters)}) killed and restarted "
+                          f"{due - t0:.1f} s into the SOS stream")  # fmt: skip
                     killed = True
                 while (wait := due - time.monotonic()) > 0:
                     client.pump(min(0.01, wait))
@@ -234,7 +267,7 @@ def _run(args: argparse.Namespace) -> tuple[float | None, bool]:
           f"Python {platform.python_version()}")  # fmt: skip
     print(
         f"telemetry: {args.devices} devices x 1 msg/s ({args.publisher} publishers); "
-        f"SOS events: {args.events} at {args.rate}/s"
+        f"SOS events: {args.events} at {args.rate}/s; ingester lanes: {shape}"
     )
     print(f"120 pushes received: {len(latencies)} of {args.events}; bad signatures: {bad}")
     p99 = None

@@ -218,6 +218,16 @@ class IngestSettings(_Section):
         description="At start-up the fall detector replays the accelerometer bursts stored since "
         "its last saved state, at most this far back.",
     )
+    lane: Literal["all", "telemetry", "urgent"] = Field(
+        "all",
+        description="What this ingester process takes. all: everything, in one process (one "
+        "machine, the default). urgent: SOS presses only, in a process and broker session of "
+        "their own (client id and shared group suffixed -urgent): stored, alerted and pushed to "
+        "120 without waiting for telemetry. telemetry: everything else (readings, statuses, "
+        "fall and cancel events, detection); SOS events it stores too, and alerts them only if "
+        "the urgent process has not within sweep_grace_s. Run one urgent beside each telemetry "
+        "deployment (docs/operations.md).",
+    )
 
 
 class ApiSettings(_Section):
@@ -347,13 +357,13 @@ class AlertsSettings(_Section):
         "lease every third of it while sending, so a slow 120 centre keeps its push; a process "
         "that dies leaves its deliveries to the worker once the lease runs out.",
     )
-    first_push_120: bool = Field(
-        False,
+    first_push_120: bool | None = Field(
+        None,
         description="The ingester sends the first 120 push of a new alert itself, right after "
         "the alert's commit (the delivery leased to it); the worker retries on failure and "
-        "takes it over if the ingester dies. Off by default: on two cores the push competes "
-        "with telemetry for the ingester's interpreter lock and is slower than the worker's "
-        "(docs/benchmarks.md).",
+        "takes it over if the ingester dies. Unset: on in the urgent lane's process, off in "
+        "the others, where the push would compete with telemetry for the interpreter lock "
+        "and is slower than the worker's (docs/benchmarks.md).",
     )
 
 

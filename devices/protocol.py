@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -326,9 +327,11 @@ def topic(prefix: str, device_id: str, channel: Channel) -> str:
     return f"{prefix}/dev/{device_id}/{channel.value}"
 
 
-def subscriptions(prefix: str) -> list[str]:
-    """The topic filters the ingester subscribes to."""
-    return [f"{prefix}/dev/+/{c.value}" for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS)]
+def subscriptions(
+    prefix: str, channels: Sequence[Channel] = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS)
+) -> list[str]:
+    """The topic filters the ingester subscribes to (all channels unless given)."""
+    return [f"{prefix}/dev/+/{c.value}" for c in channels]
 
 
 def parse_topic(prefix: str, name: str) -> tuple[str, Channel]:

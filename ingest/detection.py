@@ -68,6 +68,13 @@ _FALL_EVENTS = frozenset(DETECTED_EVENTS) - _SOS
 _PLACEMENTS = {p.value: p for p in Placement}
 _KINDS = {k.value: k for k in DeviceKind}
 _FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
+
+#: The sink's stages, in the order each batch goes through them.
+STAGES = ("sos", "events", "falls", "vitals", "health")
+#: What the urgent lane's process runs: SOS presses, which need no state.
+URGENT_STAGES = ("sos",)
+#: The event kinds each stage acts on (and marks handled).
+_STAGE_EVENTS: dict[str, frozenset[EventKind]] = {"sos": _SOS, "events": _FALL_EVENTS}
 _P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
 _P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
 _P_O2, _P_ACVPU = int(Param.SUPPLEMENTAL_O2), int(Param.CONSCIOUSNESS)
@@ -143,6 +150,8 @@ class DetectionSink:
         registry: Prometheus registry for the sink's metrics (its own if None).
         listeners: Called with each call's findings after they were stored.
         connect_timeout_s: Database connect timeout.
+        stages: The stages this sink runs (of :data:`STAGES`). With :data:`URGENT_STAGES` it
+            keeps no per-device state: it loads and saves none, and replays no bursts.
     """
 
     def __init__(
@@ -156,7 +165,15 @@ class DetectionSink:
         registry: CollectorRegistry | None = None,
         listeners: Sequence[FindingListener] = (),
         connect_timeout_s: float = 5.0,
+        stages: Sequence[str] = STAGES,
     ) -> None:
+        unknown = set(stages) - set(STAGES)
+        if unknown or not stages:
+            raise DetectorError(f"unknown detection stages {sorted(unknown)}; known: {STAGES}")
+        self.stages = tuple(s for s in STAGES if s in stages)
+        # Every stage but the SOS one keeps per-device state (load, save, replay).
+        self.stateful = any(s not in URGENT_STAGES for s in self.stages)
+        self.event_kinds = frozenset(k for s in self.stages for k in _STAGE_EVENTS.get(s, ()))
         self.store = DetectionStore(db_url, connect_timeout_s=connect_timeout_s)
         self._devices = devices
         self.config = config or DetectionConfig()
@@ -183,7 +200,7 @@ class DetectionSink:
         # Devices whose state changed since it was last saved, per detector, oldest first (a
         # dict used as an ordered set): saves take the oldest, so every device gets its turn.
         self._changed: dict[str, dict[str, None]] = {_FALL: {}, _VITALS: {}, _HEALTH: {}}
-        self._loaded = False
+        self._loaded = not self.stateful  # nothing to load without state
         self._started_ms: int | None = None
         self._last_health_ms = _EMPTY
         self._last_persist_ms: int | None = None
@@ -211,7 +228,7 @@ class DetectionSink:
     def close(self) -> None:
         """Save the state of every device that changed, then close the connections."""
         try:
-            if self._loaded:
+            if self._loaded and self.stateful:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
             self._state_writer.shutdown(wait=True)
@@ -338,17 +355,16 @@ class DetectionSink:
             return res
 
         findings: list[Finding] = []
-        stages: tuple[
-            tuple[str, Callable[[Batch, int, Callable[[str], str | None]], list[Finding]]], ...
-        ] = (
-            ("sos", self._sos),
-            ("events", self._events),
-            ("falls", self._falls),
-            ("vitals", self._news2),
-            ("health", self._device_health),
-        )
+        detectors: dict[str, Callable[[Batch, int, Callable[[str], str | None]], list[Finding]]] = {
+            "sos": self._sos,
+            "events": self._events,
+            "falls": self._falls,
+            "vitals": self._news2,
+            "health": self._device_health,
+        }
         handled: list[EventKey] = []
-        for stage, detect in stages:
+        for stage in self.stages:
+            detect = detectors[stage]
             if not self._has_work(stage, batch, now_ms):
                 continue  # an SOS does not wait for the lock only to find nothing to do
             if stage == "sos":  # no state: never waits for a telemetry batch's detection
@@ -356,9 +372,9 @@ class DetectionSink:
             else:
                 with self._lock:
                     ok = self._guard(stage, lambda d=detect: findings.extend(d(batch, now_ms, resident)))  # type: ignore[misc]  # fmt: skip
-            if stage in ("sos", "events") and ok:
+            if stage in _STAGE_EVENTS and ok:
                 # Seen by the detectors: marked handled with the findings, in one transaction.
-                kinds = _SOS if stage == "sos" else _FALL_EVENTS
+                kinds = _STAGE_EVENTS[stage]
                 handled += [
                     (e.device_id, e.ts_ms, e.seq) for e in batch.device_events if e.kind in kinds
                 ]
@@ -379,6 +395,8 @@ class DetectionSink:
             if stored:
                 for listener in self._listeners:
                     self._guard("listener", lambda ls=listener: ls(list(stored)))  # type: ignore[misc]
+        if not self.stateful:
+            return
         with self._lock:
             last = self._last_persist_ms
             # A thirtieth of the changed devices every thirtieth of the interval: each device is
@@ -667,6 +685,21 @@ class DetectionSink:
         h.battery_reported[rows[new_battery]] = level[new_battery]
         changed.update(dict.fromkeys(f.device_id for f in out))
         return out
+
+
+class WithoutSos:
+    """A sink as the telemetry lane's process calls it: SOS events are the urgent lane's (a
+    process of its own); this one stores them and leaves their detection to that process, or
+    to its own sweep (ingest/recovery.py) when that process has not acted within the grace."""
+
+    def __init__(self, sink: Callable[[Batch, int], None]) -> None:
+        self._sink = sink
+
+    def __call__(self, batch: Batch, now_ms: int) -> None:
+        if any(e.kind in _SOS for e in batch.device_events):
+            events = [e for e in batch.device_events if e.kind not in _SOS]
+            batch = dataclasses.replace(batch, device_events=events)
+        self._sink(batch, now_ms)
 
 
 def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> FallBatch:

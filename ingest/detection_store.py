@@ -8,7 +8,7 @@ telemetry and the urgent thread); saving state runs on a connection of its own t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,6 @@ from devices.protocol import AccelBurst, Event, EventKind, Reading
 
 #: Event kinds the detectors act on: stored unhandled, marked handled once seen.
 DETECTED_EVENTS = (EventKind.SOS, EventKind.FALL, EventKind.CANCEL)
-_DETECTED_SQL = "(" + ", ".join(f"'{k.value}'" for k in DETECTED_EVENTS) + ")"
 
 #: A replay also reads this much of what the saved state had seen: the detector skips it, and
 #: a burst that straddles the mark is not lost.
@@ -164,17 +163,29 @@ class DetectionStore:
         return [int(r[0]) for r in rows]
 
     # -- events ------------------------------------------------------------------------
-    def unhandled_events(self, *, older_than: datetime | None, limit: int = 10_000) -> list[Event]:
-        """Stored events the detectors have not seen (a crash came between), oldest first."""
+    def unhandled_events(
+        self,
+        *,
+        older_than: datetime | None,
+        kinds: Collection[EventKind] = DETECTED_EVENTS,
+        limit: int = 10_000,
+    ) -> list[Event]:
+        """Stored events of ``kinds`` the detectors have not seen (a crash came between),
+        oldest first."""
         conn = self._connection()
         try:
             with conn.transaction():
                 rows = conn.execute(
-                    f"""SELECT device_id, ts, seq, kind, detail FROM device_events
-                         WHERE handled_at IS NULL AND kind IN {_DETECTED_SQL}
-                           AND (%s::timestamptz IS NULL OR received_at < %s)
-                         ORDER BY ts, device_id, seq LIMIT %s""",
-                    (older_than, older_than, limit),
+                    """SELECT device_id, ts, seq, kind, detail FROM device_events
+                        WHERE handled_at IS NULL AND kind = ANY(%s)
+                          AND (%s::timestamptz IS NULL OR received_at < %s)
+                        ORDER BY ts, device_id, seq LIMIT %s""",
+                    (
+                        [k.value for k in kinds if k in DETECTED_EVENTS],
+                        older_than,
+                        older_than,
+                        limit,
+                    ),
                 ).fetchall()
         except BaseException:
             self._drop_broken()

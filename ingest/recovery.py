@@ -99,15 +99,17 @@ class Recovery:
     def on_start(self) -> RecoveryReport:
         """Load state, replay bursts since the last save, handle events, raise findings."""
         started = time.perf_counter()
-        self._sink.load()
         store = self._sink.store
-        floor = store.replay_floor(
-            self._now(), window_s=self.replay_window_s, margin_s=self.replay_margin_s
-        )
         bursts = 0
-        for readings in store.bursts_since(floor, self._sink.stream_ends()):
-            bursts += len(readings)
-            self._sink(Batch(readings=readings), self._clock.now_ms())
+        floor: datetime | None = None
+        if self._sink.stateful:  # the urgent lane's sink keeps no state: nothing to replay
+            self._sink.load()
+            floor = store.replay_floor(
+                self._now(), window_s=self.replay_window_s, margin_s=self.replay_margin_s
+            )
+            for readings in store.bursts_since(floor, self._sink.stream_ends()):
+                bursts += len(readings)
+                self._sink(Batch(readings=readings), self._clock.now_ms())
         tail = self._take_up(older_than=None)
         report = RecoveryReport(
             bursts, tail.events, tail.findings, round(time.perf_counter() - started, 3)
@@ -116,7 +118,7 @@ class Recovery:
             "recovery at start: %d accelerometer bursts replayed since %s, %d unhandled events, "
             "%d findings without an alert raised, in %.2f s",
             report.bursts,
-            floor.isoformat(timespec="seconds"),
+            floor.isoformat(timespec="seconds") if floor else "(none: no state)",
             report.events,
             report.findings,
             report.seconds,
@@ -139,7 +141,7 @@ class Recovery:
 
     def _take_up(self, *, older_than: datetime | None) -> RecoveryReport:
         store = self._sink.store
-        events = store.unhandled_events(older_than=older_than)
+        events = store.unhandled_events(older_than=older_than, kinds=self._sink.event_kinds)
         if events:
             self._sink(Batch(device_events=events), self._clock.now_ms())
         raised = 0

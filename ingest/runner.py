@@ -17,7 +17,7 @@ from core import db
 from core.settings import Settings
 from devices.crypto import Keyring
 from devices.repository import channel_opener
-from ingest.detection import DetectionSink
+from ingest.detection import STAGES, URGENT_STAGES, DetectionSink, WithoutSos
 from ingest.recovery import Recovery
 from ingest.service import IngestService
 
@@ -29,26 +29,34 @@ def run_ingest(
 ) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
+    log.info("ingester lane: %s", settings.ingest.lane)
     sys.setswitchinterval(settings.ingest.switch_interval_ms / 1000.0)
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None
     pusher: FirstPush | None = None
     recovery: Recovery | None = None
+    lane = settings.ingest.lane
     if settings.ingest.detection:
         # A lambda, not service.devices.get: the snapshot is replaced on every refresh.
         sink = DetectionSink(
             settings.db.url,
             lambda device_id: service.devices.get(device_id),  # noqa: PLW0108
             registry=service.metrics.registry,
+            stages=URGENT_STAGES if lane == "urgent" else STAGES,
         )
-        service.add_sink(sink)
+        # Beside an urgent lane's process, SOS presses are its work; this one's sweep takes
+        # up what that process left (the recovery below calls the sink itself).
+        service.add_sink(WithoutSos(sink) if lane == "telemetry" else sink)
         # Findings raise alerts (and write their deliveries to the outbox) on the writer thread,
         # right after they are stored.
         directory = PostgresDirectory(
             settings.alerts.sms_url, opener=channel_opener(Keyring.from_settings(settings.registry))
         )
-        if settings.alerts.first_push_120:
+        first_push = settings.alerts.first_push_120
+        if first_push is None:
+            first_push = lane == "urgent"
+        if first_push:
             pusher = FirstPush(settings).start()
         alert_listener = AlertListener(
             lambda: db.connect(settings.db.url, autocommit=True),

@@ -275,16 +275,17 @@ class PrivatePostgres:
 class IngestProcess:
     """``anxin ingest`` as a child process, as an operator runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         before = self._subscriptions()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "ingest"],
+                [sys.executable, "-m", "api.cli", "ingest", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=log,

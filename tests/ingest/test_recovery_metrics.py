@@ -16,7 +16,7 @@ class _Store:
     events: list[object] = field(default_factory=list)
     findings: list[int] = field(default_factory=list)
 
-    def unhandled_events(self, *, older_than: object) -> list[object]:
+    def unhandled_events(self, *, older_than: object, kinds: object) -> list[object]:
         out, self.events = self.events, []
         return out
 
@@ -29,6 +29,8 @@ class _Store:
 class _Sink:
     store: _Store
     batches: list[Batch] = field(default_factory=list)
+    stateful: bool = True
+    event_kinds: frozenset[str] = frozenset({"sos", "fall", "cancel"})
 
     def __call__(self, batch: Batch, now_ms: int) -> None:
         self.batches.append(batch)

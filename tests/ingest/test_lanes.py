@@ -1,0 +1,203 @@
+"""The urgent lane in a process of its own (``anxin ingest --lane urgent``) beside the
+telemetry lane's (``--lane telemetry``), as docs/operations.md tells an operator to run them.
+
+What a dispatch centre and a doctor rely on, checked through a real broker and database:
+
+* an SOS reaches the 120 receiver from the urgent process itself (no delivery worker runs in
+  the first half of the test), once, and is stored once although both processes store events;
+* a fall that the device detected is handled by the telemetry process's fall detector (the
+  urgent process runs no stateful detector) and becomes a fall finding;
+* telemetry is stored once;
+* with the urgent process killed, an SOS is still alerted by the telemetry process's sweep and
+  pushed by the worker; restarted, the urgent process doubles nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from core.mqtt import MqttClient
+from devices.protocol import (
+    Channel,
+    Event,
+    EventKind,
+    ReadingWire,
+    Vitals,
+    encode_event,
+    encode_telemetry,
+    topic,
+)
+from tests.alerts.receiver import SECRET, Receiver, serve
+from tests.ingest.test_fault_injection import _key_env, _kind_of, _register, _Worker
+from tests.services import IngestProcess, PrivateBroker, wait_until
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def broker() -> Iterator[PrivateBroker]:
+    b = PrivateBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _count(url: str, sql: str, *args: object) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, args).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_urgent_and_telemetry_lanes_in_two_processes(
+    db_url: str, broker: PrivateBroker, tmp_path: Path
+) -> None:
+    devices = [f"ln-wb-{i}" for i in range(4)]  # 0 streams, 1 and 3 press SOS, 2 falls
+    _register(db_url, devices)
+    receiver_gen = serve(Receiver())
+    receiver = next(receiver_gen)
+    prefix = f"ln-{uuid.uuid4().hex[:6]}/v1"
+    env = {
+        **os.environ,
+        **_key_env(),
+        "ANXIN_ENVIRONMENT": "test",
+        "ANXIN_DB__URL": db_url,
+        "ANXIN_MQTT__URL": broker.url,
+        "ANXIN_MQTT__TOPIC_PREFIX": prefix,
+        "ANXIN_MQTT__CLIENT_ID": f"ln-ingest-{uuid.uuid4().hex[:6]}",
+        "ANXIN_INGEST__METRICS_PORT": "0",
+        "ANXIN_INGEST__SWEEP_EVERY_S": "0.5",
+        "ANXIN_INGEST__SWEEP_GRACE_S": "2",
+        "ANXIN_ALERTS__DISPATCH120_URL": receiver.url,
+        "ANXIN_ALERTS__DISPATCH120_SECRET": SECRET,
+        "ANXIN_ALERTS__DELIVERY_LEASE_S": "3",
+    }
+    telemetry = IngestProcess(env, tmp_path / "telemetry.log", ("--lane", "telemetry"))
+    urgent = IngestProcess(env, tmp_path / "urgent.log", ("--lane", "urgent"))
+    worker = _Worker(env, tmp_path / "worker.log")
+    device = MqttClient(
+        host="127.0.0.1", port=broker.port, client_id=f"ln-dev-{uuid.uuid4().hex[:6]}",
+        persistent=True, protocol_v5=False,
+    )  # fmt: skip
+
+    def publish(dev: str, channel: Channel, payload: bytes) -> None:
+        device.publish(topic(prefix, dev, channel), payload, qos=1)
+        while device.pending_out():
+            device.pump(0.01)
+
+    def sos_pushes() -> dict[str, int]:
+        pushes: dict[str, int] = {}
+        for a in receiver.first_accepted():
+            if _kind_of(a.body) == "sos":
+                pushes[str(a.key)] = pushes.get(str(a.key), 0) + 1
+        return pushes
+
+    try:
+        telemetry.start()
+        urgent.start()
+        device.connect_inline()
+        now = int(time.time() * 1000)
+        readings = [
+            ReadingWire(ts=now - 1000 * k, seq=k, vitals=Vitals(heart_rate=70 + k, spo2=97))
+            for k in range(5)
+        ]
+        publish(devices[0], Channel.TELEMETRY, encode_telemetry(readings))
+        publish(devices[1], Channel.EVENT, encode_event(Event(now, 1, devices[1], EventKind.SOS)))
+        publish(devices[2], Channel.EVENT, encode_event(Event(now, 1, devices[2], EventKind.FALL)))
+
+        # The first SOS push comes from the urgent process: no worker runs yet.
+        wait_until(lambda: len(sos_pushes()) == 1, 30, "the urgent process's 120 push")
+        wait_until(
+            lambda: (
+                _count(
+                    db_url,
+                    "SELECT count(*) FROM device_events WHERE handled_at IS NULL",
+                )
+                == 0
+            ),
+            30,
+            "both events handled",
+        )
+        assert _count(db_url, "SELECT count(*) FROM device_events WHERE kind = 'sos'") == 1
+        assert _count(db_url, "SELECT count(*) FROM device_events WHERE kind = 'fall'") == 1
+        assert (
+            _count(
+                db_url,
+                "SELECT count(*) FROM findings WHERE device_id = %s AND kind = 'device_fall'",
+                devices[2],
+            )
+            == 1
+        )
+        assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'sos'") == 1
+        wait_until(
+            lambda: (
+                _count(db_url, "SELECT count(*) FROM vitals WHERE device_id = %s", devices[0]) == 5
+            ),
+            30,
+            "the readings",
+        )
+
+        # The urgent process dies: the telemetry process's sweep alerts the next SOS and the
+        # worker pushes it.
+        urgent.kill()
+        worker.start()
+        later = int(time.time() * 1000)
+        publish(devices[3], Channel.EVENT, encode_event(Event(later, 1, devices[3], EventKind.SOS)))
+        wait_until(lambda: len(sos_pushes()) == 2, 60, "the sweep's alert, pushed by the worker")
+        assert "sweep: 1 events" in telemetry.log()
+
+        # Back again, the urgent process finds nothing left to do and doubles nothing.
+        urgent.start()
+        wait_until(lambda: "recovery at start" in urgent.log(), 30, "the urgent restart")
+    finally:
+        device.stop()
+        urgent.stop()
+        telemetry.stop()
+        worker.stop()
+        receiver_gen.close()
+
+    assert _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == 2
+    assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'sos'") == 2
+    assert sorted(sos_pushes().values()) == [1, 1]
+    assert all(a.signature_ok for a in receiver.arrivals)
+    assert "ingester lane: urgent" in urgent.log()
+    assert "recovery at start: 0 accelerometer bursts" in urgent.log()
+
+
+def test_the_telemetry_lane_leaves_sos_to_the_urgent_lane() -> None:
+    from ingest.detection import STAGES, URGENT_STAGES, WithoutSos
+    from ingest.pipeline import Batch
+
+    seen: list[Batch] = []
+    events = [
+        Event(1, 1, "d1", EventKind.SOS),
+        Event(2, 1, "d2", EventKind.FALL),
+        Event(3, 1, "d3", EventKind.CANCEL),
+    ]
+    WithoutSos(lambda batch, _now: seen.append(batch))(Batch(device_events=events), 10)
+    assert [e.kind for e in seen[0].device_events] == [EventKind.FALL, EventKind.CANCEL]
+    assert URGENT_STAGES == ("sos",) and set(URGENT_STAGES) < set(STAGES)
+
+
+def test_the_urgent_sink_keeps_no_state(db_url: str) -> None:
+    from detectors.findings import DetectorError
+    from ingest.detection import URGENT_STAGES, DetectionSink
+
+    sink = DetectionSink(db_url, lambda _d: None, stages=URGENT_STAGES)
+    try:
+        assert not sink.stateful
+        assert sink.event_kinds == {EventKind.SOS}
+        assert sink.load() == 0  # nothing loaded, nothing to save
+    finally:
+        sink.close()
+    with pytest.raises(DetectorError, match="unknown detection stages"):
+        DetectionSink(db_url, lambda _d: None, stages=("sos", "telepathy"))
