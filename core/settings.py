@@ -218,6 +218,15 @@ class IngestSettings(_Section):
         description="At start-up the fall detector replays the accelerometer bursts stored since "
         "its last saved state, at most this far back.",
     )
+    nice: int | None = Field(
+        None,
+        ge=-20,
+        le=19,
+        description="CPU priority of the ingester process (os.nice; only root may lower it "
+        "below 0). Unset: 10 in the telemetry lane's process, so that the urgent lane's process, "
+        "the broker and the database run first when the cores are busy (an SOS then waits "
+        "for no telemetry batch); unchanged in the others.",
+    )
     lane: Literal["all", "telemetry", "urgent"] = Field(
         "all",
         description="What this ingester process takes. all: everything, in one process (one "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -29,7 +30,14 @@ def run_ingest(
 ) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
-    log.info("ingester lane: %s", settings.ingest.lane)
+    nice = settings.ingest.nice
+    if nice is None and settings.ingest.lane == "telemetry":
+        nice = 10
+    if nice:
+        os.nice(nice)  # relative to the inherited priority, as the nice command does
+    log.info(
+        "ingester lane: %s (nice %d)", settings.ingest.lane, os.getpriority(os.PRIO_PROCESS, 0)
+    )
     sys.setswitchinterval(settings.ingest.switch_interval_ms / 1000.0)
     service = service or IngestService(settings)
     sink: DetectionSink | None = None
