@@ -144,6 +144,10 @@ class MqttSettings(_Section):
         return urlsplit(self.url).scheme in {"mqtts", "ssl"}
 
 
+IngestLane = Literal["all", "telemetry", "urgent"]
+"""Which messages an ingester process takes (ingest/lanes.py)."""
+
+
 class IngestSettings(_Section):
     batch_size: int = Field(
         4000, ge=1, le=200_000, description="Messages per database transaction at most."
@@ -227,15 +231,14 @@ class IngestSettings(_Section):
         "the broker and the database run first when the cores are busy (an SOS then waits "
         "for no telemetry batch); unchanged in the others.",
     )
-    lane: Literal["all", "telemetry", "urgent"] = Field(
+    lane: IngestLane = Field(
         "all",
         description="What this ingester process takes. all: everything, in one process (one "
         "machine, the default). urgent: SOS presses only, in a process and broker session of "
         "their own (client id and shared group suffixed -urgent): stored, alerted and pushed to "
         "120 without waiting for telemetry. telemetry: everything else (readings, statuses, "
-        "fall and cancel events, detection); SOS events it stores too, and alerts them only if "
-        "the urgent process has not within sweep_grace_s. Run one urgent beside each telemetry "
-        "deployment (docs/operations.md).",
+        "fall and cancel events, detection). Run the two side by side: while the urgent "
+        "process is down, SOS presses wait for it at the broker (docs/operations.md).",
     )
 
 

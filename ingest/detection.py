@@ -687,21 +687,6 @@ class DetectionSink:
         return out
 
 
-class WithoutSos:
-    """A sink as the telemetry lane's process calls it: SOS events are the urgent lane's (a
-    process of its own); this one stores them and leaves their detection to that process, or
-    to its own sweep (ingest/recovery.py) when that process has not acted within the grace."""
-
-    def __init__(self, sink: Callable[[Batch, int], None]) -> None:
-        self._sink = sink
-
-    def __call__(self, batch: Batch, now_ms: int) -> None:
-        if any(e.kind in _SOS for e in batch.device_events):
-            events = [e for e in batch.device_events if e.kind not in _SOS]
-            batch = dataclasses.replace(batch, device_events=events)
-        self._sink(batch, now_ms)
-
-
 def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> FallBatch:
     """Int16 bursts -> one padded float32 batch in g (one ``frombuffer`` for all of them)."""
     n = len(items)

@@ -18,7 +18,7 @@ from core import db
 from core.settings import Settings
 from devices.crypto import Keyring
 from devices.repository import channel_opener
-from ingest.detection import STAGES, URGENT_STAGES, DetectionSink, WithoutSos
+from ingest.detection import STAGES, URGENT_STAGES, DetectionSink
 from ingest.recovery import Recovery
 from ingest.service import IngestService
 
@@ -53,9 +53,7 @@ def run_ingest(
             registry=service.metrics.registry,
             stages=URGENT_STAGES if lane == "urgent" else STAGES,
         )
-        # Beside an urgent lane's process, SOS presses are its work; this one's sweep takes
-        # up what that process left (the recovery below calls the sink itself).
-        service.add_sink(WithoutSos(sink) if lane == "telemetry" else sink)
+        service.add_sink(sink)
         # Findings raise alerts (and write their deliveries to the outbox) on the writer thread,
         # right after they are stored.
         directory = PostgresDirectory(

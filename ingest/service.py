@@ -42,7 +42,8 @@ import psycopg
 from core.clock import Clock, SystemClock
 from core.mqtt import MqttClient, client_for
 from core.settings import Settings
-from devices.protocol import Channel, Limits, Reason, subscriptions
+from devices.protocol import Limits, Reason
+from ingest import lanes
 from ingest.metrics import IngestMetrics, bucket_quantile, create_metrics, histogram_buckets
 from ingest.pipeline import Batch, DeadLetter, DeviceInfo, RawMessage, process_batch
 from ingest.store import PostgresStore, TelemetryStore, WriteResult
@@ -123,7 +124,7 @@ class IngestService:
         self.lane = settings.ingest.lane
         self._client = client or client_for(
             settings.mqtt,
-            client_id=lane_client_id(settings.mqtt.client_id, self.lane),
+            client_id=lanes.client_id(settings.mqtt.client_id, self.lane),
             persistent=True,
             manual_ack=True,
             receive_maximum=settings.mqtt.receive_maximum,
@@ -177,10 +178,10 @@ class IngestService:
             self._wake.set()
 
     def _on_connect(self, session_present: bool) -> None:
-        topics = lane_topics(self.settings.mqtt.topic_prefix, self.lane)
+        topics = lanes.topics(self.settings.mqtt.topic_prefix, self.lane)
         group = self.settings.mqtt.shared_group
         if group:
-            topics = [f"$share/{lane_client_id(group, self.lane)}/{t}" for t in topics]
+            topics = [f"$share/{lanes.client_id(group, self.lane)}/{t}" for t in topics]
         self._client.subscribe(topics, qos=1)
         self.metrics.connected.set(1)
         log.info(
@@ -243,7 +244,7 @@ class IngestService:
             # between. Look again before dead-lettering it.
             self._with_db_retry(lambda: self._refresh_devices(force=True))
             batch = process_batch(raw, self._devices, limits, prefix)
-        return batch
+        return lanes.keep(batch, self.lane)
 
     def _with_db_retry(self, action: Callable[[], T]) -> T:
         """Run ``action`` until the database answers; back off with jitter meanwhile."""
@@ -594,20 +595,6 @@ class IngestService:
     @property
     def inbox_depth(self) -> int:
         return self._waiting()
-
-
-def lane_client_id(name: str, lane: str) -> str:
-    """The broker session (client id, or shared group) of a lane's process: the urgent lane has
-    its own, so its events never queue behind telemetry at the broker or in the socket."""
-    return f"{name}-urgent" if lane == "urgent" else name
-
-
-def lane_topics(prefix: str, lane: str) -> list[str]:
-    """What a lane's process subscribes to. The urgent lane takes events only; the telemetry
-    lane takes events too (fall and cancel events belong to the fall detector it runs)."""
-    if lane == "urgent":
-        return subscriptions(prefix, (Channel.EVENT,))
-    return subscriptions(prefix)
 
 
 def _extend(into: Batch, part: Batch) -> None:

@@ -165,14 +165,18 @@ def test_compose_has_the_single_machine_services_and_every_mounted_file_exists()
         "broker",
         "broker-auth",
         "ingest",
+        "ingest-urgent",
         "alerts-worker",
         "api",
         "prometheus",
         "grafana",
     }
     assert services["db"]["image"].startswith("timescale/timescaledb:")
-    assert [services[s]["command"] for s in ("ingest", "alerts-worker", "api")] == [
-        ["ingest"],
+    assert [
+        services[s]["command"] for s in ("ingest", "ingest-urgent", "alerts-worker", "api")
+    ] == [
+        ["ingest", "--lane", "telemetry"],
+        ["ingest", "--lane", "urgent"],
         ["alerts", "worker"],
         ["api"],
     ]
@@ -254,12 +258,18 @@ def unit_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_three_units_exist_and_share_the_environment_file() -> None:
+def test_the_four_units_exist_and_share_the_environment_file() -> None:
     assert [u.name for u in UNITS] == [
         "anxin-alerts-worker.service",
         "anxin-api.service",
+        "anxin-ingest-urgent.service",
         "anxin-ingest.service",
     ]
+    execs = {u.name: next(x for x in u.read_text().splitlines() if x.startswith("ExecStart=")) for u in UNITS}  # fmt: skip
+    assert execs["anxin-ingest.service"].endswith("anxin ingest --lane telemetry")
+    assert execs["anxin-ingest-urgent.service"].endswith(
+        "anxin ingest --lane urgent --metrics-port 9109"
+    )
     for unit in UNITS:
         text = unit.read_text()
         assert "EnvironmentFile=/etc/anxin/anxin.env" in text

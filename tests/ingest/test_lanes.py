@@ -3,13 +3,13 @@ telemetry lane's (``--lane telemetry``), as docs/operations.md tells an operator
 
 What a dispatch centre and a doctor rely on, checked through a real broker and database:
 
-* an SOS reaches the 120 receiver from the urgent process itself (no delivery worker runs in
-  the first half of the test), once, and is stored once although both processes store events;
-* a fall that the device detected is handled by the telemetry process's fall detector (the
-  urgent process runs no stateful detector) and becomes a fall finding;
+* an SOS reaches the 120 receiver from the urgent process itself (no delivery worker runs),
+  once, and is stored once although both processes receive it;
+* a fall that the device detected is stored and handled by the telemetry process's fall
+  detector (the urgent process runs no stateful detector) and becomes a fall finding;
 * telemetry is stored once;
-* with the urgent process killed, an SOS is still alerted by the telemetry process's sweep and
-  pushed by the worker; restarted, the urgent process doubles nothing.
+* an SOS pressed while the urgent process is down waits for it at the broker (the telemetry
+  process does not store it) and is stored, alerted and pushed once it is back.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from devices.protocol import (
     topic,
 )
 from tests.alerts.receiver import SECRET, Receiver, serve
-from tests.ingest.test_fault_injection import _key_env, _kind_of, _register, _Worker
+from tests.ingest.test_fault_injection import _key_env, _kind_of, _register
 from tests.services import IngestProcess, PrivateBroker, wait_until
 
 pytestmark = [pytest.mark.integration]
@@ -83,7 +83,6 @@ def test_urgent_and_telemetry_lanes_in_two_processes(
     }
     telemetry = IngestProcess(env, tmp_path / "telemetry.log", ("--lane", "telemetry"))
     urgent = IngestProcess(env, tmp_path / "urgent.log", ("--lane", "urgent"))
-    worker = _Worker(env, tmp_path / "worker.log")
     device = MqttClient(
         host="127.0.0.1", port=broker.port, client_id=f"ln-dev-{uuid.uuid4().hex[:6]}",
         persistent=True, protocol_v5=False,
@@ -146,23 +145,29 @@ def test_urgent_and_telemetry_lanes_in_two_processes(
             "the readings",
         )
 
-        # The urgent process dies: the telemetry process's sweep alerts the next SOS and the
-        # worker pushes it.
+        # The urgent process dies; an SOS pressed meanwhile waits for it at the broker. The
+        # fall event after it goes through the telemetry process's session in order: once it
+        # is stored, the SOS before it has been seen there, and left to the urgent lane.
         urgent.kill()
-        worker.start()
         later = int(time.time() * 1000)
         publish(devices[3], Channel.EVENT, encode_event(Event(later, 1, devices[3], EventKind.SOS)))
-        wait_until(lambda: len(sos_pushes()) == 2, 60, "the sweep's alert, pushed by the worker")
-        assert "sweep: 1 events" in telemetry.log()
+        publish(
+            devices[2], Channel.EVENT, encode_event(Event(later, 2, devices[2], EventKind.FALL))
+        )
+        wait_until(
+            lambda: _count(db_url, "SELECT count(*) FROM device_events WHERE kind = 'fall'") == 2,
+            30,
+            "the second fall event",
+        )
+        assert _count(db_url, "SELECT count(*) FROM device_events WHERE kind = 'sos'") == 1
 
-        # Back again, the urgent process finds nothing left to do and doubles nothing.
+        # Back again, the urgent process takes the SOS from its session and pushes it.
         urgent.start()
-        wait_until(lambda: "recovery at start" in urgent.log(), 30, "the urgent restart")
+        wait_until(lambda: len(sos_pushes()) == 2, 30, "the waiting SOS pushed")
     finally:
         device.stop()
         urgent.stop()
         telemetry.stop()
-        worker.stop()
         receiver_gen.close()
 
     assert _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == 2
@@ -173,18 +178,36 @@ def test_urgent_and_telemetry_lanes_in_two_processes(
     assert "recovery at start: 0 accelerometer bursts" in urgent.log()
 
 
-def test_the_telemetry_lane_leaves_sos_to_the_urgent_lane() -> None:
-    from ingest.detection import STAGES, URGENT_STAGES, WithoutSos
-    from ingest.pipeline import Batch
+def test_each_lane_keeps_its_own_events() -> None:
+    from devices.protocol import Reason
+    from ingest import lanes
+    from ingest.detection import STAGES, URGENT_STAGES
+    from ingest.pipeline import Batch, DeadLetter
 
-    seen: list[Batch] = []
-    events = [
-        Event(1, 1, "d1", EventKind.SOS),
-        Event(2, 1, "d2", EventKind.FALL),
-        Event(3, 1, "d3", EventKind.CANCEL),
-    ]
-    WithoutSos(lambda batch, _now: seen.append(batch))(Batch(device_events=events), 10)
-    assert [e.kind for e in seen[0].device_events] == [EventKind.FALL, EventKind.CANCEL]
+    def batch() -> Batch:
+        events = [
+            Event(1, 1, "d1", EventKind.SOS),
+            Event(2, 1, "d2", EventKind.FALL),
+            Event(3, 1, "d3", EventKind.CANCEL),
+        ]
+        letter = DeadLetter(1, "t", None, Reason.MALFORMED_JSON, "bad", b"{")
+        return Batch(
+            events=[(e.ts_ms, e.device_id) for e in events],
+            device_events=events,
+            dead_letters=[letter],
+            messages=4,
+        )
+
+    urgent = lanes.keep(batch(), "urgent")
+    assert [e.kind for e in urgent.device_events] == [EventKind.SOS]
+    assert urgent.events == [(1, "d1")] and not urgent.dead_letters  # the other lane's
+    telemetry = lanes.keep(batch(), "telemetry")
+    assert [e.kind for e in telemetry.device_events] == [EventKind.FALL, EventKind.CANCEL]
+    assert telemetry.events == [(2, "d2"), (3, "d3")] and len(telemetry.dead_letters) == 1
+    assert len(lanes.keep(batch(), "all").device_events) == 3
+    assert lanes.topics("p", "urgent") == ["p/dev/+/event"]
+    assert lanes.client_id("anxin-ingest", "urgent") == "anxin-ingest-urgent"
+    assert lanes.client_id("anxin-ingest", "telemetry") == "anxin-ingest"
     assert URGENT_STAGES == ("sos",) and set(URGENT_STAGES) < set(STAGES)
 
 
