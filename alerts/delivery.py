@@ -48,6 +48,7 @@ from alerts.channels import (
     AppriseChannel,
     Channel,
     Dispatch120Channel,
+    OutboundMessage,
     SendResult,
 )
 from alerts.outbox import Delivery, DeliveryConfig, Status, backoff_s, decide
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
 T = TypeVar("T")
+Rendered = tuple[Delivery, OutboundMessage | SendResult]
+"""A leased delivery and its rendered message, or why it could not be rendered."""
 
 NOTIFY_CHANNEL: Final = "anxin_deliveries"
 
@@ -223,7 +226,7 @@ class DeliveryWorker:
                 log.warning("cannot renew %d delivery leases (%s)", len(held), exc)
 
     async def serve_leased(self, stop: threading.Event) -> None:
-        """Keep the leases of :meth:`push_leased` sends alive until ``stop``; then finish them."""
+        """Keep the leases of :meth:`send_rendered` sends alive until ``stop``; then finish them."""
         self._pool.open(wait=True, timeout=30)
         try:
             async with asyncio.TaskGroup() as group:
@@ -238,14 +241,28 @@ class DeliveryWorker:
             self._pool.close()
             self._db_executor.shutdown(wait=True)
 
-    async def push_leased(self, ids: Sequence[int]) -> int:
-        """Send deliveries that an alert's transaction leased to this process (the first 120
-        push, from the ingester); those whose lease another process took over are skipped."""
-        rows = await self._db(leased, ids)
+    def render_leased(self, conn: Conn, ids: Sequence[int]) -> list[Rendered]:
+        """Read and render the deliveries of ``ids`` leased to this process, on the caller's
+        connection and thread (the ingester's alert listener, right after the alert's commit:
+        no hop to another thread and no second read of the rows before the push). A delivery
+        that cannot be rendered comes back with its failure, to be recorded like any attempt.
+        """
+        return [(delivery, self._render_on(conn, delivery)) for delivery in leased(conn, ids)]
+
+    async def send_rendered(self, items: Sequence[Rendered]) -> None:
+        """Send what :meth:`render_leased` rendered and record each result."""
         async with asyncio.TaskGroup() as group:
-            for row in rows:
-                group.create_task(self._deliver(row), name=f"delivery-{row.id}")
-        return len(rows)
+            for delivery, message in items:
+                group.create_task(
+                    self._send_held(delivery, message), name=f"delivery-{delivery.id}"
+                )
+
+    async def _send_held(self, delivery: Delivery, message: OutboundMessage | SendResult) -> None:
+        self._held[delivery.id] = delivery  # its lease is renewed while the push is in flight
+        try:
+            await self._send_and_record(delivery, message)
+        finally:
+            self._held.pop(delivery.id, None)
 
     async def _deliver(self, delivery: Delivery) -> None:
         self._held[delivery.id] = delivery
@@ -254,32 +271,55 @@ class DeliveryWorker:
         finally:
             self._held.pop(delivery.id, None)
 
-    async def _deliver_held(self, delivery: Delivery) -> None:
+    def _render_on(self, conn: Conn, delivery: Delivery) -> OutboundMessage | SendResult:
+        """The message to send, or why there is none (recorded as the attempt's result)."""
         config = self._config
-        channel = self._channels.get(delivery.channel)
+        if delivery.channel not in self._channels:
+            return SendResult(ok=False, retryable=False, error=f"no channel {delivery.channel!r}")
+        if delivery.attempts > config.max_attempts:
+            # A row that keeps killing its workers: stop before sending once more.
+            return SendResult(ok=False, retryable=False, error="attempts exhausted")
         try:
-            if channel is None:
-                result = SendResult(
-                    ok=False, retryable=False, error=f"no channel {delivery.channel!r}"
-                )
-            elif delivery.attempts > config.max_attempts:
-                # A row that keeps killing its workers: stop before sending once more.
-                result = SendResult(ok=False, retryable=False, error="attempts exhausted")
-            else:
-                message = await self._db(
-                    build_message,
-                    delivery,
-                    config=config,
-                    keyring=self._keyring,
-                    now=self._now(),
-                    ack_link=self._ack_link,
-                )
-                result = await channel.send(message)
+            return build_message(
+                conn,
+                delivery,
+                config=config,
+                keyring=self._keyring,
+                now=self._now(),
+                ack_link=self._ack_link,
+            )
         except (templates.TemplateError, LookupError) as exc:
-            result = SendResult(ok=False, retryable=False, error=f"cannot render: {exc}")
+            return SendResult(ok=False, retryable=False, error=f"cannot render: {exc}")
         except Exception as exc:  # one bad row must not stop the worker
+            if isinstance(exc, psycopg.Error) and (conn.broken or conn.closed):
+                raise
             log.warning("delivery %d: %s: %s", delivery.id, type(exc).__name__, exc)
-            result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+    async def _deliver_held(self, delivery: Delivery) -> None:
+        def render() -> OutboundMessage | SendResult:
+            with self._pool.connection() as conn:
+                return self._render_on(conn, delivery)
+
+        try:
+            message = await asyncio.get_running_loop().run_in_executor(self._db_executor, render)
+        except Exception as exc:  # the database went away: recorded, retried
+            log.warning("delivery %d: %s: %s", delivery.id, type(exc).__name__, exc)
+            message = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+        await self._send_and_record(delivery, message)
+
+    async def _send_and_record(
+        self, delivery: Delivery, message: OutboundMessage | SendResult
+    ) -> None:
+        config = self._config
+        if isinstance(message, SendResult):
+            result = message
+        else:
+            try:
+                result = await self._channels[delivery.channel].send(message)
+            except Exception as exc:  # one bad row must not stop the worker
+                log.warning("delivery %d: %s: %s", delivery.id, type(exc).__name__, exc)
+                result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
         if result.ok:
             self.delivered += 1
         else:
@@ -332,7 +372,7 @@ class FirstPush:
         self._stop = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="alerts-first-push", daemon=True)
-        self._pending: set[concurrent.futures.Future[int]] = set()
+        self._pending: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
 
     def start(self) -> FirstPush:
@@ -343,15 +383,27 @@ class FirstPush:
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._worker.serve_leased(self._stop))
 
-    def submit(self, delivery_ids: Sequence[int]) -> None:
-        future = asyncio.run_coroutine_threadsafe(
-            self._worker.push_leased(list(delivery_ids)), self._loop
-        )
+    def submit(self, conn: Conn, delivery_ids: Sequence[int]) -> None:
+        """Render the leased deliveries now, on the caller's connection (right after the
+        alert's commit), and send them from this pusher's event loop."""
+        try:
+            items = self._worker.render_leased(conn, delivery_ids)
+        except psycopg.Error as exc:
+            log.warning(
+                "first 120 push of deliveries %s not rendered (%s); the worker sends them once "
+                "their lease runs out",
+                list(delivery_ids),
+                exc,
+            )
+            return
+        if not items:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._worker.send_rendered(items), self._loop)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._done)
 
-    def _done(self, future: concurrent.futures.Future[int]) -> None:
+    def _done(self, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
             self._pending.discard(future)
         if not future.cancelled() and future.exception() is not None:

@@ -29,7 +29,9 @@ Conn = psycopg.Connection[Any]
 class ClaimedPusher(Protocol):
     """Sends 120 deliveries that an alert's transaction leased to this process."""
 
-    def submit(self, delivery_ids: Sequence[int]) -> None: ...
+    def submit(self, conn: Conn, delivery_ids: Sequence[int]) -> None:
+        """Push the deliveries of ``delivery_ids``, read on ``conn`` (the listener's, right
+        after the alert's commit)."""
 
 
 class AlertListener:
@@ -91,7 +93,7 @@ class AlertListener:
             raise
         claimed = [i for c in changes if c is not None for i in c.claimed_120]
         if claimed and self._pusher is not None:
-            self._pusher.submit(claimed)
+            self._pusher.submit(conn, claimed)
         return changes
 
     def close(self) -> None:

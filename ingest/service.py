@@ -11,6 +11,10 @@ paho's network thread receives messages and sorts them into two lanes:
   thread of its own with its own database connection processes, commits, acknowledges and runs
   the sinks for them, so an SOS never waits behind a telemetry batch or its detection.
 
+With ``ANXIN_INGEST__LANE`` the process takes one lane's messages only (ingest/lanes.py): the
+urgent lane's SOS presses in a process and broker session of their own, or the telemetry lane's
+rest.
+
 So:
 
 * nothing is acknowledged before it is committed (or dead-lettered), and the broker

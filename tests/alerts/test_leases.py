@@ -76,7 +76,8 @@ def test_the_ingester_pushes_a_leased_delivery_itself(db_url: str, receiver: Rec
     _lease_to_ingester(db_url, delivery_id, 5.0)
     pusher = FirstPush(_settings(db_url, receiver.url)).start()
     try:
-        pusher.submit([delivery_id])
+        with psycopg.connect(db_url, autocommit=True) as conn:  # the listener's, in the ingester
+            pusher.submit(conn, [delivery_id])
         wait_until(lambda: len(receiver.arrivals) == 1, 10, "the push")
     finally:
         pusher.close()

@@ -39,7 +39,7 @@ class _Pusher:
     def __init__(self) -> None:
         self.ids: list[int] = []
 
-    def submit(self, delivery_ids: Sequence[int]) -> None:
+    def submit(self, conn: object, delivery_ids: Sequence[int]) -> None:
         self.ids.extend(delivery_ids)
 
 
