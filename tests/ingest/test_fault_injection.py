@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +80,27 @@ def _key_env() -> dict[str, str]:
     return {
         "ANXIN_REGISTRY__FIELD_KEYS": f'{{"t1": "{key}"}}',
         "ANXIN_REGISTRY__CURRENT_KEY_ID": "t1",
+    }
+
+
+def services_env(
+    db_url: str, broker_url: str, receiver_url: str, name: str, **settings: str
+) -> dict[str, str]:
+    """The environment of ``anxin ingest`` and ``anxin alerts worker`` in these tests: this
+    test's database, broker, topic prefix and 120 receiver, plus ``settings``
+    (``ANXIN_`` variables)."""
+    return {
+        **os.environ,
+        **_key_env(),
+        "ANXIN_ENVIRONMENT": "test",
+        "ANXIN_DB__URL": db_url,
+        "ANXIN_MQTT__URL": broker_url,
+        "ANXIN_MQTT__TOPIC_PREFIX": f"{name}-{uuid.uuid4().hex[:6]}/v1",
+        "ANXIN_MQTT__CLIENT_ID": f"{name}-ingest-{uuid.uuid4().hex[:6]}",
+        "ANXIN_INGEST__METRICS_PORT": "0",
+        "ANXIN_ALERTS__DISPATCH120_URL": receiver_url,
+        "ANXIN_ALERTS__DISPATCH120_SECRET": SECRET,
+        **settings,
     }
 
 
@@ -189,19 +209,10 @@ class _Worker:
                 self.proc.kill()
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker()
-    b.start()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 def test_no_sos_or_fall_is_lost_or_doubled_through_crashes(
-    db_url: str, broker: PrivateBroker, tmp_path: Path
+    db_url: str, private_broker: PrivateBroker, tmp_path: Path
 ) -> None:
+    broker = private_broker
     rng = random.Random(SEED)
     folder = _sisfall_dir()
     fleet = [f"fi-wb-{i:04d}" for i in range(FLEET)]
@@ -220,25 +231,19 @@ def test_no_sos_or_fall_is_lost_or_doubled_through_crashes(
     _register(db_url, fall_devices, kind="belt_clip")  # SisFall is worn at the waist
     receiver_gen = serve(Receiver())
     receiver = next(receiver_gen)
-    prefix = f"fi-{uuid.uuid4().hex[:6]}/v1"
-    env = {
-        **os.environ,
-        **_key_env(),
-        "ANXIN_ENVIRONMENT": "test",
-        "ANXIN_DB__URL": db_url,
-        "ANXIN_MQTT__URL": broker.url,
-        "ANXIN_MQTT__TOPIC_PREFIX": prefix,
-        "ANXIN_MQTT__CLIENT_ID": f"fi-ingest-{uuid.uuid4().hex[:6]}",
-        "ANXIN_INGEST__METRICS_PORT": "0",
-        "ANXIN_INGEST__LOG_EVERY_S": "5",
-        "ANXIN_INGEST__SWEEP_EVERY_S": "2",
-        "ANXIN_INGEST__SWEEP_GRACE_S": "5",
-        "ANXIN_ALERTS__DISPATCH120_URL": receiver.url,
-        "ANXIN_ALERTS__DISPATCH120_SECRET": SECRET,
-        "ANXIN_ALERTS__DELIVERY_LEASE_S": "3",
-        "ANXIN_ALERTS__DELIVERY_BACKOFF_BASE_S": "0.2",
-        "ANXIN_ALERTS__FALL_CANCEL_WINDOW_S": "5",
-    }
+    env = services_env(
+        db_url,
+        broker.url,
+        receiver.url,
+        "fi",
+        ANXIN_INGEST__LOG_EVERY_S="5",
+        ANXIN_INGEST__SWEEP_EVERY_S="2",
+        ANXIN_INGEST__SWEEP_GRACE_S="5",
+        ANXIN_ALERTS__DELIVERY_LEASE_S="3",
+        ANXIN_ALERTS__DELIVERY_BACKOFF_BASE_S="0.2",
+        ANXIN_ALERTS__FALL_CANCEL_WINDOW_S="5",
+    )
+    prefix = env["ANXIN_MQTT__TOPIC_PREFIX"]
     ingest_log = tmp_path / "ingest.log"
     ingester = IngestProcess(env, ingest_log)
     worker = _Worker(env, tmp_path / "worker.log")

@@ -14,10 +14,8 @@ What a dispatch centre and a doctor rely on, checked through a real broker and d
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -34,21 +32,11 @@ from devices.protocol import (
     encode_telemetry,
     topic,
 )
-from tests.alerts.receiver import SECRET, Receiver, serve
-from tests.ingest.test_fault_injection import _key_env, _kind_of, _register
+from tests.alerts.receiver import Receiver, serve
+from tests.ingest.test_fault_injection import _kind_of, _register, services_env
 from tests.services import IngestProcess, PrivateBroker, wait_until
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker()
-    b.start()
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def _count(url: str, sql: str, *args: object) -> int:
@@ -59,28 +47,23 @@ def _count(url: str, sql: str, *args: object) -> int:
 
 
 def test_urgent_and_telemetry_lanes_in_two_processes(
-    db_url: str, broker: PrivateBroker, tmp_path: Path
+    db_url: str, private_broker: PrivateBroker, tmp_path: Path
 ) -> None:
+    broker = private_broker
     devices = [f"ln-wb-{i}" for i in range(4)]  # 0 streams, 1 and 3 press SOS, 2 falls
     _register(db_url, devices)
     receiver_gen = serve(Receiver())
     receiver = next(receiver_gen)
-    prefix = f"ln-{uuid.uuid4().hex[:6]}/v1"
-    env = {
-        **os.environ,
-        **_key_env(),
-        "ANXIN_ENVIRONMENT": "test",
-        "ANXIN_DB__URL": db_url,
-        "ANXIN_MQTT__URL": broker.url,
-        "ANXIN_MQTT__TOPIC_PREFIX": prefix,
-        "ANXIN_MQTT__CLIENT_ID": f"ln-ingest-{uuid.uuid4().hex[:6]}",
-        "ANXIN_INGEST__METRICS_PORT": "0",
-        "ANXIN_INGEST__SWEEP_EVERY_S": "0.5",
-        "ANXIN_INGEST__SWEEP_GRACE_S": "2",
-        "ANXIN_ALERTS__DISPATCH120_URL": receiver.url,
-        "ANXIN_ALERTS__DISPATCH120_SECRET": SECRET,
-        "ANXIN_ALERTS__DELIVERY_LEASE_S": "3",
-    }
+    env = services_env(
+        db_url,
+        broker.url,
+        receiver.url,
+        "ln",
+        ANXIN_INGEST__SWEEP_EVERY_S="0.5",
+        ANXIN_INGEST__SWEEP_GRACE_S="2",
+        ANXIN_ALERTS__DELIVERY_LEASE_S="3",
+    )
+    prefix = env["ANXIN_MQTT__TOPIC_PREFIX"]
     telemetry = IngestProcess(env, tmp_path / "telemetry.log", ("--lane", "telemetry"))
     urgent = IngestProcess(env, tmp_path / "urgent.log", ("--lane", "urgent"))
     device = MqttClient(
