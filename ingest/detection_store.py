@@ -17,6 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from detectors.findings import FallEvidence, Finding, StoredFinding, evidence_json
+from devices.behaviour_settings import Watched, watched
 from devices.protocol import AccelBurst, Event, EventKind, Reading
 
 #: Event kinds the detectors act on: stored unhandled, marked handled once seen.
@@ -101,6 +102,17 @@ class DetectionStore:
             conns, self._conns = self._conns, []
         for conn in conns:
             conn.close()
+
+    # -- registry reads ----------------------------------------------------------------
+    def watched(self) -> list[Watched]:
+        """Every active elder's behaviour settings (devices/behaviour_settings.py)."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return watched(conn)
+        except psycopg.OperationalError:
+            self._drop_broken()
+            raise
 
     # -- findings ----------------------------------------------------------------------
     def store(
