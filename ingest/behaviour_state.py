@@ -111,7 +111,7 @@ class BehaviourTable:
 
         Readings older than the latest one taken for the elder are late and skipped (a
         redelivery cannot move presence backwards). Returns the rows, times and devices of the
-        latest change of each elder whose presence changed.
+        latest change of each elder whose presence changed from a known one (a movement).
         """
         keep = ts > self.bed_seen[rows]
         rows, ts, presence = rows[keep], ts[keep], presence[keep]
@@ -126,6 +126,8 @@ class BehaviourTable:
         prev[1:] = p[:-1]
         prev[first] = self.in_bed[r[first]]
         changed = p != prev
+        # The first reading ever (from "no bed sensor seen") sets presence but is no movement.
+        moved = changed & (prev >= 0)
         last = np.ones(r.size, np.bool_)
         last[:-1] = r[1:] != r[:-1]
         # The latest change of each elder sets bed_since; the last reading sets in_bed.
@@ -140,6 +142,7 @@ class BehaviourTable:
         self.bed_seen[r[last]] = t[last]
         for i in order[last].tolist():
             self.bed_device[int(rows[i])] = devs[i]
+        sel = sel[moved[sel]]
         return r[sel], t[sel], [devs[i] for i in order[sel].tolist()]
 
     # -- bytes ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from ingest.behaviour import BehaviourStage
 from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
 from ingest.pipeline import Batch, DeviceInfo
+from ingest.trends import TrendsStage
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class DetectionSink:
         self._vitals = VitalsRings(self.config)
         self._health = HealthTable()
         self.behaviour = BehaviourStage(self.store.watched, self.config.behaviour)
+        self.trends = TrendsStage(self.store.daily_vitals, self.config.trends)
         self._accel_end: dict[str, float] = {}
         # Devices whose state changed since it was last saved, per detector, oldest first (a
         # dict used as an ordered set): saves take the oldest, so every device gets its turn.
@@ -219,6 +221,7 @@ class DetectionSink:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
             self._state_writer.shutdown(wait=True)
+            self.trends.close()
             self.store.close()
 
     def persist(self, now_ms: int, *, wait: bool = False, limit: int | None = None) -> int:
@@ -352,6 +355,7 @@ class DetectionSink:
             ("falls", self._falls),
             ("vitals", self._news2),
             ("behaviour", self._behaviour_stage),
+            ("trends", lambda _b, now, _r: self.trends.process(now)),
             ("health", self._device_health),
         )
         handled: list[EventKey] = []
@@ -403,6 +407,8 @@ class DetectionSink:
             return any(e.kind in _FALL_EVENTS for e in batch.device_events)
         if stage in ("falls", "vitals", "behaviour"):
             return bool(batch.readings)
+        if stage == "trends":
+            return self.trends.has_work(now_ms)
         # health: signs of life, Last Wills and batteries, or the periodic silence check
         return (
             bool(batch.readings or batch.device_statuses)

@@ -1,4 +1,4 @@
-"""Behaviour watching through the real broker, the ingester and the alert service.
+"""Behaviour watching and daily trends through the real broker, the ingester and the alerts.
 
 Three elders, each with a day or a night of realistic readings published to the broker with
 device timestamps of two days ago (the ingester judges each elder at its own stream's time, so
@@ -9,6 +9,9 @@ the test waits for nothing but the messages):
 * an elder on a home care bed who gets up at 03:00 and does not come back: one out-of-bed
   alert, told to the child and the care institution's worker;
 * an elder who gets up at 02:00 for the bathroom and is back in bed ten minutes later: nothing.
+
+And seventeen days of stored heart rates whose resting rate rose over the last three: the
+ingester's daily trends put it into the signed family doctor's digest.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from alerts.digest import DigestItem, render_digest, team_digest
 from alerts.listener import AlertListener
 from alerts.service import AlertService, PostgresDirectory
 from core.mqtt import MqttClient
@@ -36,15 +40,20 @@ from devices.model import (
     CommunityKind,
     ContactIn,
     ContactRole,
+    ContractIn,
+    DoctorTeamIn,
     ResidentIn,
     Sex,
     SpecialFlag,
+    TeamMemberIn,
+    TeamRole,
 )
 from devices.protocol import (
     AccelWire,
     BedState,
     Channel,
     ReadingWire,
+    Vitals,
     accel_i16,
     encode_telemetry,
     topic,
@@ -52,6 +61,7 @@ from devices.protocol import (
 from ingest.detection import DetectionSink
 from ingest.detection_state import DetectionConfig
 from ingest.service import IngestService
+from ingest.trends import TrendsConfig
 from tests.alerts.receiver import make_keyring
 from tests.ingest.test_detection_integration import _host_port
 from tests.services import wait_until
@@ -330,3 +340,116 @@ def test_an_afternoon_still_and_a_night_out_of_bed_alert_and_a_bathroom_trip_doe
     assert found["bed-out-1", "out_of_bed"] == dt.datetime.fromtimestamp(
         _local_ms(day, 27) / 1000, dt.UTC
     )
+
+
+# --------------------------------------------------------------------------- daily trends
+def _vitals_days(
+    conn: psycopg.Connection[object], device: str, last_day: dt.date, values: list[float]
+) -> None:
+    """One heart-rate reading an hour on each day ending with ``last_day`` (oldest first):
+    ``values[d]`` at night (the day's resting rate), ten more in the daytime."""
+    first = last_day - dt.timedelta(days=len(values) - 1)
+    rows = []
+    for d, hr in enumerate(values):
+        for hour in range(24):
+            at = dt.datetime.combine(first + dt.timedelta(days=d), dt.time(hour), ZONE)
+            rows.append((at, device, d * 24 + hour, at, hr if hour < 6 else hr + 10))
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO vitals (ts, device_id, seq, received_at, heart_rate)
+               VALUES (%s, %s, %s, %s, %s)""",
+            rows,
+        )
+
+
+def test_a_rising_resting_heart_rate_appears_in_the_doctors_digest(
+    db_url: str, shared_broker_url: str, topic_prefix: str, homes: dict[str, Home]
+) -> None:
+    keyring = make_keyring()
+    today = dt.datetime.now(ZONE).date()
+    yesterday = today - dt.timedelta(days=1)
+    baseline = [60.0 + d % 3 for d in range(14)]
+    recent = [74.0, 76.0, 75.0]
+    with psycopg.connect(db_url) as conn:
+        team = registry.create_team(
+            conn,
+            DoctorTeamIn(
+                name="家庭医生一队", members=[TeamMemberIn(name="医生", role=TeamRole.DOCTOR)]
+            ),
+            keyring=keyring,
+        )
+        for key in ("alone", "bathroom"):
+            registry.sign_contract(
+                conn,
+                homes[key].resident_id,
+                ContractIn(
+                    team_id=team.id,
+                    service_package="remote monitoring",
+                    starts_on=today - dt.timedelta(days=60),
+                    ends_on=today + dt.timedelta(days=300),
+                ),
+            )
+        _vitals_days(conn, "wb-alone-1", yesterday, baseline + recent)
+        _vitals_days(conn, "bed-back-1", yesterday, [58.0] * 17)  # steady: no trend
+        conn.commit()
+
+    settings = load_settings(
+        db={"url": db_url},
+        mqtt={"url": shared_broker_url, "topic_prefix": topic_prefix,
+              "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
+        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
+    )  # fmt: skip
+    service = IngestService(settings)
+    alerts = AlertService(AlertsSettings(operator_url="json://localhost/op"), PostgresDirectory())
+    listener = AlertListener(lambda: psycopg.connect(db_url, autocommit=True), alerts)
+    # Judge yesterday at once, whatever the hour of the test.
+    config = DetectionConfig(expected_interval_s=86_400.0, trends=TrendsConfig(run_after_min=0))
+    sink = DetectionSink(
+        db_url,
+        lambda d: service.devices.get(d),  # noqa: PLW0108
+        config=config,
+        listeners=[listener],
+        registry=service.metrics.registry,
+    )
+    service.add_sink(sink)
+    thread = threading.Thread(target=service.run, name="test-ingest")
+    thread.start()
+    host, port = _host_port(shared_broker_url)
+    client = MqttClient(host=host, port=port, client_id=f"care-{uuid.uuid4().hex[:6]}")
+    try:
+        wait_until(lambda: service.metrics.connected._value.get() == 1, 20, "the ingester")
+        client.connect_inline()
+        seq = iter(range(1_000_000))
+
+        def digest() -> list[DigestItem]:
+            # The daily run starts with a batch and hands its findings on with a later one:
+            # the wristband keeps reporting.
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            payload = encode_telemetry(
+                [ReadingWire(ts=now, seq=next(seq), vitals=Vitals(heart_rate=72.0))]
+            )
+            client.publish(topic(topic_prefix, "wb-alone-1", Channel.TELEMETRY), payload, qos=1)
+            client.pump(0.05)
+            with psycopg.connect(db_url) as conn:
+                return list(team_digest(conn, team.id, today).items)
+
+        wait_until(lambda: bool(digest()), 60, "the trend in the doctor's digest", interval=0.5)
+    finally:
+        client.stop()
+        service.stop()
+        thread.join(30)
+        sink.close()
+        listener.close()
+
+    with psycopg.connect(db_url) as conn:
+        got = team_digest(conn, team.id, today)
+    assert [(i.resident_id, i.kind) for i in got.items] == [
+        (homes["alone"].resident_id, "vital_trend")
+    ]
+    ev = got.items[0].evidence
+    assert ev["parameter"] == "resting_hr"
+    assert ev["baseline"] == pytest.approx(float(np.median(baseline)))
+    assert ev["recent"] == pytest.approx(float(np.median(recent)))
+    assert ev["days"] == 17
+    text = render_digest(got)
+    assert f"resting_hr: {np.median(baseline)} -> {np.median(recent)}" in text
