@@ -49,8 +49,9 @@ def _burst(moving: bool, n: int = 50) -> AccelBurst:
     t = np.arange(n) / 25
     acc = np.zeros((n, 3))
     acc[:, 2] = 1.0
-    if moving:
+    if moving:  # an arm swinging at 1 Hz
         acc[:, 0] = 0.3 * np.sin(2 * np.pi * t)
+        acc[:, 2] += 0.2 * np.cos(2 * np.pi * t)
     counts = np.rint(acc * 1024).astype("<i2")
     return AccelBurst(25.0, 1 / 1024, counts.tobytes())
 
@@ -67,7 +68,9 @@ def _run(stage: BehaviourStage, readings: list[Reading], per_batch: int) -> list
 
 @pytest.mark.parametrize("per_batch", [1, 60, 10_000])
 def test_a_night_out_of_bed_is_one_finding_however_the_readings_are_batched(per_batch: int) -> None:
-    stage = BehaviourStage(lambda: [_watched()])
+    # Not living alone: the bed sensor alone sees no movement from 03:00, which for someone
+    # living alone is inactivity at 07:00 as well (the next test).
+    stage = BehaviourStage(lambda: [_watched(alone=False)])
     found = _run(stage, _night(out_at=27.0, back_at=None), per_batch)
     assert [(f.kind, f.device_id, f.ts_ms) for f in found] == [
         (FindingKind.OUT_OF_BED, "bed-1", _ms(27))
@@ -80,12 +83,22 @@ def test_a_night_out_of_bed_is_one_finding_however_the_readings_are_batched(per_
 
 @pytest.mark.parametrize("per_batch", [1, 10_000])
 def test_a_bathroom_trip_is_nothing(per_batch: int) -> None:
-    stage = BehaviourStage(lambda: [_watched()])
+    stage = BehaviourStage(lambda: [_watched(alone=False)])
     assert _run(stage, _night(out_at=26.0, back_at=26.0 + 10 / 60), per_batch) == []
 
 
+def test_out_of_bed_and_still_for_someone_living_alone_is_also_inactivity() -> None:
+    stage = BehaviourStage(lambda: [_watched(alone=True)])
+    found = _run(stage, _night(out_at=27.0, back_at=None), 60)
+    assert [(f.kind, f.ts_ms) for f in found] == [
+        (FindingKind.OUT_OF_BED, _ms(27)),
+        (FindingKind.INACTIVITY, _ms(27)),  # the bed emptied at 03:00: the last movement
+    ]
+    assert found[1].detected_ms >= _ms(31)  # judged in the day window, from 07:00
+
+
 def test_never_in_bed_all_night_is_bed_empty() -> None:
-    stage = BehaviourStage(lambda: [_watched()])
+    stage = BehaviourStage(lambda: [_watched(alone=False)])
     readings = [
         Reading(t, k, "bed-1", bed=BedState(presence=False))
         for k, t in enumerate(range(_ms(21), _ms(31), 60_000))
@@ -157,7 +170,7 @@ def test_burst_movement_known_answer_empty_and_bad_input() -> None:
     still, moving = _burst(False), _burst(True)
     samples = np.frombuffer(still.samples + moving.samples, "<i2").reshape(-1, 3)
     spread = burst_movement(samples, np.array([50, 50]), np.array([1 / 1024, 1 / 1024]))
-    assert spread[0] < 0.005 and 0.05 < spread[1] < 0.1
+    assert spread[0] < 0.005 and 0.1 < spread[1] < 0.2
     assert burst_movement(np.zeros((0, 3), np.int16), np.zeros(0, np.int64), np.zeros(0)).size == 0
     with pytest.raises(DetectorInputError, match="sum to 10 for 100 samples"):
         burst_movement(samples, np.array([5, 5]), np.array([1.0, 1.0]))
