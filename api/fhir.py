@@ -262,7 +262,7 @@ def news2_risk(
         "code": {"text": "National Early Warning Score 2"},
         "subject": {"reference": f"Patient/{resident_id}"},
         "occurrenceDateTime": _instant(at),
-        "device": {"reference": device_ref(device_id)},
+        "performer": {"reference": device_ref(device_id)},  # the device whose readings scored
         "prediction": [
             {
                 "outcome": {"text": "clinical deterioration"},
