@@ -149,6 +149,13 @@ def load_rules(conn: Conn) -> dict[tuple[uuid.UUID | None, str], int]:
 
 
 def put_rule(conn: Conn, rule: VisitRuleIn, *, by: str) -> None:
+    """Raises: NotFoundError: the rule names a community that does not exist."""
+    if (
+        rule.community_id is not None
+        and conn.execute("SELECT 1 FROM communities WHERE id = %s", (rule.community_id,)).fetchone()
+        is None
+    ):
+        raise NotFoundError(f"Community {rule.community_id} does not exist.")
     conn.execute(
         """INSERT INTO visit_rules (community_id, flag, every_months, updated_by)
            VALUES (%s, %s, %s, %s)

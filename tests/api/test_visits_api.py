@@ -97,6 +97,11 @@ async def test_visits_recorded_listed_and_overdue(http: httpx.AsyncClient, db_ur
     r = await http.put("/api/v1/visit-rules", headers=operator, json={"flag": "very_old", "every_months": 3})  # fmt: skip
     assert r.status_code == 200 and r.json() == [{"flag": "very_old", "every_months": 3, "community_id": None}]  # fmt: skip
 
+    nowhere = {"flag": "very_old", "every_months": 2, "community_id": str(uuid.uuid4())}
+    assert (
+        await http.put("/api/v1/visit-rules", headers=operator, json=nowhere)
+    ).status_code == 404
+
     two_months_ago = dt.datetime.now(ZONE) - dt.timedelta(days=62)
     visit = {
         "visited_at": two_months_ago.isoformat(), "visitor": "网格员", "visitor_role": "community_worker",
