@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_tok.add_argument("rest", nargs=argparse.REMAINDER)
     p_tok.set_defaults(func=_cmd_delegated)
 
+    p_rep = sub.add_parser(
+        "report", help="reports: monthly --community C --month M", add_help=False
+    )
+    p_rep.add_argument("rest", nargs=argparse.REMAINDER)
+    p_rep.set_defaults(func=_cmd_delegated)
+
     p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
     p_det.add_argument("rest", nargs=argparse.REMAINDER)
     p_det.set_defaults(func=_cmd_delegated)
@@ -305,6 +311,10 @@ def _delegated(argv: list[str]) -> int | None:
         from devices.access import main_tokens  # noqa: PLC0415
 
         return main_tokens(argv[1:])
+    if argv[:1] == ["report"]:
+        from api.report_cli import main_report  # noqa: PLC0415
+
+        return main_report(argv[1:])
     if argv[:2] == ["detectors", "evaluate-falls"]:
         from detectors import evaluation  # noqa: PLC0415
 

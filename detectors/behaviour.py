@@ -114,10 +114,14 @@ def _in_window(minute: I64, start: I64, end: I64) -> npt.NDArray[np.bool_]:
 
 def behaviour_findings(
     batch: BehaviourBatch,
-    now_ms: int,
+    now_ms: int | I64,
     settings: Mapping[str, BehaviourSettings] | None = None,
 ) -> list[Finding]:
     """Inactivity (HIGH), out of bed at night (MEDIUM) and bed empty at night (MEDIUM).
+
+    ``now_ms`` is one time for every row, or an int64 array of one time per row (the ingester
+    judges each elder at the time its own stream has reached, so a backlog is judged as it
+    happened).
 
     * ``INACTIVITY``: lives alone, local time in the day window, and no movement for longer than
       ``max_inactive_s`` (never fires when no movement was ever seen: no sensor, no claim).
@@ -129,6 +133,10 @@ def behaviour_findings(
     n = len(batch.device_ids)
     if n == 0:
         return []
+    if np.ndim(now_ms) not in (0, 1) or (np.ndim(now_ms) == 1 and np.shape(now_ms) != (n,)):
+        raise DetectorInputError(
+            f"behaviour_findings now_ms has shape {np.shape(now_ms)}; expected () or ({n},)."
+        )
     cfgs = [
         (settings.get(r) if settings and r is not None else None) or DEFAULT_BEHAVIOUR
         for r in batch.resident_ids
@@ -137,7 +145,8 @@ def behaviour_findings(
     def col(name: str) -> npt.NDArray[np.float64]:
         return np.array([getattr(c, name) for c in cfgs], np.float64)
 
-    minute = ((now_ms // 60_000 + np.asarray(batch.utc_offset_min)) % DAY_MIN).astype(np.int64)
+    now = np.broadcast_to(np.asarray(now_ms, np.int64), (n,))
+    minute = ((now // 60_000 + np.asarray(batch.utc_offset_min)) % DAY_MIN).astype(np.int64)
     day = _in_window(
         minute, col("day_start_min").astype(np.int64), col("day_end_min").astype(np.int64)
     )
@@ -145,11 +154,11 @@ def behaviour_findings(
     night = _in_window(minute, n_start, col("night_end_min").astype(np.int64))
     alone = col("lives_alone") > 0
     last = np.asarray(batch.last_motion_ms)
-    idle_s = (now_ms - last) / 1000.0
+    idle_s = (now - last) / 1000.0
     inactive = alone & day & (last >= 0) & (idle_s > col("max_inactive_s"))
     bed = np.asarray(batch.in_bed)
     since = np.asarray(batch.bed_since_ms)
-    out_s = (now_ms - since) / 1000.0
+    out_s = (now - since) / 1000.0
     night_age_s = ((minute - n_start) % DAY_MIN) * 60.0
     out = night & (bed == 0) & (since >= 0)
     left_tonight = out & (out_s <= night_age_s)
@@ -170,8 +179,48 @@ def behaviour_findings(
                     batch.device_ids[i],
                     batch.resident_ids[i],
                     int(t[i]),
-                    now_ms,
+                    int(now[i]),
                     BehaviourEvidence(int(t[i]), float(dur[i]), float(lim[i])),
                 )
             )
     return found
+
+
+def burst_movement(
+    samples: npt.NDArray[np.int16], lengths: npt.NDArray[np.int64], scale_g: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Standard deviation of the acceleration magnitude of each burst, in g (vectorised).
+
+    Args:
+        samples: int16 ``(total, 3)``: the bursts' x, y, z counts one after the other.
+        lengths: Samples per burst, int64 ``(n,)``, each at least 1, summing to ``total``.
+        scale_g: g per count of each burst, ``(n,)``.
+
+    Returns:
+        float64 ``(n,)``: about 0.01 g for a device lying still, 0.1-0.5 g while walking.
+
+    Raises:
+        DetectorInputError: On mismatched shapes or an empty burst.
+    """
+    lengths = np.asarray(lengths, np.int64)
+    scale_g = np.asarray(scale_g, np.float64)
+    n = lengths.shape[0]
+    if samples.ndim != 2 or samples.shape[1] != 3 or scale_g.shape != (n,):
+        raise DetectorInputError(
+            f"burst_movement samples have shape {samples.shape} and scale_g {scale_g.shape}; "
+            f"expected (total, 3) and ({n},)."
+        )
+    if n == 0:
+        return np.zeros(0)
+    if np.any(lengths < 1) or int(lengths.sum()) != samples.shape[0]:
+        raise DetectorInputError(
+            f"burst_movement lengths sum to {int(lengths.sum())} for {samples.shape[0]} samples "
+            "(each burst needs at least one sample)."
+        )
+    row = np.repeat(np.arange(n), lengths)
+    mag = np.sqrt(np.square(samples.astype(np.float64)).sum(axis=1)) * scale_g[row]
+    starts = np.cumsum(lengths) - lengths
+    s1 = np.add.reduceat(mag, starts)
+    s2 = np.add.reduceat(mag * mag, starts)
+    mean = s1 / lengths
+    return np.asarray(np.sqrt(np.maximum(s2 / lengths - mean * mean, 0.0)), np.float64)

@@ -50,9 +50,11 @@ from detectors.placement import FallRouter
 from detectors.vitals import News2Settings, Param, news2_findings
 from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
+from ingest.behaviour import BehaviourStage
 from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
 from ingest.pipeline import Batch, DeviceInfo
+from ingest.trends import TrendsStage
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,10 @@ _SOS = frozenset({EventKind.SOS})
 _FALL_EVENTS = frozenset(DETECTED_EVENTS) - _SOS
 _PLACEMENTS = {p.value: p for p in Placement}
 _KINDS = {k.value: k for k in DeviceKind}
-_FALL, _VITALS, _HEALTH = "fall", "vitals", "health"
+_FALL, _VITALS, _HEALTH, _BEHAVIOUR = "fall", "vitals", "health", "behaviour"
 
 #: The sink's stages, in the order each batch goes through them.
-STAGES = ("sos", "events", "falls", "vitals", "health")
+STAGES = ("sos", "events", "falls", "vitals", "behaviour", "trends", "health")
 #: What the urgent lane's process runs: SOS presses, which need no state.
 URGENT_STAGES = ("sos",)
 #: The event kinds each stage acts on (and marks handled).
@@ -196,10 +198,14 @@ class DetectionSink:
         self.falls = FallRouter(self._placement, waist=self.config.fall)
         self._vitals = VitalsRings(self.config)
         self._health = HealthTable()
+        self.behaviour = BehaviourStage(self.store.watched, self.config.behaviour)
+        self.trends = TrendsStage(self.store.daily_vitals, self.config.trends)
         self._accel_end: dict[str, float] = {}
         # Devices whose state changed since it was last saved, per detector, oldest first (a
         # dict used as an ordered set): saves take the oldest, so every device gets its turn.
-        self._changed: dict[str, dict[str, None]] = {_FALL: {}, _VITALS: {}, _HEALTH: {}}
+        self._changed: dict[str, dict[str, None]] = {
+            _FALL: {}, _VITALS: {}, _HEALTH: {}, _BEHAVIOUR: {}
+        }  # fmt: skip
         self._loaded = not self.stateful  # nothing to load without state
         self._started_ms: int | None = None
         self._last_health_ms = _EMPTY
@@ -232,6 +238,7 @@ class DetectionSink:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
             self._state_writer.shutdown(wait=True)
+            self.trends.close()
             self.store.close()
 
     def persist(self, now_ms: int, *, wait: bool = False, limit: int | None = None) -> int:
@@ -261,6 +268,7 @@ class DetectionSink:
             _FALL: self.falls.export_device,
             _VITALS: self._vitals.export,
             _HEALTH: self._health.export,
+            _BEHAVIOUR: self.behaviour.table.export,
         }
         pending: dict[str, list[str]] = {}
         for detector, devices in self._changed.items():
@@ -310,6 +318,7 @@ class DetectionSink:
             _FALL: self.falls.import_device,
             _VITALS: self._vitals.import_,
             _HEALTH: self._health.import_,
+            _BEHAVIOUR: self.behaviour.table.import_,
         }
         loaded: set[str] = set()
         for dev, detector, state in saved:
@@ -360,6 +369,8 @@ class DetectionSink:
             "events": self._events,
             "falls": self._falls,
             "vitals": self._news2,
+            "behaviour": self._behaviour_stage,
+            "trends": lambda _b, now, _r: self.trends.process(now),
             "health": self._device_health,
         }
         handled: list[EventKey] = []
@@ -412,8 +423,10 @@ class DetectionSink:
             return any(e.kind in _SOS for e in batch.device_events)
         if stage == "events":
             return any(e.kind in _FALL_EVENTS for e in batch.device_events)
-        if stage in ("falls", "vitals"):
+        if stage in ("falls", "vitals", "behaviour"):
             return bool(batch.readings)
+        if stage == "trends":
+            return self.trends.has_work(now_ms)
         # health: signs of life, Last Wills and batteries, or the periodic silence check
         return (
             bool(batch.readings or batch.device_statuses)
@@ -606,6 +619,14 @@ class DetectionSink:
                 ring.emit_ms[r] = now_ms
                 out.extend(mine)
         return out
+
+    def _behaviour_stage(
+        self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
+    ) -> list[Finding]:
+        """Movement and bed presence per elder (ingest/behaviour.py)."""
+        found, changed = self.behaviour.process(batch, now_ms, resident)
+        self._changed[_BEHAVIOUR].update(dict.fromkeys(changed))
+        return found
 
     def _device_health(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]

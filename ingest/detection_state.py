@@ -17,6 +17,8 @@ import numpy.typing as npt
 from detectors.falls import FallConfig
 from detectors.health import HealthConfig
 from detectors.vitals import N_PARAMS, VitalReadings, VitalsConfig
+from ingest.behaviour import BehaviourStreamConfig
+from ingest.trends import TrendsConfig
 
 EMPTY = np.iinfo(np.int64).min
 F64 = npt.NDArray[np.float64]
@@ -40,6 +42,8 @@ class DetectionConfig:
         health_every_s: Silence and battery are checked for all devices this often (a Last
             Will at once).
         persist_every_s: Changed per-device state is saved this often (and on close).
+        behaviour: How movement and bed presence are taken from the stream.
+        trends: When and which daily vitals trends run (for the doctor's digest).
     """
 
     fall: FallConfig = field(default_factory=FallConfig)
@@ -50,6 +54,8 @@ class DetectionConfig:
     news2_repeat_s: float = 900.0
     health_every_s: float = 10.0
     persist_every_s: float = 30.0
+    behaviour: BehaviourStreamConfig = field(default_factory=BehaviourStreamConfig)
+    trends: TrendsConfig = field(default_factory=TrendsConfig)
 
     def __post_init__(self) -> None:
         if self.vitals_slots < 2:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
 from detectors.findings import FallEvidence, Finding, StoredFinding, evidence_json
+from devices.behaviour_settings import Watched, watched
 from devices.protocol import AccelBurst, Event, EventKind, Reading
+from ingest.trends import DailyValue
 
 #: Event kinds the detectors act on: stored unhandled, marked handled once seen.
 DETECTED_EVENTS = (EventKind.SOS, EventKind.FALL, EventKind.CANCEL)
@@ -35,6 +38,10 @@ EventKey = tuple[str, int, int]
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _opt(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _ms(at: datetime) -> int:
@@ -100,6 +107,50 @@ class DetectionStore:
             conns, self._conns = self._conns, []
         for conn in conns:
             conn.close()
+
+    # -- registry reads ----------------------------------------------------------------
+    def watched(self) -> list[Watched]:
+        """Every active elder's behaviour settings (devices/behaviour_settings.py)."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return watched(conn)
+        except psycopg.OperationalError:
+            self._drop_broken()
+            raise
+
+    def daily_vitals(self, first: date, last: date, tz: str) -> list[DailyValue]:
+        """Per elder and local day from ``first`` to ``last``: the lowest hourly mean heart
+        rate and the mean of the hourly respiration rates from 00:00 to 06:00 (wearables'
+        vitals and bed sensors' readings of the devices bound to the elder now)."""
+        zone = ZoneInfo(tz)
+        start = datetime.combine(first, time(0), zone)
+        end = datetime.combine(last + timedelta(days=1), time(0), zone)
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    """WITH hourly AS (
+                           SELECT device_id, date_trunc('hour', ts) AS h,
+                                  avg(heart_rate) AS hr, avg(resp_rate) AS rr
+                             FROM vitals WHERE ts >= %(start)s AND ts < %(end)s GROUP BY 1, 2
+                           UNION ALL
+                           SELECT device_id, date_trunc('hour', ts),
+                                  avg(heart_rate), avg(resp_rate)
+                             FROM bed_readings WHERE ts >= %(start)s AND ts < %(end)s
+                            GROUP BY 1, 2)
+                       SELECT d.resident_id::text, max(h.device_id),
+                              (h.h AT TIME ZONE %(tz)s)::date AS day, min(h.hr),
+                              avg(h.rr) FILTER (WHERE extract(hour FROM h.h AT TIME ZONE %(tz)s) < 6)
+                         FROM hourly h JOIN devices d ON d.device_id = h.device_id
+                        WHERE d.resident_id IS NOT NULL
+                        GROUP BY 1, 3""",
+                    {"start": start, "end": end, "tz": tz},
+                ).fetchall()
+        except psycopg.OperationalError:
+            self._drop_broken()
+            raise
+        return [DailyValue(r[0], r[1], r[2], _opt(r[3]), _opt(r[4])) for r in rows]
 
     # -- findings ----------------------------------------------------------------------
     def store(

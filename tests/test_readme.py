@@ -10,6 +10,7 @@ elsewhere: ``make test`` by CI (``.ci/run``), ``make demo`` (``anxin demo``) by
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -72,6 +73,14 @@ def _run(line: str, env: dict[str, str], timeout: float = 300) -> str:
     )
     assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout + done.stderr
+
+
+def _run_stdout(line: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        _argv(line), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+    return done.stdout
 
 
 def _serve(line: str, env: dict[str, str], log: Path, ready: Callable[[], bool]) -> None:
@@ -146,6 +155,10 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         _run(".venv/bin/anxin db upgrade", env)
         out = _run(line, env)
         assert args[2] in out
+    elif args[:2] == ["report", "monthly"]:
+        _run(".venv/bin/anxin db upgrade", env)
+        report = json.loads(_run_stdout(line, env))
+        assert report["month"] == args[args.index("--month") + 1] and report["elders"] == 0
     elif args[:2] == ["detectors", "evaluate-falls"]:
         # tests/detectors/test_evaluate_cli.py reads these lines from the README itself: the
         # --shipped ones run as written; cross-validation (minutes each) is parsed there.

@@ -10,10 +10,14 @@ def registry_routers() -> list[APIRouter]:
     from api.routes import (  # noqa: PLC0415 - keeps importing api.routes cheap
         access,
         bulk,
+        care,
         circle,
         devices,
+        fhir,
         lookup,
         registry,
+        reports,
+        visits,
     )
 
     # bulk first: /residents/export must not be taken for /residents/{resident_id}.
@@ -24,4 +28,8 @@ def registry_routers() -> list[APIRouter]:
         circle.router,
         devices.router,
         lookup.router,
+        care.router,
+        reports.router,
+        fhir.router,
+        visits.router,
     ]

@@ -32,7 +32,9 @@ R = RecipientKind
         (AlertKind.VITAL_SINGLE, Severity.MEDIUM, "medium_risk", {R.DOCTOR, R.CHILD}),
         (AlertKind.DEVICE_OFFLINE, Severity.MEDIUM, "device", {R.OPERATOR, R.CHILD}),
         (AlertKind.BATTERY_LOW, Severity.LOW, "device", {R.OPERATOR, R.CHILD}),
-        (AlertKind.INACTIVITY, Severity.HIGH, "inactivity", {R.CHILD}),
+        (AlertKind.INACTIVITY, Severity.HIGH, "inactivity", {R.CHILD, R.COMMUNITY_WORKER}),
+        (AlertKind.OUT_OF_BED, Severity.MEDIUM, "night_bed", {R.CHILD, R.RELATIVE, R.COMMUNITY_WORKER}),
+        (AlertKind.BED_EMPTY, Severity.MEDIUM, "night_bed", {R.CHILD, R.RELATIVE, R.COMMUNITY_WORKER}),
     ],
 )  # fmt: skip
 def test_default_routing(kind: AlertKind, severity: Severity, rule: str, tier0: set[R]) -> None:
@@ -58,8 +60,8 @@ def test_inactivity_ladder_children_community_120() -> None:
     rule = match(default_policy(), AlertKind.INACTIVITY, Severity.HIGH)
     assert rule is not None
     assert [t.recipients for t in rule.tiers] == [
-        (R.CHILD,),
-        (R.COMMUNITY_WORKER, R.NEIGHBOUR),
+        (R.CHILD, R.COMMUNITY_WORKER),
+        (R.NEIGHBOUR, R.RELATIVE),
         (R.DISPATCH120,),
     ]
 

@@ -433,6 +433,46 @@ def requests_for(w: World) -> dict[tuple[str, str], Callable[[str], Request]]:
             "/api/v1/devices/walk-wb-1/status",
             {"json": {"status": "active"}},
         ),
+        ("GET", "/api/v1/residents/{resident_id}/behaviour"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/behaviour",
+            {},
+        ),
+        ("PUT", "/api/v1/residents/{resident_id}/behaviour"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/behaviour",
+            {"json": {"lives_alone": True, "max_inactive_min": 150}},
+        ),
+        ("GET", "/api/v1/residents/{resident_id}/fhir"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/fhir",
+            {},
+        ),
+        ("GET", "/api/v1/communities/{community_id}/fhir"): lambda k: (
+            f"/api/v1/communities/{ids['community']}/fhir",
+            {},
+        ),
+        ("POST", "/api/v1/residents/{resident_id}/visits"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/visits",
+            {
+                "json": {
+                    "visited_at": "2026-11-20T10:00:00+08:00",
+                    "visitor": "Walk worker",
+                    "visitor_role": "community_worker",
+                }
+            },
+        ),
+        ("GET", "/api/v1/residents/{resident_id}/visits"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/visits",
+            {},
+        ),
+        ("GET", "/api/v1/visits/due"): lambda k: ("/api/v1/visits/due", {}),
+        ("GET", "/api/v1/visit-rules"): lambda k: ("/api/v1/visit-rules", {}),
+        ("PUT", "/api/v1/visit-rules"): lambda k: (
+            "/api/v1/visit-rules",
+            {"json": {"flag": "very_old", "every_months": 2}},
+        ),
+        ("GET", "/api/v1/reports/monthly"): lambda k: (
+            "/api/v1/reports/monthly",
+            {"params": {"district": "Walk district", "month": "2026-10"}},
+        ),
         ("GET", "/api/v1/lookup/caller"): lambda k: (
             "/api/v1/lookup/caller",
             {"params": {"number": "13800138100"}},
