@@ -102,7 +102,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import run_demo  # noqa: PLC0415
+    from demo.run import run_demo  # noqa: PLC0415
 
     return run_demo(devices=args.devices, embedded=args.embedded)
 
