@@ -72,6 +72,9 @@ def _cmd_ingest(_args: argparse.Namespace) -> int:
     return 0
 
 
+SHUTDOWN_GRACE_S = 3
+
+
 def _cmd_api(_args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
@@ -80,7 +83,12 @@ def _cmd_api(_args: argparse.Namespace) -> int:
 
     settings = load_settings()
     uvicorn.run(
-        create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info"
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="info",
+        # The screens' live streams stay open for minutes: stopping waits this long for them.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     return 0
 

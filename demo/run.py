@@ -759,6 +759,8 @@ def _start(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # An open screen's live stream would hold the stop for minutes otherwise.
+            timeout_graceful_shutdown=3,
         )
     )
     api_worker = demo.spawn("api", server.run)

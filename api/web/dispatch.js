@@ -6,6 +6,9 @@ import { drawPlan } from "/app/static/plan.js";
 export const TITLE = "screen.dispatch";
 
 const state = { queue: [], selected: null, known: new Set(), first: true, audio: null, sound: true };
+let queueArrived;
+// Resolved by the stream's first queue: a lookup on opening waits for it (3 s at most).
+const firstQueue = new Promise((resolve) => { queueArrived = resolve; });
 
 function alertLabel(a) {
   return `${t("kind." + a.kind)} · ${t("state." + a.state)}`;
@@ -102,6 +105,7 @@ export async function mount(main) {
     }
     for (const q of queue) state.known.add(q.alert.id);
     state.first = false;
+    queueArrived();
     const wanted = Number(new URLSearchParams(location.hash.slice(1)).get("alert"));
     if (state.selected === null && wanted && queue.some((q) => q.alert.id === wanted)) select(wanted, false);
     else if (state.selected === null && fresh.length) select(fresh[0].alert.id, false, true);
@@ -167,14 +171,16 @@ export async function mount(main) {
     history.replaceState(null, "", `?caller=${encodeURIComponent(number)}`);
     detail.replaceChildren(el("p", { class: "muted" }, "…"));
     try {
+      await Promise.race([firstQueue, new Promise((r) => setTimeout(r, 3000))]);
       const found = await api(`/api/v1/lookup/caller?number=${encodeURIComponent(number)}`);
       if (!found.matches.length) {
         detail.replaceChildren(el("p", { class: "warn", role: "alert" }, `${number}: ${t("dispatch.nomatch")}`));
         return;
       }
-      const withAlert = found.matches.find((m) => m.match.open_alerts.length);
-      if (withAlert && found.matches.length === 1) {
-        await select(Number(withAlert.match.open_alerts[0].alert_id), false);
+      // The live emergencies of the matched elders, from the queue this screen already has.
+      const liveOf = (m) => state.queue.filter((q) => q.alert.resident_id === m.match.resident.id);
+      if (found.matches.length === 1 && liveOf(found.matches[0]).length) {
+        await select(liveOf(found.matches[0])[0].alert.id, false);
         detail.prepend(lookupHeader(found));
         return;
       }
@@ -183,7 +189,7 @@ export async function mount(main) {
       const cards = [];
       for (const m of found.matches) {
         const contacts = await api(`/api/v1/residents/${m.match.resident.id}/contacts`).catch(() => []);
-        cards.push(renderLookupMatch(m, contacts));
+        cards.push(renderLookupMatch(m, contacts, liveOf(m)));
       }
       detail.replaceChildren(lookupHeader(found), ...cards);
     } catch (e) {
@@ -195,12 +201,12 @@ export async function mount(main) {
     return el("p", { class: "lookup-head" }, `${t("dispatch.caller")} ${found.national}`);
   }
 
-  function renderLookupMatch(m, contacts) {
+  function renderLookupMatch(m, contacts, live) {
     const r = m.match.resident;
     const via = m.match.contact ? `${t("dispatch.via")} ${m.match.contact.name} (${t("contact." + m.match.contact.role)})` : "";
-    const open = m.match.open_alerts.map((o) =>
-      el("button", { type: "button", onclick: () => select(Number(o.alert_id), false) },
-         `${t("kind." + o.kind)} #${o.alert_id}`));
+    const open = live.map((q) =>
+      el("button", { type: "button", class: "primary", onclick: () => select(q.alert.id, false) },
+         `${t("kind." + q.alert.kind)} · ${t("state." + q.alert.state)} #${q.alert.id}`));
     return el("article", { class: "card record", "data-resident": r.id },
       identity(r, "Asia/Shanghai", via), ...open,
       el("div", { class: "grid2" }, medical(m.profile), contactsBlock(contacts)));

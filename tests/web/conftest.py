@@ -37,8 +37,11 @@ def chromium_path() -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """A headless Chromium for one test module. Not for the session: Playwright's sync API
+    keeps an event loop running in the main thread while it is open, which the async tests of
+    other modules need for their own."""
     path = chromium_path()
     if path is None:
         reason = "no Chromium: install Debian's chromium (make tools) for the browser tests"

@@ -197,6 +197,7 @@ def test_an_sos_over_mqtt_appears_on_the_open_screen_and_the_dispatcher_acts_on_
     assert caller.inner_text("#elder-name") == "示例老人"
     assert caller.inner_text("#allergies") == "青霉素"
     assert "13900139000" in caller.inner_text(".lookup-head")
+    assert caller.inner_text("#alert-state") == "已派车"  # the open alert popped with it
     shot(caller, "screen-dispatch-lookup")
     with psycopg.connect(db_url) as conn:
         audited = conn.execute(

@@ -203,7 +203,8 @@ def test_the_care_operator_sees_what_needs_doing_and_the_forms_show_the_apis_err
     page.fill("#new-elder-name", "新登记老人")
     page.fill("#new-elder-mobile", "13800138123")
     page.click("#new-elder button[type=submit]")
-    expect(page.locator("#new-elder-name-error")).to_be_empty(timeout=DEADLINE_MS)
+    expect(page.locator("#new-elder-name")).to_have_value("", timeout=DEADLINE_MS)  # saved
+    expect(page.locator("#new-elder-name-error")).to_be_empty()
     with psycopg.connect(db_url) as conn:
         assert conn.execute(
             "SELECT count(*) FROM residents WHERE name = '新登记老人'"
