@@ -208,4 +208,11 @@ def test_an_sos_over_mqtt_appears_on_the_open_screen_and_the_dispatcher_acts_on_
     assert ("caller lookup 1390013…", True, seeded.profile_version) in audited
     # The record read on the screen is audited as the dispatcher's too.
     assert any(p.startswith("emergency record of alert") for p, _, _ in audited)
+    # English on request; times stay 24-hour in the elder's time zone (Asia/Shanghai).
+    caller.click("#lang")
+    expect(caller.locator("#screen-title")).to_have_text("120 dispatch", timeout=DEADLINE_MS)
+    caller.wait_for_selector("#elder-name", timeout=DEADLINE_MS)
+    text = caller.inner_text("main")
+    assert "Allergies" in text and "Ambulance dispatched" in text
+    assert " AM" not in text and " PM" not in text
     assert errors == []
