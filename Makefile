@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Playwright (the browser tests' driver) uses the system's Chromium; never its own download.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: demo test tools lint bench lock clean
 
@@ -25,14 +27,20 @@ test: $(STAMP) tools
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# tools: promtool (Debian's prometheus package) for tests/deploy. Installed when missing and
-# this is a Debian machine run as root; elsewhere install it yourself: tests/deploy skips
-# without it, and fails without it in CI (CI=true).
+# tools: promtool (Debian's prometheus package) for tests/deploy, and chromium (with a CJK
+# font for the screenshots) for the browser tests of the screens in tests/web, which
+# Playwright drives without downloading a browser of its own. Installed when missing and this
+# is a Debian machine run as root; elsewhere install them yourself: the tests that need them
+# skip without them, and fail without them in CI (CI=true).
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool not found: install Debian's prometheus package for tests/deploy"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null; \
+	  else echo "chromium not found: install Debian's chromium package for tests/web"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

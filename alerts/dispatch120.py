@@ -343,6 +343,7 @@ def build_record(
     keyring: Keyring,
     now: dt.datetime,
     delivery_id: int | None = None,
+    reader: access.Principal | None = None,
 ) -> EmergencyRecord:
     """Read the emergency record of ``alert_id`` and audit the profile read.
 
@@ -353,6 +354,8 @@ def build_record(
         now: Issue time, and the end of the window of "latest" vitals and positions.
         delivery_id: The delivery this record is built for; earlier delivered 120 pushes of the
             same alert become ``references`` (the record is then an update).
+        reader: Who reads it on a screen (the API's dispatcher console); audited as theirs.
+            None: the 120 hand-off itself.
 
     Raises:
         LookupError: no alert with that id.
@@ -406,7 +409,7 @@ def build_record(
                WHERE device_id = ANY(%s) AND ts > %s ORDER BY ts DESC LIMIT 1""",
             (device_ids, since),
         ).fetchone()
-        resident, profile, circle, consent = _registry_part(conn, alert, keyring)
+        resident, profile, circle, consent = _registry_part(conn, alert, keyring, reader)
     position: Position | None = None
     if pos is not None:
         position = Position(
@@ -431,7 +434,7 @@ def build_record(
 
 
 def _registry_part(
-    conn: Conn, alert: AlertSummary, keyring: Keyring
+    conn: Conn, alert: AlertSummary, keyring: Keyring, reader: access.Principal | None = None
 ) -> tuple[Resident | None, EmergencyProfile | None, CareCircle, bool]:
     if alert.resident_id is None:
         return None, None, CareCircle(), False
@@ -448,10 +451,15 @@ def _registry_part(
     # emergency (PIPL art. 13(4): to protect life, also without the consent scope).
     access.audit(
         conn,
-        None,
+        reader,
         access.Action.PROFILE_READ,
-        access.Decision(True, f"120 hand-off of alert {alert.id}"),
-        purpose="120 emergency hand-off",
+        access.Decision(
+            True,
+            f"120 hand-off of alert {alert.id}" if reader is None else f"alert {alert.id}",
+        ),
+        purpose="120 emergency hand-off"
+        if reader is None
+        else f"emergency record of alert {alert.id}",
         resident_id=rid,
         profile_version=None if profile is None else profile.version,
     )

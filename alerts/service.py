@@ -592,6 +592,12 @@ class AlertService:
         self._help_coming(alert, now)
         return AckResult(ack.AckOutcome.OK, alert)
 
+    def note(
+        self, conn: Conn, alert_id: int, actor: Actor, now: datetime, note: str, *, channel: str
+    ) -> None:
+        """A note on the alert's timeline that moves nothing ("can't come" from a link)."""
+        self._event(conn, alert_id, now, str(actor), event="note", channel=channel, note=note)
+
     def _send(self, alert: Alert, command: Command) -> None:
         """Send a command to the alert's device; a failure is logged, never raised (the alert
         matters more than the message to the device)."""

@@ -33,7 +33,12 @@ from api.guard import BodyGuard
 from api.logs import redact_access_log
 from api.routes import ack as ack_routes
 from api.routes import alerts as alert_routes
+from api.routes import live as live_routes
+from api.routes import operations as operations_routes
 from api.routes import registry_routers
+from api.routes import session as session_routes
+from api.routes import trends as trends_routes
+from api.routes import web as web_routes
 from api.routes.registry import install_error_handlers
 from core.db import load_migrations, redact_url
 from core.settings import Settings
@@ -212,8 +217,14 @@ def create_app(settings: Settings) -> FastAPI:
     redact_access_log()
     for router in registry_routers():
         app.include_router(router)
+    # live first: /alerts/live must not be taken for /alerts/{alert_id}.
+    app.include_router(live_routes.router)
     app.include_router(alert_routes.router)
     app.include_router(ack_routes.router)
+    app.include_router(session_routes.router)
+    app.include_router(trends_routes.router)
+    app.include_router(operations_routes.router)
+    app.include_router(web_routes.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console_page() -> HTMLResponse:

@@ -5,7 +5,9 @@ storage (devices/) is sync psycopg, and FastAPI runs such handlers on its bounde
 so a slow query never blocks the event loop. ``create_app`` opens that pool in its lifespan.
 
 Refusals: no or a bad token is 401 with ``WWW-Authenticate: Bearer``; a role or scope that does
-not reach is 403. A scoped principal (doctor, family, dispatcher) asking for a resident that does
+not reach is 403. A browser of the screens signs in once and then sends the session cookie of
+api/sessions.py instead of the token; a change made with the cookie must carry the header
+``X-Anxin-Client`` (else 403). A scoped principal (doctor, family, dispatcher) asking for a resident that does
 not exist gets 403 like one out of scope, so ids cannot be probed; admins and operators get 404.
 """
 
@@ -20,6 +22,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
+from api import sessions
 from devices import access
 from devices.access import Action, Decision, Principal, ResidentScope, Role
 
@@ -38,6 +41,8 @@ def _connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
 
 DbConn = Annotated[psycopg.Connection[Any], Depends(_connection)]
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
@@ -54,7 +59,19 @@ def current_principal(
     if isinstance(found, Principal):
         return found
     if credentials is None:
-        raise unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        session = request.cookies.get(sessions.COOKIE)
+        if session is None:
+            raise unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        by_session = sessions.authenticate(conn, session)
+        if by_session is None:
+            raise unauthorized("The session has ended or expired: sign in again.")
+        if request.method not in _SAFE_METHODS and sessions.CSRF_HEADER not in request.headers:
+            raise HTTPException(
+                status_code=403,
+                detail=f"A change made with the session cookie needs the header "
+                f"'{sessions.CSRF_HEADER}'.",
+            )
+        return by_session
     principal = access.authenticate(conn, credentials.credentials)
     if principal is None:
         raise unauthorized("The bearer token is not valid, has expired or was revoked.")
@@ -62,6 +79,7 @@ def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def require(action: Action) -> Callable[[Principal], Principal]:

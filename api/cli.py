@@ -80,6 +80,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+SHUTDOWN_GRACE_S = 3
+
+
 def _cmd_api(_args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
@@ -88,7 +91,12 @@ def _cmd_api(_args: argparse.Namespace) -> int:
 
     settings = load_settings()
     uvicorn.run(
-        create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info"
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="info",
+        # The screens' live streams stay open for minutes: stopping waits this long for them.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     return 0
 
@@ -110,7 +118,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import run_demo  # noqa: PLC0415
+    from demo.run import run_demo  # noqa: PLC0415
 
     return run_demo(devices=args.devices, embedded=args.embedded)
 

@@ -5,7 +5,8 @@ among them, so anyone could make the API hold megabytes in memory and only then 
 :class:`BodyGuard` runs first: a request that carries a body is refused with 413 when it says
 it is larger than its route allows, with 401 when its token is missing or not live (checked in
 the database before a byte of the body is read), and with 413 again when it turns out larger
-than it said. The principal it found is left in ``request.state.principal`` so the route does
+than it said (a screen's session cookie counts as a token when the request carries the
+screens' header, see api/sessions.py). The principal it found is left in ``request.state.principal`` so the route does
 not look the token up a second time.
 
 Limits (:func:`body_limit`): the CSV import takes 20 MiB, the acknowledge page's form 1 KiB,
@@ -23,6 +24,7 @@ from psycopg import OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import sessions
 from devices import access
 from devices.access import Principal
 
@@ -52,6 +54,15 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" else None
     return None
+
+
+def _session(scope: Scope) -> str | None:
+    """The session cookie of a screen's request that says it comes from the screens."""
+    headers = dict(scope.get("headers", ()))
+    cookie = headers.get(b"cookie")
+    if cookie is None or sessions.CSRF_HEADER.encode() not in headers:
+        return None
+    return sessions.cookie_value(cookie.decode("latin-1"))
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -116,7 +127,8 @@ class BodyGuard:
     async def _authenticate(self, scope: Scope) -> Principal | int:
         """The principal of the request's token, or the status to answer (401, 503)."""
         token = _bearer(scope)
-        if token is None:
+        session = None if token is not None else _session(scope)
+        if token is None and session is None:
             return 401
         app = scope.get("app")
         pool: ConnectionPool[Any] | None = getattr(
@@ -127,7 +139,9 @@ class BodyGuard:
 
         def look_up() -> Principal | None:
             with pool.connection() as conn:
-                return access.authenticate(conn, token)
+                if token is not None:
+                    return access.authenticate(conn, token)
+                return sessions.authenticate(conn, session or "")
 
         try:
             principal = await asyncio.to_thread(look_up)

@@ -357,6 +357,24 @@ def authenticate(conn: Conn, token: str) -> Principal | None:
     token_id, pid, name, role, stale = row
     if stale:
         conn.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = %s", (token_id,))
+    return principal_of(conn, pid, name, Role(role))
+
+
+def token_id_of(conn: Conn, token: str) -> uuid.UUID | None:
+    """The id of a live token (as :func:`authenticate` accepts it), or None."""
+    if not looks_like_token(token):
+        return None
+    row = conn.execute(
+        """SELECT t.id FROM api_tokens t JOIN principals p ON p.id = t.principal_id
+            WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()
+              AND p.disabled_at IS NULL""",
+        (hash_token(token),),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def principal_of(conn: Conn, pid: uuid.UUID, name: str, role: Role) -> Principal:
+    """The principal ``pid`` with the scopes of its role (teams of a doctor, relatives)."""
     teams = conn.execute(
         """SELECT m.team_id FROM principal_members pm
              JOIN doctor_team_members m ON m.id = pm.member_id
@@ -369,7 +387,7 @@ def authenticate(conn: Conn, token: str) -> Principal | None:
     return Principal(
         id=pid,
         name=name,
-        role=Role(role),
+        role=role,
         team_ids=frozenset(r[0] for r in teams),
         resident_ids=frozenset(r[0] for r in relatives),
     )

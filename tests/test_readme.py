@@ -5,7 +5,7 @@ here that runs it against a fresh database and a private broker, as an operator 
 (long-running services are started, checked and stopped with SIGTERM). A line with no check
 fails the test, so a command added to the README gets one. The two commands at the top are run
 elsewhere: ``make test`` by CI (``.ci/run``), ``make demo`` (``anxin demo``) by
-``tests/api/test_demo.py``.
+``tests/demo/test_demo.py``.
 """
 
 from __future__ import annotations

@@ -276,6 +276,9 @@ def requests_for(w: World) -> dict[tuple[str, str], Callable[[str], Request]]:
     return {
         ("GET", "/health"): lambda k: ("/health", {}),
         ("GET", "/api/v1/me"): lambda k: ("/api/v1/me", {}),
+        ("POST", "/api/v1/session"): lambda k: ("/api/v1/session", {}),
+        ("GET", "/api/v1/session"): lambda k: ("/api/v1/session", {}),
+        ("DELETE", "/api/v1/session"): lambda k: ("/api/v1/session", {}),
         ("POST", "/api/v1/principals"): lambda k: (
             "/api/v1/principals",
             {"json": {"name": f"Walk {k}", "role": "operator"}},
@@ -473,11 +476,24 @@ def requests_for(w: World) -> dict[tuple[str, str], Callable[[str], Request]]:
             "/api/v1/reports/monthly",
             {"params": {"district": "Walk district", "month": "2026-10"}},
         ),
+        **{
+            ("GET", f"/api/v1/residents/{{resident_id}}/{what}"): (
+                lambda k, what=what: (f"/api/v1/residents/{rid(k)}/{what}", {})
+            )
+            for what in ("vitals", "news2", "findings")
+        },
+        ("GET", "/api/v1/risk/residents"): lambda k: ("/api/v1/risk/residents", {}),
+        ("GET", "/api/v1/operations/devices"): lambda k: ("/api/v1/operations/devices", {}),
         ("GET", "/api/v1/lookup/caller"): lambda k: (
             "/api/v1/lookup/caller",
             {"params": {"number": "13800138100"}},
         ),
         ("GET", "/api/v1/alerts"): lambda k: ("/api/v1/alerts", {}),
+        ("GET", "/api/v1/alerts/live"): lambda k: ("/api/v1/alerts/live", {}),
+        ("GET", "/api/v1/alerts/{alert_id}/record"): lambda k: (
+            f"/api/v1/alerts/{aid(k)}/record",
+            {},
+        ),
         ("GET", "/api/v1/alerts/{alert_id}"): lambda k: (f"/api/v1/alerts/{aid(k)}", {}),
         **{
             ("POST", f"/api/v1/alerts/{{alert_id}}/{move}"): (
@@ -500,7 +516,12 @@ def refused(method: str, path: str, response: httpx.Response) -> bool:
     return response.status_code == 404 and path.startswith("/api/v1/alerts/")
 
 
-LISTS = {("GET", "/api/v1/residents"), ("GET", "/api/v1/alerts")}
+LISTS = {
+    ("GET", "/api/v1/residents"),
+    ("GET", "/api/v1/alerts"),
+    ("GET", "/api/v1/alerts/live"),
+    ("GET", "/api/v1/risk/residents"),
+}
 PROFILE_READS = {
     ("GET", "/api/v1/residents/{resident_id}/profile"),
     ("GET", "/api/v1/residents/{resident_id}/profile/history"),
@@ -585,6 +606,11 @@ def test_every_endpoint_with_every_role_and_scope_is_as_documented(
                 }.get(kind)
                 if allowed is not None and names != allowed:
                     differences.append(f"GET residents as {kind}: listed {sorted(names)}")
+            if got and (method, template) == ("GET", "/api/v1/risk/residents"):
+                listed = {r["resident_id"] for r in response.json()}
+                mine = {"family_own": {world.ids["subject"]}, "family_other": {world.ids["other"]}}
+                if kind in mine and listed != mine[kind]:
+                    differences.append(f"GET risk/residents as {kind}: listed {sorted(listed)}")
             if got and (method, template) == ("GET", "/api/v1/alerts"):
                 residents = {a["resident_id"] for a in response.json()}
                 scope = {

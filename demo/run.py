@@ -4,7 +4,7 @@ Finds the configured PostgreSQL and MQTT broker (``ANXIN_DB__URL``, ``ANXIN_MQTT
 when one is unreachable, starts an embedded one (:mod:`core.embedded`) unless told not to.
 Then: migrate, register simulated wristbands and one demo elder with a full (sample) emergency
 profile and care circle, start a local stand-in for the 120 dispatch centre and the family's
-phones (:mod:`api.demo_receiver`), and run the ingester (which raises alerts), the alert
+phones (:mod:`demo.receiver`), and run the ingester (which raises alerts), the alert
 delivery worker and escalation clock, the HTTP API with the console and a paced simulator (one
 message per device per second), each in a thread. Every ``BAD_EVERY_S`` seconds one malformed
 message and one with an absurd heart rate go out, so the dead-letter path shows; every
@@ -46,7 +46,6 @@ from alerts.lifecycle import TransitionRefused
 from alerts.model import Actor, ActorKind, AlertState
 from alerts.service import AlertService, PostgresDirectory
 from api.app import create_app
-from api.demo_receiver import DemoReceiver, ReceiverTotals
 from core import db
 from core.clock import SystemClock
 from core.embedded import (
@@ -61,6 +60,7 @@ from core.embedded import (
 from core.errors import AnxinError, ConfigError, DatabaseError
 from core.mqtt import MqttClient, MqttError, client_for
 from core.settings import Settings, load_settings
+from demo.receiver import DemoReceiver, ReceiverTotals
 from devices import access
 from devices import protocol as proto
 from devices import repository as registry
@@ -315,6 +315,38 @@ def ensure_demo_elder(
     if registry.get_device(conn, device_id).resident_id != elder:
         registry.bind_device(conn, device_id, resident_id=elder, gateway_id=None, by=DEMO_BY)
     return elder
+
+
+#: The screens ``make demo`` prints, with the role whose sample token opens each.
+SCREEN_LINKS: tuple[tuple[str, str], ...] = (
+    ("120 dispatcher:", "/app/dispatch"),
+    ("family doctor:", "/app/doctor"),
+    ("care operator:", "/app/operator"),
+    ("family (signed in):", "/app/family"),
+)
+
+
+def sample_tokens(conn: Any, elder: uuid.UUID, operator_token: str) -> dict[str, str]:
+    """A token valid today for each screen of :data:`SCREEN_LINKS`: a dispatcher, the demo
+    team's doctor, the operator of the console, and the demo elder's child."""
+    member = _find(
+        conn,
+        """SELECT m.id FROM doctor_team_members m JOIN doctor_teams t ON t.id = m.team_id
+            WHERE t.name = %s AND m.name = %s AND m.status = 'active' ORDER BY m.id LIMIT 1""",
+        DEMO_TEAM,
+        DEMO_DOCTOR,
+    )
+    dispatcher = access.create_principal(conn, "demo 120 dispatcher", access.Role.DISPATCHER)
+    doctor = access.create_principal(
+        conn, f"demo {DEMO_DOCTOR}", access.Role.DOCTOR, member_ids=[member] if member else []
+    )
+    family = access.create_principal(conn, "demo child", access.Role.FAMILY, resident_ids=[elder])
+    return {
+        "/app/dispatch": access.issue_token(conn, dispatcher, days=1).token,
+        "/app/doctor": access.issue_token(conn, doctor, days=1).token,
+        "/app/operator": operator_token,
+        "/app/family": access.issue_token(conn, family, days=1).token,
+    }
 
 
 def close_leftover_alerts(conn: Any, service: AlertService, device_prefix: str) -> int:
@@ -684,7 +716,9 @@ def _start(
         console_principal = access.create_principal(conn, "demo console", access.Role.OPERATOR)
         console_token = access.issue_token(conn, console_principal, days=1).token
         conn.commit()
-        ensure_demo_elder(conn, keyring, receiver, ids[0])
+        elder = ensure_demo_elder(conn, keyring, receiver, ids[0])
+        conn.commit()
+        tokens = sample_tokens(conn, elder, console_token)
         conn.commit()
         closed = close_leftover_alerts(conn, alert_service, DEVICE_PREFIX)
         conn.commit()
@@ -725,6 +759,8 @@ def _start(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # An open screen's live stream would hold the stop for minutes otherwise.
+            timeout_graceful_shutdown=3,
         )
     )
     api_worker = demo.spawn("api", server.run)
@@ -785,6 +821,12 @@ def _start(
     _say(out)
     _say(out, bar)
     _say(out, f"  Anxin live console: {url}")
+    _say(
+        out,
+        "  The screens of the people who act (each link signs in with a sample token for today):",
+    )
+    for label, path in SCREEN_LINKS:
+        _say(out, f"    {label:<24} http://{shown_host}:{api_port}{path}#token={tokens[path]}")
     _say(out, bar)
     if metrics_port:
         _say(out, f"ingest metrics: http://{settings.ingest.metrics_host}:{metrics_port}/metrics")

@@ -20,10 +20,10 @@ import pytest
 
 from alerts.channels import with_idempotency_header
 from alerts.dispatch120 import sign_request
-from api.demo import run_demo
-from api.demo_receiver import DemoReceiver
 from core.embedded import free_port, reachable_broker
 from core.settings import load_settings
+from demo.receiver import DemoReceiver
+from demo.run import run_demo
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = os.environ.get("ANXIN_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -94,6 +94,9 @@ def test_demo_stores_vitals_dead_letters_bad_messages_and_alerts_reach_the_recei
     assert result.returncode == 0, output
     assert "Traceback" not in output
     _console_url(output)
+    # Each role's screen, with a sample token that signs in.
+    for path in ("/app/dispatch", "/app/doctor", "/app/operator", "/app/family"):
+        assert re.search(rf"http://127\.0\.0\.1:\d+{path}#token=anx_\S+", output), path
     assert re.search(r"\[\s+5 s\] stored \d+ vitals, \d+ accel bursts \| \d+ msg/s", output), output
     assert "totals after" in output
     with psycopg.connect(fresh_database) as conn:
