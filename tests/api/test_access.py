@@ -4,15 +4,12 @@ audit log, and 401/403 over HTTP, against the real PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
-from core.settings import load_settings
 from devices import access
 from devices.access import Action, Decision, Principal, ResidentScope, Role, Scope
 
@@ -210,23 +207,6 @@ def test_cli_creates_lists_and_revokes(
 
 
 # --- over HTTP ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings(db={"url": db_url}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://anxin.test"
-        ) as client,
-    ):
-        yield client
 
 
 def _token(db_url: str, role: Role, **scopes: Any) -> str:

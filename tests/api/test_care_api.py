@@ -4,45 +4,18 @@ audited, the family reads their relative's, a doctor may not change them, bad in
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
-from core.settings import load_settings
-from devices import access
 from devices.access import Role
 from devices.behaviour_settings import watched
+from tests.api.client import bearer as _token
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 ELDER = {"name": "Test Elder Alone", "sex": "female", "birth_date": "1936-04-02"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings(db={"url": db_url}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://anxin.test"
-        ) as client,
-    ):
-        yield client
-
-
-def _token(db_url: str, role: Role, **scopes: Any) -> dict[str, str]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        pid = access.create_principal(conn, f"Test {role} {uuid.uuid4().hex[:4]}", role, **scopes)
-        return {"Authorization": f"Bearer {access.issue_token(conn, pid).token}"}
 
 
 async def test_behaviour_settings_read_changed_audited_and_refused(

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,12 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from psycopg.types.json import Jsonb
 
-from api.app import create_app
-from core.settings import load_settings
-from devices import access
 from devices.access import Role
+from tests.api.client import bearer as _token
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "interop.md"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings(db={"url": db_url}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://anxin.test"
-        ) as client,
-    ):
-        yield client
-
-
-def _token(db_url: str, role: Role, **scopes: Any) -> dict[str, str]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        pid = access.create_principal(conn, f"Test {role} {uuid.uuid4().hex[:4]}", role, **scopes)
-        return {"Authorization": f"Bearer {access.issue_token(conn, pid).token}"}
 
 
 def documented_vitals() -> dict[str, tuple[str, str]]:
