@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core import db
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
@@ -55,6 +56,20 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def ingest_settings(db_url: str, broker_url: str, topic_prefix: str) -> Settings:
+    """Settings of an in-process ingester on this test's database, broker and topic prefix
+    (a session of its own, no metrics port, the registry reread every second)."""
+    return load_settings(
+        db={"url": db_url},
+        mqtt={
+            "url": broker_url,
+            "topic_prefix": topic_prefix,
+            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+        },
+        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
+    )
 
 
 def with_database(admin_url: str, name: str) -> str:

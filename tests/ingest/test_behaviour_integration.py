@@ -64,7 +64,7 @@ from ingest.service import IngestService
 from ingest.trends import TrendsConfig
 from tests.alerts.receiver import make_keyring
 from tests.ingest.test_detection_integration import _host_port
-from tests.services import wait_until
+from tests.services import ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -142,15 +142,7 @@ def homes(db_url: str) -> dict[str, Home]:
 def running(
     db_url: str, shared_broker_url: str, topic_prefix: str
 ) -> Iterator[tuple[IngestService, DetectionSink]]:
-    settings = load_settings(
-        db={"url": db_url},
-        mqtt={
-            "url": shared_broker_url,
-            "topic_prefix": topic_prefix,
-            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-        },
-        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
-    )
+    settings = ingest_settings(db_url, shared_broker_url, topic_prefix)
     service = IngestService(settings)
     lookup = lambda d: service.devices.get(d)  # noqa: E731, PLW0108
     alerts = AlertService(

@@ -23,12 +23,11 @@ import pytest
 from scipy.signal import resample_poly
 
 from core.mqtt import MqttClient
-from core.settings import load_settings
 from devices.protocol import Channel, ReadingWire, accel_i16, encode_telemetry, topic
 from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.service import IngestService
-from tests.services import IN_CI, ROOT, wait_until
+from tests.services import IN_CI, ROOT, ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,15 +70,7 @@ def _host_port(url: str) -> tuple[str, int]:
 def running_detection(
     db_url: str, shared_broker_url: str, topic_prefix: str
 ) -> Iterator[tuple[IngestService, DetectionSink]]:
-    settings = load_settings(
-        db={"url": db_url},
-        mqtt={
-            "url": shared_broker_url,
-            "topic_prefix": topic_prefix,
-            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-        },
-        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
-    )
+    settings = ingest_settings(db_url, shared_broker_url, topic_prefix)
     service = IngestService(settings)
     # A lambda, not service.devices.get: the snapshot dict is replaced on each refresh.
     lookup = lambda d: service.devices.get(d)  # noqa: E731, PLW0108

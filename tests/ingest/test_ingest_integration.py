@@ -24,7 +24,14 @@ from core.settings import load_settings
 from devices.registry import ensure_devices, register_device
 from ingest.service import IngestService
 from simulators.wearable import WearableFleet, publish_fleet
-from tests.services import IngestProcess, PrivateBroker, PrivatePostgres, wait_until, with_database
+from tests.services import (
+    IngestProcess,
+    PrivateBroker,
+    PrivatePostgres,
+    ingest_settings,
+    wait_until,
+    with_database,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -223,15 +230,7 @@ def test_database_restart_loses_and_doubles_nothing(
 def running_ingester(
     db_url: str, shared_broker_url: str, topic_prefix: str
 ) -> Iterator[IngestService]:
-    settings = load_settings(
-        db={"url": db_url},
-        mqtt={
-            "url": shared_broker_url,
-            "topic_prefix": topic_prefix,
-            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-        },
-        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
-    )
+    settings = ingest_settings(db_url, shared_broker_url, topic_prefix)
     service = IngestService(settings)
     thread = threading.Thread(target=service.run, name="test-ingest")
     thread.start()

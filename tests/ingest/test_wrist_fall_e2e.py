@@ -23,13 +23,13 @@ import pytest
 from alerts.listener import AlertListener
 from alerts.service import AlertService, PostgresDirectory
 from core.mqtt import MqttClient
-from core.settings import AlertsSettings, load_settings
+from core.settings import AlertsSettings
 from devices.protocol import Command, CommandKind
 from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.service import IngestService
 from tests.ingest.test_detection_integration import SCALE_G, _bursts, _host_port, _publish
-from tests.services import IN_CI, ROOT, wait_until
+from tests.services import IN_CI, ROOT, ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,15 +68,7 @@ class _Commands:
 def running(
     db_url: str, shared_broker_url: str, topic_prefix: str
 ) -> Iterator[tuple[IngestService, _Commands]]:
-    settings = load_settings(
-        db={"url": db_url},
-        mqtt={
-            "url": shared_broker_url,
-            "topic_prefix": topic_prefix,
-            "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-        },
-        ingest={"metrics_port": 0, "registry_refresh_s": 1.0},
-    )
+    settings = ingest_settings(db_url, shared_broker_url, topic_prefix)
     service = IngestService(settings)
     lookup = lambda d: service.devices.get(d)  # noqa: E731, PLW0108
     commands = _Commands()
