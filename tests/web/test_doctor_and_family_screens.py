@@ -17,7 +17,7 @@ from api.app import create_app
 from core.settings import load_settings
 from devices.access import Role
 from devices.crypto import Keyring
-from tests.alerts.receiver import Seeded, insert_alert, seed_registry
+from tests.seed import Seeded, insert_alert, seed_registry
 from tests.services import serve_api
 from tests.web.conftest import DISPATCH_VIEWPORT, PHONE_VIEWPORT, person, shot
 
