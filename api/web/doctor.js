@@ -75,7 +75,8 @@ async function openElder(detail, rid, range) {
     detail.replaceChildren(
       el("header", { class: "who" }, el("h2", { id: "elder-name" }, resident.name),
          el("span", { class: "big" }, `${ageOf(resident.birth_date)} ${t("f.age")} · ${t("sex." + resident.sex)}`),
-         el("span", { class: "muted small" }, `${t("doctor.source")} ${resolution === "minute" ? t("doctor.per_minute") : t("doctor.per_hour")} · ${vitals.length}`)),
+         el("span", { class: "muted small" }, `${t("doctor.source")} ${resolution === "minute" ? t("doctor.per_minute") : t("doctor.per_hour")} · ${vitals.length}`),
+         el("a", { id: "fhir-link", class: "small", href: `/api/v1/residents/${rid}/fhir`, target: "_blank", rel: "noopener" }, t("doctor.fhir"))),
       ranges, charts,
       el("div", { class: "grid2" },
         el("section", { class: "card" }, el("h3", {}, t("doctor.findings")),

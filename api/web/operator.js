@@ -20,7 +20,7 @@ export async function mount(main, session) {
   const visits = el("section", { class: "card", id: "due-visits" }, el("h2", {}, t("op.due_visits")));
   const records = elderRecords(session, () => loadVisits(visits, records));
   main.append(el("div", { class: "grid3" }, devices, profiles, overdue),
-              el("div", { class: "grid2" }, visits, await reportCard()),
+              el("div", { class: "grid2" }, visits, el("div", {}, await reportCard(), await rulesCard())),
               records.node,
               el("div", { class: "grid2" }, residentForm(), deviceForm()));
   months.addEventListener("change", () => loadProfiles(profiles, months.value));
@@ -49,8 +49,11 @@ async function reportCard() {
   const last = new Date(now.getFullYear(), now.getMonth() - 1, 1);
   const month = el("input", { id: "report-month", type: "month", value: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}` });
   const link = el("a", { id: "report-link", target: "_blank", rel: "noopener" }, t("op.report_open"));
+  const csv = el("a", { id: "report-csv", download: "" }, "CSV");
   const update = () => {
-    link.href = `/api/v1/reports/monthly?community=${encodeURIComponent(community.value)}&month=${encodeURIComponent(month.value)}&format=html`;
+    const q = `/api/v1/reports/monthly?community=${encodeURIComponent(community.value)}&month=${encodeURIComponent(month.value)}`;
+    link.href = `${q}&format=html`;
+    csv.href = `${q}&format=csv`;
   };
   for (const input of [community, month]) {
     input.addEventListener("change", update);
@@ -61,7 +64,31 @@ async function reportCard() {
     el("div", { class: "form" },
       el("div", { class: "row" }, el("label", { for: "report-community" }, t("f.community")), community),
       el("div", { class: "row" }, el("label", { for: "report-month" }, t("op.month")), month)),
-    el("p", {}, link));
+    el("p", {}, link, " · ", csv));
+}
+
+const FLAGS = ["empty_nest", "living_alone", "disabled", "semi_disabled", "dementia", "very_old", "extremely_poor",
+               "low_income", "veteran", "bereaved_parent", "chronic_disease", "home_care_bed"];
+
+/** How often each special population is visited (PUT /api/v1/visit-rules): monthly for the
+ * plans' populations unless a rule says otherwise, everywhere or in one community. */
+async function rulesCard() {
+  const [rules, communities] = await Promise.all([
+    api("/api/v1/visit-rules").catch(() => []),
+    api("/api/v1/communities?limit=200").catch(() => ({ items: [] })),
+  ]);
+  const names = Object.fromEntries(communities.items.map((c) => [c.id, c.name]));
+  const list = el("div", { id: "rules-list" });
+  const show = (rows) => list.replaceChildren(table([t("op.flag"), t("op.every"), t("f.community")],
+    rows.map((r) => [t("flag." + r.flag), String(r.every_months), r.community_id ? names[r.community_id] || r.community_id : t("op.everywhere")])));
+  show(rules);
+  const f = form("rule", null, [
+    { name: "flag", label: t("op.flag"), options: FLAGS.map((x) => [x, t("flag." + x)]) },
+    { name: "every_months", label: t("op.every"), type: "number", value: 1 },
+    { name: "community_id", label: t("f.community"), options: [["", t("op.everywhere")], ...communities.items.map((c) => [c.id, c.name])] },
+  ], t("op.save"), (b) => api("/api/v1/visit-rules", { method: "PUT", body: b }), { keep: true });
+  f.addEventListener("saved", (ev) => show(ev.detail));
+  return el("section", { class: "card", id: "rules" }, el("h2", {}, t("op.rules")), list, f);
 }
 
 function table(head, rows) {

@@ -115,6 +115,9 @@ def test_a_doctor_sees_the_charts_of_a_signed_elder_and_is_refused_another(
     }
     assert "每分钟汇总" in page.inner_text("#elder")
     shot(page, "screen-doctor")
+    # The elder's record as FHIR R4, for the health information platform.
+    fhir = page.context.request.get(url + (page.get_attribute("#fhir-link", "href") or ""))
+    assert fhir.status == 200 and fhir.json()["resourceType"] == "Bundle"
     page.click("button[data-range='7d']")
     expect(page.locator("#elder")).to_contain_text("每小时汇总", timeout=DEADLINE_MS)
     expect(page.locator("#charts path.chart-line")).to_have_count(7)
@@ -225,6 +228,7 @@ def test_the_care_operator_sees_what_needs_doing_and_the_forms_show_the_apis_err
     expect(page.locator("#new-elder-name-error")).not_to_be_empty(timeout=DEADLINE_MS)
     expect(page.locator("#new-elder-mobile-error")).not_to_be_empty()
     assert page.get_attribute("#new-elder-name", "aria-invalid") == "true"
+    page.evaluate("window.scrollTo(0, 0)")  # the lists at the top (a form's errors: records)
     shot(page, "screen-operator")
     # Fixed, it is saved.
     page.fill("#new-elder-name", "新登记老人")

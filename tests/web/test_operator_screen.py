@@ -135,10 +135,21 @@ def test_the_operator_records_a_visit_and_keeps_the_care_circle_devices_and_sett
     page.fill("#report-month", month)
     href = page.get_attribute("#report-link", "href")
     assert href is not None and "format=html" in href and f"month={month}" in href
+    assert "format=csv" in (page.get_attribute("#report-csv", "href") or "")
     report = page.context.new_page()
     report.goto(f"{url}{href}")
     expect(report.locator("h1")).to_contain_text(f"Anxin monthly report {month}: 幸福里社区")
     report.close()
+
+    # How often the very old are visited: every three months, everywhere.
+    page.select_option("#rule-flag", "very_old")
+    page.fill("#rule-every_months", "13")
+    page.click("#rule button[type=submit]")
+    expect(page.locator("#rule-every_months-error")).not_to_be_empty(timeout=DEADLINE_MS)
+    page.fill("#rule-every_months", "3")
+    page.click("#rule button[type=submit]")
+    expect(page.locator("#rules-list")).to_contain_text("高龄", timeout=DEADLINE_MS)
+    assert _one(db_url, "SELECT every_months FROM visit_rules WHERE flag = 'very_old'") == 3
     assert errors == []
 
 
