@@ -83,10 +83,11 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A claimed row of ``deliveries`` (``attempts`` already counts this attempt)."""
+    """A claimed row of ``deliveries`` (``attempts`` already counts this attempt): about an
+    alert (``alert_id``) or a due home visit (``visit_reminder_id``)."""
 
     id: int
-    alert_id: int
+    alert_id: int | None
     tier: int
     recipient_kind: str
     recipient_ref: str | None
@@ -99,11 +100,12 @@ class Delivery:
     attempts: int
     created_at: dt.datetime
     lease_expired: bool = False
+    visit_reminder_id: int | None = None
 
 
 COLUMNS: Final = (
     "id, alert_id, tier, recipient_kind, recipient_ref, recipient_name, channel, address, "
-    "language, template, idempotency_key, attempts, created_at"
+    "language, template, idempotency_key, attempts, created_at, visit_reminder_id"
 )
 
 

@@ -108,6 +108,10 @@ def _give_up(
 ) -> None:
     who = delivery.recipient_name or delivery.recipient_kind
     note = f"delivery {delivery.id} to {who} ({delivery.channel}) gave up: {reason}"[:2000]
+    if delivery.alert_id is None:
+        # A visit reminder: no alert timeline to note it on; the due list still shows the visit.
+        log.warning("visit reminder %s: %s", delivery.visit_reminder_id, note)
+        return
     conn.execute(
         """INSERT INTO alert_events (alert_id, at, event, actor, channel, note)
            VALUES (%s, %s, 'delivery', %s, %s, %s)""",

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from alerts import ack, templates
+from alerts import ack, templates, visit_reminders
 from alerts.addresses import AddressBook
 from alerts.cap import render_cap
 from alerts.channels import OutboundMessage
@@ -36,8 +36,8 @@ def settings_ack_link(settings: Settings) -> AckLink:
     alert service issues tokens to people, not to the 120 centre or the operator."""
 
     def link(_conn: Conn, delivery: Delivery) -> str | None:
-        if delivery.recipient_kind in {"dispatch120", "operator"}:
-            return None
+        if delivery.recipient_kind in {"dispatch120", "operator"} or delivery.alert_id is None:
+            return None  # a visit reminder has no alert to acknowledge
         return ack.link_for(settings.alerts, delivery.idempotency_key)
 
     return link
@@ -129,15 +129,22 @@ def build_message(
     ack_link: AckLink = no_ack_link,
 ) -> OutboundMessage:
     """Render ``delivery`` for its channel (at send time: the freshest data)."""
+    if delivery.alert_id is None:
+        with conn.transaction():
+            book = AddressBook(config.sms_url, config.operator_url, channel_opener(keyring))
+            address = book.resolve(conn, delivery.address)
+            rendered = visit_reminders.render_delivery(conn, delivery, timezone=config.timezone)
+        return OutboundMessage(
+            delivery.id, delivery.idempotency_key, address, rendered.title, rendered.body
+        )
+    alert_id = delivery.alert_id
     with conn.transaction():
         ack_url = ack_link(conn, delivery)
         # The outbox holds references; the URL (with its token) is read only to send.
         book = AddressBook(config.sms_url, config.operator_url, channel_opener(keyring))
         delivery = replace(delivery, address=book.resolve(conn, delivery.address))
         if delivery.channel == "dispatch120":
-            record = build_record(
-                conn, delivery.alert_id, keyring=keyring, now=now, delivery_id=delivery.id
-            )
+            record = build_record(conn, alert_id, keyring=keyring, now=now, delivery_id=delivery.id)
             if config.dispatch120_format == "cap":
                 body = render_cap(
                     record,

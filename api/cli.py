@@ -262,11 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _alerts_worker(argv: list[str]) -> int:
-    """``anxin alerts worker``: the outbox delivery worker and the escalation clock, until a
-    signal. Both are safe to run in several processes (rows are claimed with SKIP LOCKED)."""
+    """``anxin alerts worker``: the outbox delivery worker, the escalation clock and the home
+    visit reminders, until a signal. Both are safe to run in several processes (rows are claimed with SKIP LOCKED)."""
     from alerts.delivery import run_worker  # noqa: PLC0415
     from alerts.escalation import run_escalation  # noqa: PLC0415
     from alerts.service import AlertService, PostgresDirectory  # noqa: PLC0415
+    from alerts.visit_reminders import run_visit_reminders  # noqa: PLC0415
     from core import db  # noqa: PLC0415
     from core.clock import SystemClock  # noqa: PLC0415
     from core.settings import load_settings  # noqa: PLC0415
@@ -295,11 +296,27 @@ def _alerts_worker(argv: list[str]) -> int:
         name="alert-escalation",
     )
     escalation.start()
+    reminders: threading.Thread | None = None
+    if settings.alerts.visit_reminder_every_s > 0:
+        reminders = threading.Thread(
+            target=run_visit_reminders,
+            args=(
+                lambda: db.connect(settings.db.url, autocommit=True),
+                directory,
+                SystemClock(),
+                stop,
+                settings.alerts.visit_reminder_every_s,
+            ),
+            name="visit-reminders",
+        )
+        reminders.start()
     try:
         run_worker(settings, stop)
     finally:
         stop.set()
         escalation.join(30)
+        if reminders is not None:
+            reminders.join(30)
     return 0
 
 

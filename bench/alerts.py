@@ -5,7 +5,7 @@ A private Mosquitto, a fresh database, the ingester with detection and the alert
 own processes; ``--devices`` simulated wearables stream telemetry (one message per device per
 second, paced, from ``--publishers`` processes) while this process publishes one SOS event
 for each of ``--events`` other devices (``--rate`` per second) and runs the local 120
-receiver (tests/alerts/receiver.py: verifies the signature). Latency per event: from just
+receiver (demo/receiver.py, the demo's 120 centre: verifies the signature). Latency per event: from just
 before the publish to the arrival of its 120 push, both on this process's monotonic clock.
 
     .venv/bin/python bench/alerts.py --devices 5000 --events 1000
@@ -43,8 +43,14 @@ from devices.protocol import Channel, Event, EventKind, encode_event, topic  # n
 from devices.registry import ensure_devices  # noqa: E402
 from simulators.rawmqtt import RawPublisher  # noqa: E402
 from simulators.wearable import WearableFleet, publish_fleet  # noqa: E402
-from tests.alerts.receiver import SECRET, Receiver, serve  # noqa: E402
-from tests.services import ADMIN_URL, PrivateBroker, fresh_database, wait_until  # noqa: E402
+from tests.services import (  # noqa: E402  # noqa: E402
+    ADMIN_URL,
+    SECRET,
+    PrivateBroker,
+    fresh_database,
+    serve_receiver,
+    wait_until,
+)
 
 
 def _publish_part(port: int, prefix: str, ids: list[str], seconds: int, publisher: str) -> int:
@@ -135,7 +141,7 @@ def _run(args: argparse.Namespace, shape: str) -> tuple[float | None, bool]:
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-alerts-"))
     broker = PrivateBroker()
     broker.start()
-    receiver_gen = serve(Receiver())
+    receiver_gen = serve_receiver()
     receiver = next(receiver_gen)
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -336,6 +336,13 @@ class AlertsSettings(_Section):
     escalation_every_s: float = Field(
         5.0, gt=0, le=300, description="How often the escalation clock looks for due alerts."
     )
+    visit_reminder_every_s: float = Field(
+        900.0,
+        ge=0,
+        le=86400,
+        description="How often the alerts worker looks for due home visits to remind the "
+        "community worker and the family doctor of (each due visit once); 0: never.",
+    )
     dispatch120_format: Literal["json", "cap"] = Field(
         "json",
         description="Body of the 120 push: Anxin's JSON emergency record, or CAP 1.2 XML "

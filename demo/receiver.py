@@ -12,16 +12,23 @@ arrive where they would arrive in real life, without any account anywhere:
   one person or office: ``/phone/child``, ``/phone/doctor``, ``/phone/sms-<number>`` (the SMS
   gateway's stand-in), ``/phone/operator``. Deduplicated by ``Idempotency-Key`` too.
 
-What arrived is kept in memory (bounded) for the demo's status lines and its tests.
+What arrived is kept in memory (bounded) for the demo's status lines and for the tests,
+which use this receiver as their 120 centre and phones too: every request is kept as an
+:class:`Arrival` (headers, raw body, whether the signature held, the answer, whether it was a
+repeat), and a receiver may be told to answer like a troubled centre (a ``script`` of status
+codes for the first requests, a pause while handling chosen ones) to show retries and
+take-overs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +59,25 @@ class Push120:
     allergies: tuple[str, ...]
     blood_type: str | None
     has_profile: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One request as it arrived, with the answer it got."""
+
+    key: str | None
+    """Its ``Idempotency-Key``."""
+    path: str
+    headers: dict[str, str]
+    """Header names in lower case."""
+    body: bytes
+    signature_ok: bool
+    """The 120 signature held (always False for a phone message, which carries none)."""
+    status: int
+    duplicate: bool
+    """A repeat of a key already accepted (answered 2xx and dropped)."""
+    at: float
+    """``time.monotonic()`` on arrival."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +112,10 @@ def _address_line(address: Any) -> str | None:
     return (f"{line} {text}" if text else line) or None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
@@ -95,8 +125,8 @@ def parse_push(key: str, body: bytes) -> Push120:
     record = json.loads(body)
     if not isinstance(record, dict):
         raise TypeError("the 120 record is not a JSON object")
-    alert = record.get("alert") or {}
-    resident = record.get("resident") or {}
+    alert = _object(record.get("alert"))
+    resident = _object(record.get("resident"))
     profile = record.get("profile")
     prof = profile if isinstance(profile, dict) else {}
     alert_id = alert.get("id")
@@ -120,10 +150,34 @@ class DemoReceiver:
         secret: The 120 push secret shared with the delivery worker.
         host: Address to bind (loopback: nothing outside the machine is told anything).
         port: 0 picks a free port.
+        script: Status codes answered to the first requests, in order (a centre that is down
+            answers 503), then ``default``. A 2xx is handled as usual.
+        default: The answer after the script (200: handle the request).
+        pause_on: 1-based numbers of the requests to answer only after ``pause_s``.
+        pause_s: How long those wait before answering (after being counted).
+        keep: Arrivals kept (later ones are counted only).
     """
 
-    def __init__(self, secret: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        script: Sequence[int] = (),
+        default: int = 200,
+        pause_on: frozenset[int] = frozenset(),
+        pause_s: float = 0.0,
+        keep: int = 1000,
+    ) -> None:
         self._secret = secret
+        self._script = list(script)
+        self._default = default
+        self._pause_on = pause_on
+        self._pause_s = pause_s
+        self._keep = keep
+        self._arrivals: list[Arrival] = []
+        self._n_requests = 0
         self._lock = threading.Lock()
         self._keys: set[str] = set()
         self._pushes: list[Push120] = []
@@ -148,6 +202,11 @@ class DemoReceiver:
     @property
     def dispatch120_url(self) -> str:
         return f"http://{self.host}:{self.port}{PUSH_PATH}"
+
+    @property
+    def url(self) -> str:
+        """The 120 push URL (:attr:`dispatch120_url`)."""
+        return self.dispatch120_url
 
     def phone_url(self, who: str) -> str:
         """The apprise URL of a phone of the demo (``who``: letters, digits, '-', '{}')."""
@@ -190,6 +249,22 @@ class DemoReceiver:
         with self._lock:
             return list(self._messages)
 
+    @property
+    def arrivals(self) -> list[Arrival]:
+        """Every request kept, in order of arrival."""
+        with self._lock:
+            return list(self._arrivals)
+
+    @property
+    def accepted(self) -> dict[str, int]:
+        """Idempotency keys accepted, each once (repeats are dropped, see ``duplicate``)."""
+        with self._lock:
+            return dict.fromkeys(self._keys, 1)
+
+    def first_accepted(self) -> list[Arrival]:
+        """The arrivals accepted the first time (2xx, not a repeat)."""
+        return [a for a in self.arrivals if 200 <= a.status < 300 and not a.duplicate]
+
     # -- handling ------------------------------------------------------------------------
     def _first_time(self, key: str | None) -> bool:
         """Whether ``key`` is new (no key: always); counts a duplicate. Under the lock."""
@@ -201,47 +276,81 @@ class DemoReceiver:
         self._keys.add(key)
         return True
 
-    def accept_push(self, headers: dict[str, str], body: bytes) -> HTTPStatus:
-        ok = verify_push(self._secret, headers, body, now=time.time())
-        key = headers.get("idempotency-key", "")
-        if not ok or not key:
-            with self._lock:
-                self._bad += 1
-            return HTTPStatus.UNAUTHORIZED
-        try:
-            push = parse_push(key, body)
-        except (ValueError, TypeError):  # not JSON, or not the record's shape
-            return HTTPStatus.BAD_REQUEST
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, float]:
+        """Answer one request: (status, seconds to wait before answering)."""
         with self._lock:
-            if self._first_time(key):
-                self._n_pushes += 1
-                if len(self._pushes) < KEEP:
-                    self._pushes.append(push)
-        return HTTPStatus.OK
+            self._n_requests += 1
+            number = self._n_requests
+            k = number - 1
+            scripted = self._script[k] if k < len(self._script) else self._default
+        key = headers.get("idempotency-key")
+        signature_ok = False
+        duplicate = False
+        if path == PUSH_PATH:
+            signature_ok = verify_push(self._secret, headers, body, now=time.time())
+            status = scripted if signature_ok and key else HTTPStatus.UNAUTHORIZED
+            if 200 <= status < 300:
+                status, duplicate = self._accept_push(key or "", headers, body)
+            elif status == HTTPStatus.UNAUTHORIZED:
+                with self._lock:
+                    self._bad += 1
+        elif path.startswith(PHONE_PREFIX) and len(path) > len(PHONE_PREFIX):
+            status = scripted
+            if 200 <= status < 300:
+                status, duplicate = self._accept_message(path[len(PHONE_PREFIX) :], key, body)
+        else:
+            status = HTTPStatus.NOT_FOUND
+        with self._lock:
+            if len(self._arrivals) < self._keep:
+                arrival = Arrival(
+                    key, path, headers, body, signature_ok, int(status), duplicate,
+                    time.monotonic(),
+                )  # fmt: skip
+                self._arrivals.append(arrival)
+        return int(status), self._pause_s if number in self._pause_on else 0.0
 
-    def accept_message(self, recipient: str, headers: dict[str, str], body: bytes) -> HTTPStatus:
+    def _accept_push(self, key: str, headers: dict[str, str], body: bytes) -> tuple[int, bool]:
+        try:
+            if headers.get("content-type", "").startswith("application/cap+xml"):
+                # CAP 1.2 (ANXIN_ALERTS__DISPATCH120_FORMAT=cap): kept as it came.
+                push = Push120(key, None, "cap", None, None, (), (), None, has_profile=False)
+            else:
+                push = parse_push(key, body)
+        except (ValueError, TypeError):  # not JSON, or not the record's shape
+            return HTTPStatus.BAD_REQUEST, False
+        with self._lock:
+            if not self._first_time(key):
+                return HTTPStatus.OK, True
+            self._n_pushes += 1
+            if len(self._pushes) < KEEP:
+                self._pushes.append(push)
+        return HTTPStatus.OK, False
+
+    def _accept_message(self, recipient: str, key: str | None, body: bytes) -> tuple[int, bool]:
         try:
             payload = json.loads(body)
         except ValueError:
-            return HTTPStatus.BAD_REQUEST
+            return HTTPStatus.BAD_REQUEST, False
         if not isinstance(payload, dict):
-            return HTTPStatus.BAD_REQUEST
-        key = headers.get("idempotency-key")
+            return HTTPStatus.BAD_REQUEST, False
         message = PhoneMessage(
             key, recipient, str(payload.get("title") or ""), str(payload.get("message") or "")
         )
         with self._lock:
-            if self._first_time(key):
-                self._by_recipient[recipient] += 1
-                if len(self._messages) < KEEP:
-                    self._messages.append(message)
-        return HTTPStatus.OK
+            if not self._first_time(key):
+                return HTTPStatus.OK, True
+            self._by_recipient[recipient] += 1
+            if len(self._messages) < KEEP:
+                self._messages.append(message)
+        return HTTPStatus.OK, False
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # As a dispatch centre's server would: answers are not held back by Nagle.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 try:
@@ -252,18 +361,21 @@ class DemoReceiver:
                     self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
                     return
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died halfway through its request: nothing arrived.
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 path = self.path.split("?", 1)[0]
-                if path == PUSH_PATH:
-                    status = receiver.accept_push(headers, body)
-                elif path.startswith(PHONE_PREFIX) and len(path) > len(PHONE_PREFIX):
-                    status = receiver.accept_message(path[len(PHONE_PREFIX) :], headers, body)
-                else:
-                    status = HTTPStatus.NOT_FOUND
-                self._answer(status)
+                status, pause_s = receiver.handle(path, headers, body)
+                if pause_s:
+                    time.sleep(pause_s)
+                # The sender may have given up or died while we paused: as at a real centre.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer(status)
 
-            def _answer(self, status: HTTPStatus) -> None:
-                data = json.dumps({"status": status.phrase}).encode()
+            def _answer(self, status: int) -> None:
+                data = json.dumps({"status": HTTPStatus(status).phrase}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -146,6 +147,101 @@ class News2Settings:
 
 
 DEFAULT_SETTINGS = News2Settings()
+
+#: The charts a family doctor may change, by their :class:`News2Settings` field, and the
+#: parameter each scores.
+_CHART_PARAM: Final = {
+    "respiration_rate": Param.RESPIRATION_RATE,
+    "spo2_scale1": Param.SPO2,
+    "spo2_scale2_air": Param.SPO2,
+    "spo2_scale2_oxygen": Param.SPO2,
+    "systolic_bp": Param.SYSTOLIC_BP,
+    "pulse": Param.PULSE,
+    "temperature": Param.TEMPERATURE,
+}
+CHARTS: Final = tuple(_CHART_PARAM)
+
+
+def chart_of(settings: News2Settings, chart: str) -> Bands:
+    """The bands of one chart (a name of :data:`CHARTS`) in ``settings``."""
+    if chart not in _CHART_PARAM:
+        raise KeyError(f"unknown NEWS2 chart {chart!r}; expected one of {CHARTS}")
+    bands: Bands = getattr(settings, chart)
+    return bands
+
+
+@dataclass(frozen=True, eq=False)
+class News2Table:
+    """The NEWS2 settings of many elders as arrays, so scoring needs no pass per elder.
+
+    Row 0 is the RCP chart on scale 1; every distinct :class:`News2Settings` has a row. Per
+    chart, ``edges[chart]`` is float64 ``(rows, k)``: each band's lower edge (its first chart
+    value less half the resolution), padded with +inf; ``scores[chart]`` is int8
+    ``(rows, k + 1)`` (padding never reached). A value's band is the number of edges at or
+    below it, as ``np.searchsorted(..., side="right")`` gives for one chart.
+
+    Attributes:
+        index: Resident id -> row (residents without settings of their own are row 0).
+        spo2_scale: int8 ``(rows,)``.
+        edges: Chart name -> float64 ``(rows, k)``.
+        scores: Chart name -> int8 ``(rows, k + 1)``.
+    """
+
+    index: Mapping[str, int]
+    spo2_scale: npt.NDArray[np.int8]
+    edges: Mapping[str, F64]
+    scores: Mapping[str, npt.NDArray[np.int8]]
+
+    @property
+    def size(self) -> int:
+        return int(self.spo2_scale.shape[0])
+
+    @classmethod
+    def of(cls, by_resident: Mapping[str, News2Settings]) -> News2Table:
+        """The table of per-resident settings (identical settings share a row)."""
+        distinct: dict[News2Settings, int] = {DEFAULT_SETTINGS: 0}
+        index: dict[str, int] = {}
+        for resident, s in by_resident.items():
+            index[resident] = distinct.setdefault(s, len(distinct))
+        return cls._build(list(distinct), index)
+
+    @classmethod
+    def of_list(cls, settings: Sequence[News2Settings]) -> News2Table:
+        """A table whose row ``k`` is ``settings[k]`` (no resident index)."""
+        if not settings:
+            raise DetectorInputError("News2Table needs at least one settings object.")
+        return cls._build(list(settings), {})
+
+    @classmethod
+    def _build(cls, rows: list[News2Settings], index: dict[str, int]) -> News2Table:
+        edges: dict[str, F64] = {}
+        scores: dict[str, npt.NDArray[np.int8]] = {}
+        for chart in CHARTS:
+            bands = [chart_of(s, chart) for s in rows]
+            k = max(len(b.starts) for b in bands)
+            e = np.full((len(rows), k), np.inf)
+            sc = np.zeros((len(rows), k + 1), np.int8)
+            for i, b in enumerate(bands):
+                m = len(b.starts)
+                e[i, :m] = np.asarray(b.starts, np.float64) - b.resolution / 2
+                sc[i, : m + 1] = b.scores
+            edges[chart], scores[chart] = e, sc
+        scale = np.array([s.spo2_scale for s in rows], np.int8)
+        return cls(index=index, spo2_scale=scale, edges=edges, scores=scores)
+
+    def rows(self, resident_ids: Sequence[str | None]) -> I64:
+        """The table row of each resident (0: the chart)."""
+        get = self.index.get
+        return np.fromiter(
+            (get(r, 0) if r is not None else 0 for r in resident_ids), np.int64, len(resident_ids)
+        )
+
+    def lookup(self, chart: str, rows: I64, values: F64) -> npt.NDArray[np.int8]:
+        """Score ``values`` (one per row) on each row's own chart; NaN falls in the first band."""
+        e = self.edges[chart][rows]
+        band = (values[:, None] >= e).sum(axis=1)
+        out: npt.NDArray[np.int8] = self.scores[chart][rows, band]
+        return out
 
 
 @dataclass(frozen=True)
@@ -297,37 +393,27 @@ def sustained_medians(readings: VitalReadings, now_ms: int, window_s: float) -> 
 _PAD_LIMIT = 4
 
 
-def _settings_per_row(
-    resident_ids: Sequence[str | None], settings: Mapping[str, News2Settings] | None
-) -> tuple[list[News2Settings], I64]:
-    uniq: list[News2Settings] = [DEFAULT_SETTINGS]
-    index: dict[News2Settings, int] = {DEFAULT_SETTINGS: 0}
-    rows = np.zeros(len(resident_ids), np.int64)
-    if settings:
-        for i, res in enumerate(resident_ids):
-            s = settings.get(res) if res is not None else None
-            if s is not None:
-                if s not in index:
-                    index[s] = len(uniq)
-                    uniq.append(s)
-                rows[i] = index[s]
-    return uniq, rows
-
-
 def score_news2(
     values: F64,
     present: npt.NDArray[np.bool_],
     *,
     settings: Sequence[News2Settings] = (DEFAULT_SETTINGS,),
     settings_row: I64 | None = None,
+    table: News2Table | None = None,
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]:
     """Sub-scores of sustained values (pure chart lookup, vectorised).
+
+    Each row is scored with its own chart: the row's band edges and scores are gathered from
+    the table's arrays (``table.edges[chart][settings_row]``), so many elders with settings of
+    their own cost one comparison of ``(n, bands)`` arrays per chart, not a pass per elder.
 
     Args:
         values: float64 ``(n, 7)`` in :class:`Param` order.
         present: bool ``(n, 7)``; missing parameters get sub-score -1.
-        settings: Distinct settings in use.
-        settings_row: int ``(n,)`` index into ``settings`` per row (default all 0).
+        settings: Distinct settings in use (when no ``table`` is given).
+        settings_row: int ``(n,)`` index into ``settings`` (or the table's rows) per row
+            (default all 0).
+        table: The settings as arrays (:class:`News2Table`); built from ``settings`` if None.
 
     Returns:
         ``(subscores int8 (n, 7) with -1 where missing, spo2_scale int8 (n,))``.
@@ -338,28 +424,30 @@ def score_news2(
             f"score_news2 got values {values.shape} and present {present.shape}; "
             f"expected (n, {N_PARAMS}) each."
         )
-    srow = np.zeros(n, np.int64) if settings_row is None else settings_row
+    t = table if table is not None else News2Table.of_list(settings)
+    srow = np.zeros(n, np.int64) if settings_row is None else np.asarray(settings_row, np.int64)
+    if srow.shape != (n,) or (n and (srow.min() < 0 or srow.max() >= t.size)):
+        raise DetectorInputError(
+            f"score_news2 settings_row has shape {srow.shape} or rows outside 0..{t.size - 1}; "
+            f"expected ({n},) rows of the settings."
+        )
     sub = np.zeros((n, N_PARAMS), np.int8)
-    scale = np.ones(n, np.int8)
-    on_o2 = present[:, Param.SUPPLEMENTAL_O2] & (values[:, Param.SUPPLEMENTAL_O2] >= 0.5)
-    # One pass per distinct settings object (a handful), not per device.
-    for k, s in enumerate(settings):
-        m = srow == k
-        if not m.any():
+    for chart, param in _CHART_PARAM.items():
+        if chart.startswith("spo2"):
             continue
-        v = values[m]
-        sub[m, Param.RESPIRATION_RATE] = s.respiration_rate.score(v[:, Param.RESPIRATION_RATE])
-        sub[m, Param.SYSTOLIC_BP] = s.systolic_bp.score(v[:, Param.SYSTOLIC_BP])
-        sub[m, Param.PULSE] = s.pulse.score(v[:, Param.PULSE])
-        sub[m, Param.TEMPERATURE] = s.temperature.score(v[:, Param.TEMPERATURE])
-        spo2 = v[:, Param.SPO2]
-        if s.spo2_scale == 1:
-            sub[m, Param.SPO2] = s.spo2_scale1.score(spo2)
-        else:
-            scale[m] = 2
-            sub[m, Param.SPO2] = np.where(
-                on_o2[m], s.spo2_scale2_oxygen.score(spo2), s.spo2_scale2_air.score(spo2)
-            )
+        sub[:, param] = t.lookup(chart, srow, values[:, param])
+    scale = t.spo2_scale[srow]
+    on_o2 = present[:, Param.SUPPLEMENTAL_O2] & (values[:, Param.SUPPLEMENTAL_O2] >= 0.5)
+    spo2 = values[:, Param.SPO2]
+    sub[:, Param.SPO2] = np.where(
+        scale == 1,
+        t.lookup("spo2_scale1", srow, spo2),
+        np.where(
+            on_o2,
+            t.lookup("spo2_scale2_oxygen", srow, spo2),
+            t.lookup("spo2_scale2_air", srow, spo2),
+        ),
+    )
     sub[:, Param.SUPPLEMENTAL_O2] = SUPPLEMENTAL_O2.score(values[:, Param.SUPPLEMENTAL_O2])
     sub[:, Param.CONSCIOUSNESS] = CONSCIOUSNESS.score(values[:, Param.CONSCIOUSNESS])
     sub[~present] = -1
@@ -371,7 +459,7 @@ def news2(
     now_ms: int,
     *,
     config: VitalsConfig | None = None,
-    settings: Mapping[str, News2Settings] | None = None,
+    settings: Mapping[str, News2Settings] | News2Table | None = None,
 ) -> News2Scores:
     """Sustained NEWS2 per device row.
 
@@ -379,7 +467,8 @@ def news2(
         readings: Readings of many devices (any time span; the window is applied here).
         now_ms: Epoch milliseconds of the call; the window ends here.
         config: Window and minimum readings.
-        settings: Per-resident settings by resident id (others use the RCP chart, scale 1).
+        settings: Per-resident settings by resident id, as a mapping or already as a
+            :class:`News2Table` (others use the RCP chart, scale 1).
 
     Returns:
         Scores, partial where parameters are missing.
@@ -388,8 +477,9 @@ def news2(
     med, counts = sustained_medians(readings, now_ms, cfg.window_s)
     present = counts >= cfg.min_readings
     values = np.where(present, med, np.nan)
-    uniq, srow = _settings_per_row(readings.resident_ids, settings)
-    sub, scale = score_news2(values, present, settings=uniq, settings_row=srow)
+    table = settings if isinstance(settings, News2Table) else News2Table.of(settings or {})
+    srow = table.rows(readings.resident_ids)
+    sub, scale = score_news2(values, present, table=table, settings_row=srow)
     score = np.where(present, sub, 0).sum(axis=1).astype(np.int64)
     return News2Scores(
         values=values,
@@ -419,7 +509,7 @@ def news2_findings(
     now_ms: int,
     *,
     config: VitalsConfig | None = None,
-    settings: Mapping[str, News2Settings] | None = None,
+    settings: Mapping[str, News2Settings] | News2Table | None = None,
 ) -> list[Finding]:
     """NEWS2 and single-parameter findings for the devices whose score is worth reporting.
 

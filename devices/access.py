@@ -63,6 +63,7 @@ class Action(StrEnum):
     PROFILE_META = "profile.meta"  # profile version, last verified, the unverified report
     PROFILE_READ = "profile.read"  # the full emergency profile, health fields included
     PROFILE_WRITE = "profile.write"
+    NEWS2_WRITE = "news2.write"  # an elder's NEWS2 settings (the signed family doctor's)
     CALLER_LOOKUP = "lookup.caller"
     BULK = "registry.bulk"  # CSV import and export
     AUDIT_READ = "audit.read"
@@ -94,6 +95,7 @@ RULES: dict[Action, dict[Role, Scope]] = {
         Action.PROFILE_META: (_A, _A, _E, _S, _R),
         Action.PROFILE_READ: (_A, _N, _E, _S, _R),
         Action.PROFILE_WRITE: (_A, _N, _N, _S, _N),
+        Action.NEWS2_WRITE: (_A, _N, _N, _S, _N),
         Action.CALLER_LOOKUP: (_A, _N, _A, _N, _N),
         Action.BULK: (_A, _A, _N, _N, _N),
         Action.AUDIT_READ: (_A, _N, _N, _N, _N),

@@ -47,12 +47,13 @@ from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, sos_finding
 from detectors.findings import DetectorError, Finding, FindingKind, StoredFinding
 from detectors.health import DeviceHealthBatch, health_findings
 from detectors.placement import FallRouter
-from detectors.vitals import News2Settings, Param, news2_findings
+from detectors.vitals import News2Settings, News2Table, Param, news2_findings
 from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
 from ingest.behaviour import BehaviourStage
 from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
+from ingest.news2_settings import News2SettingsCache
 from ingest.pipeline import Batch, DeviceInfo
 from ingest.trends import TrendsStage
 
@@ -147,7 +148,8 @@ class DetectionSink:
         db_url: PostgreSQL URL; the sink opens its own connection (not the store's).
         devices: Device id -> :class:`DeviceInfo` (for resident ids), None if unknown.
         config: Detector configurations and the sink's own intervals.
-        news2_settings: Per-resident NEWS2 settings (doctor's thresholds, SpO2 scale).
+        news2_settings: Fixed per-resident NEWS2 settings (doctor's thresholds, SpO2 scale);
+            None: the registry's (ingest/news2_settings.py), read again when they change.
         clock: Server clock, for :meth:`close` and the state's ``updated_at``.
         registry: Prometheus registry for the sink's metrics (its own if None).
         listeners: Called with each call's findings after they were stored.
@@ -179,7 +181,10 @@ class DetectionSink:
         self.store = DetectionStore(db_url, connect_timeout_s=connect_timeout_s)
         self._devices = devices
         self.config = config or DetectionConfig()
-        self._news2_settings = news2_settings
+        self._news2_cache = News2SettingsCache(
+            self.store.news2_stamp, self.store.news2_settings, self.config.news2_refresh_s
+        )
+        self._news2_fixed = None if news2_settings is None else News2Table.of(news2_settings)
         self._clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
         self.metrics = create_detection_metrics(self.registry)
@@ -595,9 +600,15 @@ class DetectionSink:
             ring.readings(fresh, resident),
             now_ms,
             config=self.config.vitals,
-            settings=self._news2_settings,
+            settings=self._news2_table(now_ms),
         )
         return self._news2_changes(fresh, found, now_ms)
+
+    def _news2_table(self, now_ms: int) -> News2Table:
+        """The per-elder NEWS2 settings to score with (fixed, or the registry's in force)."""
+        if self._news2_fixed is not None:
+            return self._news2_fixed
+        return self._news2_cache.current(now_ms)
 
     def _news2_changes(self, rows: I64, found: list[Finding], now_ms: int) -> list[Finding]:
         """Only what changed (or the same result after ``news2_repeat_s``) is reported."""

@@ -42,6 +42,7 @@ class DetectionConfig:
         health_every_s: Silence and battery are checked for all devices this often (a Last
             Will at once).
         persist_every_s: Changed per-device state is saved this often (and on close).
+        news2_refresh_s: The doctors' NEWS2 settings are checked for changes this often.
         behaviour: How movement and bed presence are taken from the stream.
         trends: When and which daily vitals trends run (for the doctor's digest).
     """
@@ -54,6 +55,7 @@ class DetectionConfig:
     news2_repeat_s: float = 900.0
     health_every_s: float = 10.0
     persist_every_s: float = 30.0
+    news2_refresh_s: float = 5.0
     behaviour: BehaviourStreamConfig = field(default_factory=BehaviourStreamConfig)
     trends: TrendsConfig = field(default_factory=TrendsConfig)
 

@@ -8,9 +8,9 @@ telemetry and the urgent thread); saving state runs on a connection of its own t
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,9 +18,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from detectors.findings import FallEvidence, Finding, StoredFinding, evidence_json
+from devices import news2_settings
 from devices.behaviour_settings import Watched, watched
 from devices.protocol import AccelBurst, Event, EventKind, Reading
 from ingest.trends import DailyValue
+
+T = TypeVar("T")
 
 #: Event kinds the detectors act on: stored unhandled, marked handled once seen.
 DETECTED_EVENTS = (EventKind.SOS, EventKind.FALL, EventKind.CANCEL)
@@ -115,6 +118,23 @@ class DetectionStore:
         try:
             with conn.transaction():
                 return watched(conn)
+        except psycopg.OperationalError:
+            self._drop_broken()
+            raise
+
+    def news2_stamp(self) -> tuple[int, datetime | None]:
+        """The stamp of the per-elder NEWS2 settings (devices/news2_settings.py)."""
+        return self._read(news2_settings.stamp)
+
+    def news2_settings(self) -> list[news2_settings.StoredNews2]:
+        """Every active elder's stored NEWS2 settings."""
+        return self._read(news2_settings.all_active)
+
+    def _read(self, query: Callable[[psycopg.Connection[Any]], T]) -> T:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return query(conn)
         except psycopg.OperationalError:
             self._drop_broken()
             raise

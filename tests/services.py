@@ -20,12 +20,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from core import db
 from core.settings import Settings, load_settings
+from demo.receiver import DemoReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
@@ -358,3 +360,35 @@ def serve_api(app: object, *, access_log: bool = True) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def load_apprise_plugins() -> None:
+    """Load apprise's plugins once with its own DeprecationWarning silenced.
+
+    apprise (2.x, on Python 3.11) imports the stdlib ``imghdr`` while loading its email plugin,
+    which warns that ``imghdr`` goes away in 3.13; with ``filterwarnings = error`` that would
+    fail the first test that touches apprise. Only this one warning is silenced, only here.
+    """
+    import warnings
+
+    import apprise
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="'imghdr' is deprecated", category=DeprecationWarning
+        )
+        apprise.Apprise().add("json://localhost/")
+        manager = apprise.manager_plugins.NotificationManager()  # type: ignore[no-untyped-call]
+        "anxin-probe" in manager  # noqa: B015 - the look-up loads the modules
+
+
+#: The 120 push secret the tests share with the delivery worker and the receiver.
+SECRET = "test-120-shared-secret"
+
+
+def serve_receiver(**behaviour: Any) -> Generator[DemoReceiver, None, None]:
+    """The demo's 120 centre and phones (demo/receiver.py) on a free port of 127.0.0.1, with
+    the tests' secret, until the generator is closed; ``behaviour``: its script of answers
+    and pauses (:class:`demo.receiver.DemoReceiver`)."""
+    with DemoReceiver(SECRET, keep=100_000, **behaviour) as receiver:
+        yield receiver

@@ -1,7 +1,9 @@
 // The family doctor's screen: the signed elders by risk; an elder's vitals over 24 h / 7 d /
-// 30 d (per-minute aggregates for a day, per-hour beyond), NEWS2 over time, findings and alerts.
+// 30 d (per-minute aggregates for a day, per-hour beyond), NEWS2 over time, findings and alerts;
+// the elder's NEWS2 settings (the charts the doctor changed, the SpO2 scale), audited.
 import { api, el, fmtTime, ageOf, t, toast } from "/app/static/app.js";
 import { lineChart } from "/app/static/chart.js";
+import { fill, form } from "/app/static/forms.js";
 
 export const TITLE = "screen.doctor";
 const TZ = "Asia/Shanghai";
@@ -43,12 +45,13 @@ async function openElder(detail, rid, range) {
   detail.replaceChildren(el("p", { class: "muted" }, "…"));
   const [hours, resolution] = RANGES[range] || RANGES["24h"];
   try {
-    const [resident, vitals, news2, findings, alerts] = await Promise.all([
+    const [resident, vitals, news2, findings, alerts, settings] = await Promise.all([
       api(`/api/v1/residents/${rid}`),
       api(`/api/v1/residents/${rid}/vitals?resolution=${resolution}&hours=${hours}`),
       api(`/api/v1/residents/${rid}/news2?hours=${hours}`),
       api(`/api/v1/residents/${rid}/findings?hours=${hours}&limit=50`),
       api(`/api/v1/alerts?resident_id=${rid}&limit=20`),
+      api(`/api/v1/residents/${rid}/news2/settings`),
     ]);
     const to = new Date(), from = new Date(to.getTime() - hours * 3600e3);
     const at = vitals.map((b) => new Date(b.bucket));
@@ -72,7 +75,8 @@ async function openElder(detail, rid, range) {
     detail.replaceChildren(
       el("header", { class: "who" }, el("h2", { id: "elder-name" }, resident.name),
          el("span", { class: "big" }, `${ageOf(resident.birth_date)} ${t("f.age")} · ${t("sex." + resident.sex)}`),
-         el("span", { class: "muted small" }, `${t("doctor.source")} ${resolution === "minute" ? t("doctor.per_minute") : t("doctor.per_hour")} · ${vitals.length}`)),
+         el("span", { class: "muted small" }, `${t("doctor.source")} ${resolution === "minute" ? t("doctor.per_minute") : t("doctor.per_hour")} · ${vitals.length}`),
+         el("a", { id: "fhir-link", class: "small", href: `/api/v1/residents/${rid}/fhir`, target: "_blank", rel: "noopener" }, t("doctor.fhir"))),
       ranges, charts,
       el("div", { class: "grid2" },
         el("section", { class: "card" }, el("h3", {}, t("doctor.findings")),
@@ -82,8 +86,48 @@ async function openElder(detail, rid, range) {
         el("section", { class: "card" }, el("h3", {}, t("doctor.alerts")),
           alerts.length ? el("ul", { class: "plain small", id: "alerts" }, alerts.map((a) =>
             el("li", {}, `${fmtTime(a.first_at, TZ)} · ${t("kind." + a.kind)} · ${t("state." + a.state)}`)))
-          : el("p", { class: "muted" }, t("f.none")))));
+          : el("p", { class: "muted" }, t("f.none")))),
+      news2Form(rid, settings));
   } catch (e) {
     detail.replaceChildren(el("p", { class: "bad", role: "alert", id: "refused" }, e.message));
   }
+}
+
+const CHARTS = ["respiration_rate", "spo2_scale1", "spo2_scale2_air", "spo2_scale2_oxygen", "systolic_bp", "pulse", "temperature"];
+
+/** The elder's NEWS2 settings: per chart its band starts and scores (the RCP chart until the
+ * doctor changes it), the SpO2 scale, a note. Saved with PUT .../news2/settings (audited). */
+function news2Form(rid, settings) {
+  // Two columns: the scale and the note, then each chart on a line of its own.
+  const fields = [
+    { name: "spo2_scale", label: t("news2.scale"), options: [["1", t("news2.scale1")], ["2", t("news2.scale2")]] },
+    { name: "note", label: t("news2.note") },
+    ...CHARTS.flatMap((c) => [
+      { name: `${c}.starts`, label: `${t("news2." + c)} · ${t("news2.starts")}`, type: "list" },
+      { name: `${c}.scores`, label: `${t("news2." + c)} · ${t("news2.scores")}`, type: "list" },
+    ]),
+  ];
+  const status = el("p", { class: "muted small", id: "news2-status" });
+  const show = (s) => {
+    status.textContent = s.stored
+      ? `${t("news2.changed")} ${s.changed.map((c) => t("news2." + c)).join("、") || t("news2.none")} · ${s.updated_by} · ${fmtTime(s.updated_at, TZ)}`
+      : t("news2.rcp");
+  };
+  const put = (body) => api(`/api/v1/residents/${rid}/news2/settings`, { method: "PUT", body: { ...body, spo2_scale: Number(body.spo2_scale) } });
+  const reset = el("button", { type: "button", id: "news2-reset" }, t("news2.reset"));
+  const node = form("news2", t("news2.title"), fields, t("op.save"), put, { keep: true, extra: [reset] });
+  node.insertBefore(status, node.children[1]);
+  node.classList.add("wide");
+  fill(node, fields, { ...settings, spo2_scale: String(settings.spo2_scale) });
+  show(settings);
+  node.addEventListener("saved", (ev) => { fill(node, fields, { ...ev.detail, spo2_scale: String(ev.detail.spo2_scale) }); show(ev.detail); });
+  reset.addEventListener("click", async () => {
+    try {
+      const s = await put({ spo2_scale: 1, note: node.elements.note.value.trim() });
+      fill(node, fields, { ...s, spo2_scale: "1" });
+      show(s);
+      toast(t("act.done"), "ok");
+    } catch (e) { toast(e.message, "bad"); }
+  });
+  return node;
 }

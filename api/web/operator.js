@@ -1,22 +1,94 @@
 // The care operator's screen: devices that need a visit or a charge, profiles not verified for
-// N months, open alerts past their first escalation, and the registry's forms (a new elder, a
-// new device) with the API's own validation errors shown next to each field.
+// N months, open alerts past their first escalation, home visits overdue, the monthly report,
+// an elder's records (care circle, devices, profile, behaviour settings, a visit to record:
+// operator_elder.js) and the registry's forms for a new elder and a new device, with the API's
+// own validation errors shown next to each field.
 import { api, el, fmtTime, t, toast } from "/app/static/app.js";
+import { form } from "/app/static/forms.js";
+import { elderRecords } from "/app/static/operator_elder.js";
 
 export const TITLE = "screen.operator";
 const TZ = "Asia/Shanghai";
 
-export async function mount(main) {
+export async function mount(main, session) {
   main.classList.add("operator");
   const devices = el("section", { class: "card", id: "devices" }, el("h2", {}, t("op.devices")));
   const months = el("input", { id: "months", type: "number", min: 0, max: 240, value: 12, class: "short" });
   const profiles = el("section", { class: "card", id: "profiles" },
     el("h2", {}, t("op.profiles"), " ", el("label", { for: "months", class: "small" }, t("op.months")), months));
   const overdue = el("section", { class: "card", id: "overdue" }, el("h2", {}, t("op.overdue")));
+  const visits = el("section", { class: "card", id: "due-visits" }, el("h2", {}, t("op.due_visits")));
+  const records = elderRecords(session, () => loadVisits(visits, records));
   main.append(el("div", { class: "grid3" }, devices, profiles, overdue),
+              el("div", { class: "grid2" }, visits, el("div", {}, await reportCard(), await rulesCard())),
+              records.node,
               el("div", { class: "grid2" }, residentForm(), deviceForm()));
   months.addEventListener("change", () => loadProfiles(profiles, months.value));
-  await Promise.all([loadDevices(devices), loadProfiles(profiles, months.value), loadOverdue(overdue)]);
+  await Promise.all([loadDevices(devices), loadProfiles(profiles, months.value), loadOverdue(overdue),
+                     loadVisits(visits, records)]);
+}
+
+/** Home visits due today or overdue (the plan of docs/care.md), most overdue first; "record"
+ * opens the elder's visit form. */
+async function loadVisits(box, records) {
+  const today = fmtTime(new Date().toISOString(), TZ).slice(0, 10);
+  const rows = (await api("/api/v1/visits/due?overdue_only=false").catch((e) => { toast(e.message, "bad"); return []; }))
+    .filter((d) => d.due_on <= today);
+  box.querySelector("table, p")?.remove();
+  box.append(table([t("op.elder"), t("op.due_on"), t("op.overdue_days"), t("op.last_visit"), ""],
+    rows.map((d) => [d.name, d.due_on, String(d.overdue_days), d.last_visit ? fmtTime(d.last_visit, TZ) : t("op.never"),
+      el("button", { type: "button", class: "small", "data-visit": d.resident_id,
+                     onclick: () => { records.open(d.resident_id, "visit"); records.node.scrollIntoView(); } }, t("op.record_visit"))])));
+}
+
+/** The monthly figures of a community as the printable page of the API (docs/care.md). */
+async function reportCard() {
+  const page = await api("/api/v1/communities?limit=200").catch(() => ({ items: [] }));
+  const community = el("select", { id: "report-community" }, page.items.map((c) => el("option", { value: c.id }, c.name)));
+  const now = new Date();
+  const last = new Date(now.getFullYear(), now.getMonth() - 1, 1);
+  const month = el("input", { id: "report-month", type: "month", value: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}` });
+  const link = el("a", { id: "report-link", target: "_blank", rel: "noopener" }, t("op.report_open"));
+  const csv = el("a", { id: "report-csv", download: "" }, "CSV");
+  const update = () => {
+    const q = `/api/v1/reports/monthly?community=${encodeURIComponent(community.value)}&month=${encodeURIComponent(month.value)}`;
+    link.href = `${q}&format=html`;
+    csv.href = `${q}&format=csv`;
+  };
+  for (const input of [community, month]) {
+    input.addEventListener("change", update);
+    input.addEventListener("input", update);
+  }
+  update();
+  return el("section", { class: "card", id: "report" }, el("h2", {}, t("op.report")),
+    el("div", { class: "form" },
+      el("div", { class: "row" }, el("label", { for: "report-community" }, t("f.community")), community),
+      el("div", { class: "row" }, el("label", { for: "report-month" }, t("op.month")), month)),
+    el("p", {}, link, " · ", csv));
+}
+
+const FLAGS = ["empty_nest", "living_alone", "disabled", "semi_disabled", "dementia", "very_old", "extremely_poor",
+               "low_income", "veteran", "bereaved_parent", "chronic_disease", "home_care_bed"];
+
+/** How often each special population is visited (PUT /api/v1/visit-rules): monthly for the
+ * plans' populations unless a rule says otherwise, everywhere or in one community. */
+async function rulesCard() {
+  const [rules, communities] = await Promise.all([
+    api("/api/v1/visit-rules").catch(() => []),
+    api("/api/v1/communities?limit=200").catch(() => ({ items: [] })),
+  ]);
+  const names = Object.fromEntries(communities.items.map((c) => [c.id, c.name]));
+  const list = el("div", { id: "rules-list" });
+  const show = (rows) => list.replaceChildren(table([t("op.flag"), t("op.every"), t("f.community")],
+    rows.map((r) => [t("flag." + r.flag), String(r.every_months), r.community_id ? names[r.community_id] || r.community_id : t("op.everywhere")])));
+  show(rules);
+  const f = form("rule", null, [
+    { name: "flag", label: t("op.flag"), options: FLAGS.map((x) => [x, t("flag." + x)]) },
+    { name: "every_months", label: t("op.every"), type: "number", value: 1 },
+    { name: "community_id", label: t("f.community"), options: [["", t("op.everywhere")], ...communities.items.map((c) => [c.id, c.name])] },
+  ], t("op.save"), (b) => api("/api/v1/visit-rules", { method: "PUT", body: b }), { keep: true });
+  f.addEventListener("saved", (ev) => show(ev.detail));
+  return el("section", { class: "card", id: "rules" }, el("h2", {}, t("op.rules")), list, f);
 }
 
 function table(head, rows) {
@@ -47,66 +119,6 @@ async function loadOverdue(box) {
   const rows = queue.filter((q) => q.alert.state === "open" && q.alert.tier > 0);
   box.append(table([t("op.elder"), t("op.kind"), t("f.since"), t("op.tier")],
     rows.map((q) => [q.resident_name || q.alert.device_id, t("kind." + q.alert.kind), fmtTime(q.alert.first_at, TZ), String(q.alert.tier)])));
-}
-
-/** A form whose fields are named by the API's body keys (dots for nested ones). */
-function form(id, title, fields, submit, onSubmit) {
-  const node = el("form", { id, class: "card form", novalidate: true }, el("h2", {}, title));
-  for (const f of fields) {
-    const input = f.options
-      ? el("select", { id: `${id}-${f.name}`, name: f.name }, f.options.map(([v, label]) => el("option", { value: v }, label)))
-      : el("input", { id: `${id}-${f.name}`, name: f.name, type: f.type || "text", autocomplete: "off" });
-    node.append(el("div", { class: "row" },
-      el("label", { for: `${id}-${f.name}` }, f.label), input,
-      el("span", { class: "field-error bad small", id: `${id}-${f.name}-error`, "data-field": f.name, role: "alert" })));
-  }
-  const general = el("p", { class: "bad small form-error", role: "alert" });
-  node.append(general, el("button", { type: "submit", class: "primary" }, submit));
-  node.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    node.querySelectorAll(".field-error").forEach((e) => { e.textContent = ""; });
-    node.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
-    general.textContent = "";
-    const values = {};
-    for (const f of fields) {
-      const v = node.elements[f.name].value.trim();
-      if (v === "") continue;
-      const path = f.name.split(".");
-      let at = values;
-      for (const p of path.slice(0, -1)) at = at[p] = at[p] || {};
-      at[path[path.length - 1]] = f.type === "number" ? Number(v) : v;
-    }
-    try {
-      await onSubmit(values);
-      toast(t("act.done"), "ok");
-      node.reset();
-    } catch (e) {
-      showErrors(node, id, e, general);
-    }
-  });
-  return node;
-}
-
-/** FastAPI's 422: [{loc: ["body", "address", "lat"], msg}, ...] lands next to its field. */
-function showErrors(node, id, error, general) {
-  const detail = Array.isArray(error.detail) ? error.detail : [{ loc: [], msg: error.message }];
-  for (const d of detail) {
-    const loc = (d.loc || []).filter((p) => p !== "body");
-    let target = null;
-    for (let n = loc.length; n > 0 && !target; n -= 1) {
-      const key = loc.slice(0, n).join(".");
-      // The field itself, else the first field inside it (an error of the whole address).
-      target = node.querySelector(`.field-error[data-field="${key}"]`)
-        || node.querySelector(`.field-error[data-field^="${key}."]`);
-    }
-    if (target) {
-      target.textContent = (target.textContent ? target.textContent + " " : "") + d.msg;
-      document.getElementById(target.id.replace(/-error$/, ""))?.setAttribute("aria-invalid", "true");
-    } else {
-      general.textContent += (general.textContent ? " " : "") + `${loc.join(".")}${loc.length ? ": " : ""}${d.msg}`;
-    }
-  }
-  node.querySelector("[aria-invalid]")?.focus();
 }
 
 function residentForm() {

@@ -18,22 +18,16 @@ from alerts.delivery import DeliveryConfig
 from alerts.service import AlertService, PostgresDirectory
 from api.app import create_app
 from core.settings import Settings, load_settings
+from demo.receiver import DemoReceiver
 from detectors.findings import DeviceEventEvidence, Finding, FindingKind, Severity
 from devices import access
 from devices import repository as registry
 from devices.access import Role
 from devices.model import ChannelIn, ContactPatch
 from devices.repository import channel_opener
-from tests.alerts.receiver import (
-    SECRET,
-    Receiver,
-    Seeded,
-    load_apprise_plugins,
-    make_keyring,
-    seed_registry,
-    serve,
-)
 from tests.alerts.test_dispatch120 import run_worker_until
+from tests.seed import Seeded, make_keyring, seed_registry
+from tests.services import SECRET, load_apprise_plugins, serve_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -47,8 +41,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver())
+def receiver() -> Iterator[DemoReceiver]:
+    yield from serve_receiver()
 
 
 @pytest.fixture
@@ -71,12 +65,12 @@ def child_inbox() -> list[str]:
 _registered = False
 
 
-def _settings(db_url: str, receiver: Receiver) -> Settings:
+def _settings(db_url: str, receiver: DemoReceiver) -> Settings:
     return load_settings(db={"url": db_url}, alerts={"dispatch120_url": receiver.url})
 
 
 @pytest.fixture
-async def http(db_url: str, receiver: Receiver) -> AsyncIterator[httpx.AsyncClient]:
+async def http(db_url: str, receiver: DemoReceiver) -> AsyncIterator[httpx.AsyncClient]:
     settings = _settings(db_url, receiver)
     app = create_app(settings)
     app.state.alert_commands = None
@@ -92,7 +86,7 @@ async def http(db_url: str, receiver: Receiver) -> AsyncIterator[httpx.AsyncClie
         yield c
 
 
-def _sos(db_url: str, receiver: Receiver) -> tuple[int, Seeded]:
+def _sos(db_url: str, receiver: DemoReceiver) -> tuple[int, Seeded]:
     keyring = make_keyring()
     seeded = seed_registry(db_url, keyring)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -134,7 +128,7 @@ def _config() -> DeliveryConfig:
 
 
 async def test_a_relative_or_a_doctor_cannot_end_an_sos_and_the_120_push_still_goes(
-    http: httpx.AsyncClient, db_url: str, receiver: Receiver, child_inbox: list[str]
+    http: httpx.AsyncClient, db_url: str, receiver: DemoReceiver, child_inbox: list[str]
 ) -> None:
     alert_id, seeded = _sos(db_url, receiver)
     with psycopg.connect(db_url) as conn:
@@ -168,7 +162,7 @@ async def test_a_relative_or_a_doctor_cannot_end_an_sos_and_the_120_push_still_g
 
 
 async def test_ending_an_emergency_after_the_push_tells_the_120_centre(
-    http: httpx.AsyncClient, db_url: str, receiver: Receiver, child_inbox: list[str]
+    http: httpx.AsyncClient, db_url: str, receiver: DemoReceiver, child_inbox: list[str]
 ) -> None:
     alert_id, _ = _sos(db_url, receiver)
     run_worker_until(db_url, _config(), lambda: len(receiver.first_accepted()) == 1)
@@ -188,7 +182,7 @@ async def test_ending_an_emergency_after_the_push_tells_the_120_centre(
 
 
 async def test_the_outbox_keeps_no_channel_secret_and_the_child_is_still_told(
-    db_url: str, receiver: Receiver, child_inbox: list[str]
+    db_url: str, receiver: DemoReceiver, child_inbox: list[str]
 ) -> None:
     alert_id, _ = _sos(db_url, receiver)
     run_worker_until(db_url, _config(), lambda: child_inbox and receiver.first_accepted())

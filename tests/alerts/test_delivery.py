@@ -15,16 +15,10 @@ import pytest
 
 from alerts.channels import SendResult, with_idempotency_header
 from alerts.delivery import Delivery, DeliveryConfig, DeliveryWorker, Status, backoff_s, decide
-from tests.alerts.receiver import (
-    SECRET,
-    Receiver,
-    insert_alert,
-    load_apprise_plugins,
-    make_keyring,
-    seed_registry,
-    serve,
-)
+from demo.receiver import DemoReceiver
 from tests.alerts.test_dispatch120 import run_worker_until
+from tests.seed import insert_alert, make_keyring, seed_registry
+from tests.services import SECRET, load_apprise_plugins, serve_receiver
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -73,12 +67,12 @@ def test_webhook_urls_carry_the_idempotency_key_as_a_header() -> None:
 
 
 @pytest.fixture
-def flaky_receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver(script=[503, 503]))
+def flaky_receiver() -> Iterator[DemoReceiver]:
+    yield from serve_receiver(script=[503, 503])
 
 
 @pytest.mark.integration
-def test_retries_on_5xx_and_stops_on_2xx(db_url: str, flaky_receiver: Receiver) -> None:
+def test_retries_on_5xx_and_stops_on_2xx(db_url: str, flaky_receiver: DemoReceiver) -> None:
     seeded = seed_registry(db_url, make_keyring())
     _alert, (delivery_id,) = insert_alert(
         db_url, seeded, [("dispatch120", "120", "dispatch120", flaky_receiver.url, "zh")]
@@ -181,15 +175,14 @@ def test_apprise_messages_carry_the_right_text_in_zh_and_en(db_url: str) -> None
 @pytest.mark.integration
 def test_apprise_webhook_gets_the_idempotency_key_header(db_url: str) -> None:
     load_apprise_plugins()
-    gen = serve(Receiver(secret="not-checked"))
+    gen = serve_receiver()
     receiver = next(gen)
     try:
         seeded = seed_registry(db_url, make_keyring())
-        url = receiver.url.replace("http://", "json://")
+        url = receiver.phone_url("child")
         _alert, (delivery_id,) = insert_alert(
             db_url, seeded, [("child", "示例子女", "apprise", url, "zh")]
         )
-        # The webhook is unsigned (apprise), so the receiver answers 401; the worker retries.
         config = DeliveryConfig(dispatch120_secret=SECRET, poll_s=0.05, backoff_base_s=10)
         run_worker_until(db_url, config, lambda: bool(receiver.arrivals), timeout=10)
     finally:

@@ -14,14 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.alerts.receiver import SECRET, Receiver, insert_alert, make_keyring, seed_registry, serve
-from tests.services import ROOT, wait_until
+from demo.receiver import DemoReceiver
+from tests.seed import insert_alert, make_keyring, seed_registry
+from tests.services import ROOT, SECRET, serve_receiver, wait_until
 
 
 @pytest.fixture
-def slow_receiver() -> Iterator[Receiver]:
+def slow_receiver() -> Iterator[DemoReceiver]:
     # The first request is held for 4 s: long enough to kill the worker while it waits.
-    yield from serve(Receiver(sleep_on=frozenset({1}), sleep_s=4.0))
+    yield from serve_receiver(pause_on=frozenset({1}), pause_s=4.0)
 
 
 def _start_worker(db_url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -45,7 +46,7 @@ def _start_worker(db_url: str, log: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sigkill_mid_delivery_then_restart_delivers_once_per_recipient(
-    db_url: str, slow_receiver: Receiver, tmp_path: Path
+    db_url: str, slow_receiver: DemoReceiver, tmp_path: Path
 ) -> None:
     make_keyring()
     seeded = seed_registry(db_url, make_keyring())

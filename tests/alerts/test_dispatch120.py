@@ -15,15 +15,9 @@ import pytest
 from alerts.channels import Dispatch120Channel, OutboundMessage
 from alerts.delivery import DeliveryConfig, DeliveryWorker
 from alerts.dispatch120 import sign_request, verify_signature
-from tests.alerts.receiver import (
-    SECRET,
-    Receiver,
-    insert_alert,
-    load_apprise_plugins,
-    make_keyring,
-    seed_registry,
-    serve,
-)
+from demo.receiver import DemoReceiver
+from tests.seed import insert_alert, make_keyring, seed_registry
+from tests.services import SECRET, load_apprise_plugins, serve_receiver
 
 
 def test_signature_round_trip_and_refusals() -> None:
@@ -58,7 +52,7 @@ def test_signature_round_trip_and_refusals() -> None:
 
 @pytest.mark.integration
 def test_a_captured_push_replayed_with_a_new_key_is_refused_by_the_receiver(
-    receiver: Receiver,
+    receiver: DemoReceiver,
 ) -> None:
     async def push() -> None:
         channel = Dispatch120Channel(SECRET)
@@ -90,8 +84,8 @@ def test_a_captured_push_replayed_with_a_new_key_is_refused_by_the_receiver(
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver())
+def receiver() -> Iterator[DemoReceiver]:
+    yield from serve_receiver()
 
 
 def run_worker_until(
@@ -116,7 +110,7 @@ def run_worker_until(
 @pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["json", "cap"])
 def test_sos_reaches_the_receiver_with_the_full_profile_and_a_valid_signature(
-    db_url: str, receiver: Receiver, fmt: str
+    db_url: str, receiver: DemoReceiver, fmt: str
 ) -> None:
     keyring = make_keyring()
     seeded = seed_registry(db_url, keyring)
@@ -200,7 +194,7 @@ def test_a_refusal_gives_up_with_the_reason_and_tells_the_operator(
 
     keyring = make_keyring()
     seeded = seed_registry(db_url, keyring)
-    gen = serve(Receiver(default=422))
+    gen = serve_receiver(default=422)
     receiver = next(gen)
     try:
         alert_id, (delivery_id,) = insert_alert(

@@ -11,25 +11,28 @@ import pytest
 
 from alerts.delivery import DeliveryConfig, FirstPush
 from core.settings import Settings, load_settings
-from tests.alerts.receiver import SECRET, Receiver, insert_alert, make_keyring, seed_registry, serve
+from demo.receiver import DemoReceiver
 from tests.alerts.test_dispatch120 import run_worker_until
-from tests.services import wait_until
+from tests.seed import insert_alert, make_keyring, seed_registry
+from tests.services import SECRET, serve_receiver, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def slow_receiver() -> Iterator[Receiver]:
+def slow_receiver() -> Iterator[DemoReceiver]:
     # The first push is answered after 3 s: twice the lease the worker holds it by.
-    yield from serve(Receiver(sleep_on=frozenset({1}), sleep_s=3.0))
+    yield from serve_receiver(pause_on=frozenset({1}), pause_s=3.0)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver())
+def receiver() -> Iterator[DemoReceiver]:
+    yield from serve_receiver()
 
 
-def test_a_push_slower_than_the_lease_is_sent_once(db_url: str, slow_receiver: Receiver) -> None:
+def test_a_push_slower_than_the_lease_is_sent_once(
+    db_url: str, slow_receiver: DemoReceiver
+) -> None:
     """Without renewal the worker itself would take the row back after 1.5 s and push again."""
     seeded = seed_registry(db_url, make_keyring())
     _alert, (delivery_id,) = insert_alert(
@@ -68,7 +71,7 @@ def _lease_to_ingester(db_url: str, delivery_id: int, seconds: float) -> None:
         )
 
 
-def test_the_ingester_pushes_a_leased_delivery_itself(db_url: str, receiver: Receiver) -> None:
+def test_the_ingester_pushes_a_leased_delivery_itself(db_url: str, receiver: DemoReceiver) -> None:
     seeded = seed_registry(db_url, make_keyring())
     _alert, (delivery_id,) = insert_alert(
         db_url, seeded, [("dispatch120", "120", "dispatch120", receiver.url, "zh")]
@@ -90,7 +93,7 @@ def test_the_ingester_pushes_a_leased_delivery_itself(db_url: str, receiver: Rec
 
 
 def test_a_lease_of_a_dead_ingester_is_taken_over_within_seconds(
-    db_url: str, receiver: Receiver
+    db_url: str, receiver: DemoReceiver
 ) -> None:
     """The ingester leased the push and died before sending it: the worker sends it once the
     lease runs out (seconds, not a minute), with the key the ingester would have used."""

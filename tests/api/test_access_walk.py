@@ -444,6 +444,14 @@ def requests_for(w: World) -> dict[tuple[str, str], Callable[[str], Request]]:
             f"/api/v1/residents/{rid(k)}/behaviour",
             {"json": {"lives_alone": True, "max_inactive_min": 150}},
         ),
+        ("GET", "/api/v1/residents/{resident_id}/news2/settings"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/news2/settings",
+            {},
+        ),
+        ("PUT", "/api/v1/residents/{resident_id}/news2/settings"): lambda k: (
+            f"/api/v1/residents/{rid(k)}/news2/settings",
+            {"json": {"spo2_scale": 2}},
+        ),
         ("GET", "/api/v1/residents/{resident_id}/fhir"): lambda k: (
             f"/api/v1/residents/{rid(k)}/fhir",
             {},

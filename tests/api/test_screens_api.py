@@ -17,7 +17,7 @@ from core.settings import load_settings
 from devices import access
 from devices.access import Role
 from devices.crypto import Keyring
-from tests.alerts.receiver import Seeded, insert_alert, seed_registry
+from tests.seed import Seeded, insert_alert, seed_registry
 from tests.services import serve_api
 
 pytestmark = [pytest.mark.integration]

@@ -62,8 +62,8 @@ from ingest.detection import DetectionSink
 from ingest.detection_state import DetectionConfig
 from ingest.service import IngestService
 from ingest.trends import TrendsConfig
-from tests.alerts.receiver import make_keyring
 from tests.ingest.test_detection_integration import _host_port
+from tests.seed import make_keyring
 from tests.services import ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

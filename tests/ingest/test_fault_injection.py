@@ -51,9 +51,17 @@ from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.pipeline import Batch, DeviceInfo, DeviceState
 from simulators.wearable import WearableFleet, publish_fleet
-from tests.alerts.receiver import SECRET, Receiver, make_keyring, serve
 from tests.ingest.test_detection_integration import SCALE_G, _sisfall_dir, _trial
-from tests.services import ROOT, IngestProcess, PrivateBroker, fresh_database, wait_until
+from tests.seed import make_keyring
+from tests.services import (
+    ROOT,
+    SECRET,
+    IngestProcess,
+    PrivateBroker,
+    fresh_database,
+    serve_receiver,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -229,7 +237,7 @@ def test_no_sos_or_fall_is_lost_or_doubled_through_crashes(
     ensure_devices_url(db_url, fleet)
     _register(db_url, sos_devices)
     _register(db_url, fall_devices, kind="belt_clip")  # SisFall is worn at the waist
-    receiver_gen = serve(Receiver())
+    receiver_gen = serve_receiver()
     receiver = next(receiver_gen)
     env = services_env(
         db_url,

@@ -32,9 +32,8 @@ from devices.protocol import (
     encode_telemetry,
     topic,
 )
-from tests.alerts.receiver import Receiver, serve
 from tests.ingest.test_fault_injection import _kind_of, _register, services_env
-from tests.services import IngestProcess, PrivateBroker, wait_until
+from tests.services import IngestProcess, PrivateBroker, serve_receiver, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -52,7 +51,7 @@ def test_urgent_and_telemetry_lanes_in_two_processes(
     broker = private_broker
     devices = [f"ln-wb-{i}" for i in range(4)]  # 0 streams, 1 and 3 press SOS, 2 falls
     _register(db_url, devices)
-    receiver_gen = serve(Receiver())
+    receiver_gen = serve_receiver()
     receiver = next(receiver_gen)
     env = services_env(
         db_url,

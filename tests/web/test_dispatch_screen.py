@@ -8,6 +8,7 @@ timeline shows both; the child's acknowledge link opens a phone page that shows 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from core.settings import load_settings
 from devices.access import Role
 from devices.crypto import Keyring
 from devices.protocol import Channel, Event, EventKind, encode_event, topic
-from tests.alerts.receiver import Seeded, seed_registry
+from tests.seed import Seeded, seed_registry
 from tests.services import IngestProcess, serve_api
 from tests.web.conftest import DISPATCH_VIEWPORT, PHONE_VIEWPORT, person, shot
 
@@ -212,7 +213,11 @@ def test_an_sos_over_mqtt_appears_on_the_open_screen_and_the_dispatcher_acts_on_
     caller.click("#lang")
     expect(caller.locator("#screen-title")).to_have_text("120 dispatch", timeout=DEADLINE_MS)
     caller.wait_for_selector("#elder-name", timeout=DEADLINE_MS)
-    text = caller.inner_text("main")
-    assert "Allergies" in text and "Ambulance dispatched" in text
-    assert " AM" not in text and " PM" not in text
+    # The record may be drawn again when the queue changes: read it through locators, which
+    # wait for what they name, not the whole page at one instant.
+    expect(caller.locator("main")).to_contain_text("Allergies", timeout=DEADLINE_MS)
+    expect(caller.locator("main")).to_contain_text("Ambulance dispatched", timeout=DEADLINE_MS)
+    times = caller.locator("#timeline ol").inner_text(timeout=DEADLINE_MS)
+    assert re.search(r"\d{2}:\d{2}:\d{2}", times), times
+    assert " AM" not in times and " PM" not in times
     assert errors == []

@@ -17,7 +17,7 @@ from api.app import create_app
 from core.settings import load_settings
 from devices.access import Role
 from devices.crypto import Keyring
-from tests.alerts.receiver import Seeded, insert_alert, seed_registry
+from tests.seed import Seeded, insert_alert, seed_registry
 from tests.services import serve_api
 from tests.web.conftest import DISPATCH_VIEWPORT, PHONE_VIEWPORT, person, shot
 
@@ -115,11 +115,41 @@ def test_a_doctor_sees_the_charts_of_a_signed_elder_and_is_refused_another(
     }
     assert "每分钟汇总" in page.inner_text("#elder")
     shot(page, "screen-doctor")
+    # The elder's record as FHIR R4, for the health information platform.
+    fhir = page.context.request.get(url + (page.get_attribute("#fhir-link", "href") or ""))
+    assert fhir.status == 200 and fhir.json()["resourceType"] == "Bundle"
     page.click("button[data-range='7d']")
     expect(page.locator("#elder")).to_contain_text("每小时汇总", timeout=DEADLINE_MS)
     expect(page.locator("#charts path.chart-line")).to_have_count(7)
     assert "news2" in page.inner_text("#findings")
     shot(page, "screen-doctor-7d")
+
+    # The elder's NEWS2 settings: the RCP chart until the doctor changes it; a bad chart is
+    # refused by the API, its error shown by the field.
+    expect(page.locator("#news2-pulse-starts")).to_have_value("41, 51, 91, 111, 131")
+    assert "标准评分表" in page.inner_text("#news2-status")
+    page.fill("#news2-pulse-starts", "36, 41, 91, 111, 131")
+    page.fill("#news2-pulse-scores", "3, 1, 0, 1, 2, 5")
+    page.click("#news2 button[type=submit]")
+    expect(page.locator("#news2-pulse-scores-error")).not_to_be_empty(timeout=DEADLINE_MS)
+    assert page.get_attribute("#news2-pulse-scores", "aria-invalid") == "true"
+    page.fill("#news2-pulse-scores", "3, 1, 0, 1, 2, 3")
+    page.fill("#news2-note", "β 受体阻滞剂,静息心率 45")
+    page.click("#news2 button[type=submit]")
+    expect(page.locator("#news2-status")).to_contain_text("脉搏", timeout=DEADLINE_MS)
+    page.locator("#news2").scroll_into_view_if_needed()
+    shot(page, "screen-doctor-news2")
+    with psycopg.connect(db_url) as conn:
+        bands = conn.execute(
+            "SELECT bands FROM news2_settings WHERE resident_id = %s", (mine.resident_id,)
+        ).fetchone()
+        audited = conn.execute(
+            """SELECT count(*) FROM audit_log WHERE principal_id = %s AND resident_id = %s
+                  AND action = 'news2.write' AND granted""",
+            (doctor.principal_id, mine.resident_id),
+        ).fetchone()
+    assert bands == ({"pulse": {"starts": [36, 41, 91, 111, 131], "scores": [3, 1, 0, 1, 2, 3]}},)
+    assert audited == (1,)
 
     # Another elder, not signed with the doctor's team: the API refuses, the screen says so.
     page.evaluate(f"location.hash = 'resident={other.resident_id}'")
@@ -198,6 +228,7 @@ def test_the_care_operator_sees_what_needs_doing_and_the_forms_show_the_apis_err
     expect(page.locator("#new-elder-name-error")).not_to_be_empty(timeout=DEADLINE_MS)
     expect(page.locator("#new-elder-mobile-error")).not_to_be_empty()
     assert page.get_attribute("#new-elder-name", "aria-invalid") == "true"
+    page.evaluate("window.scrollTo(0, 0)")  # the lists at the top (a form's errors: records)
     shot(page, "screen-operator")
     # Fixed, it is saved.
     page.fill("#new-elder-name", "新登记老人")

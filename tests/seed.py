@@ -1,26 +1,17 @@
-"""Test helpers of the delivery tests: a real HTTP receiver (a 120 dispatch centre stand-in)
-and a seeded registry with one elder, the full emergency profile and a care circle.
-
-The receiver is ``http.server`` in a thread on a free port. It verifies the signature with
-:func:`alerts.dispatch120.verify_push`, answers from a script of status codes, can sleep
-while handling chosen requests, deduplicates by ``Idempotency-Key`` and records every arrival.
-"""
+"""A seeded registry for the tests: one elder with the full emergency profile, a care circle,
+a signed family doctor team, a bound wristband with vitals and a position; and an open alert
+with its deliveries written as the alert service writes them."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 import uuid
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.dispatch120 import verify_push
 from devices import repository as registry
 from devices.crypto import Keyring
 from devices.model import (
@@ -40,102 +31,6 @@ from devices.model import (
     TeamMemberIn,
     TeamRole,
 )
-
-SECRET = "test-120-shared-secret"
-
-
-@dataclass
-class Arrival:
-    key: str | None
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    signature_ok: bool
-    status: int
-    duplicate: bool
-    at: float
-
-
-@dataclass
-class Receiver:
-    """Script: status codes answered to the first requests (then ``default``)."""
-
-    script: list[int] = field(default_factory=list)
-    default: int = 200
-    sleep_on: frozenset[int] = frozenset()  # 1-based request numbers to sleep in
-    sleep_s: float = 0.0
-    secret: str = SECRET
-    arrivals: list[Arrival] = field(default_factory=list)
-    accepted: dict[str, int] = field(default_factory=dict)  # key -> times accepted
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
-        with self.lock:
-            number = len(self.arrivals) + 1
-            status = self.script[number - 1] if number <= len(self.script) else self.default
-            key = headers.get("idempotency-key")
-            ok = verify_push(self.secret, headers, body, now=time.time(), tolerance=300)
-            if not ok:
-                status = 401
-            duplicate = False
-            if 200 <= status < 300 and key is not None:
-                duplicate = key in self.accepted
-                if not duplicate:
-                    self.accepted[key] = 1
-            self.arrivals.append(
-                Arrival(key, path, headers, body, ok, status, duplicate, time.monotonic())
-            )
-        if number in self.sleep_on:
-            time.sleep(self.sleep_s)
-        return status
-
-    def first_accepted(self) -> list[Arrival]:
-        with self.lock:
-            return [a for a in self.arrivals if 200 <= a.status < 300 and not a.duplicate]
-
-
-def serve(receiver: Receiver) -> Generator[Receiver, None, None]:
-    """Run ``receiver`` on 127.0.0.1 and a free port until the generator is closed."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # As a dispatch centre's server would: answers are not held back by Nagle's algorithm.
-        disable_nagle_algorithm = True
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", "0"))
-            body = self.rfile.read(length)
-            if len(body) < length:
-                # The sender died halfway through its request (the kill test does that to
-                # several requests in flight): nothing arrived, as at a real receiver.
-                self.close_connection = True
-                return
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status = receiver.handle(self.path, headers, body)
-            payload = b"{}" if status < 400 else b'{"error": "scripted"}'
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the sender was killed while we slept: that is the point of the test
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="receiver-120", daemon=True)
-    thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/anxin/emergency"
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass(frozen=True)
@@ -316,23 +211,3 @@ def insert_alert(
                 ).fetchone()[0]  # type: ignore[index]
             )
     return alert_id, ids
-
-
-def load_apprise_plugins() -> None:
-    """Load apprise's plugins once with its own DeprecationWarning silenced.
-
-    apprise (2.x, on Python 3.11) imports the stdlib ``imghdr`` while loading its email plugin,
-    which warns that ``imghdr`` goes away in 3.13; with ``filterwarnings = error`` that would
-    fail the first test that touches apprise. Only this one warning is silenced, only here.
-    """
-    import warnings
-
-    import apprise
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="'imghdr' is deprecated", category=DeprecationWarning
-        )
-        apprise.Apprise().add("json://localhost/")
-        manager = apprise.manager_plugins.NotificationManager()  # type: ignore[no-untyped-call]
-        "anxin-probe" in manager  # noqa: B015 - the look-up loads the modules
