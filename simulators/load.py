@@ -282,7 +282,11 @@ def main_load(argv: list[str]) -> int:
     parser.add_argument("--register", action="store_true", help="register the devices first")
     parser.add_argument("--id-prefix", default="load")
     parser.add_argument(
-        "--scenario", help="a scenario file (or library name) to run inside the load"
+        "--scenario",
+        action="append",
+        default=[],
+        help="a scenario file (or library name) to run inside the load; repeat for several, "
+        "run side by side",
     )
     parser.add_argument("--data", type=Path, help="datasets folder for the scenario's recordings")
     parser.add_argument("--phones", default="json://127.0.0.1:8099/phone")
@@ -305,16 +309,21 @@ def main_load(argv: list[str]) -> int:
     outcome: list[object] = []
 
     def scenario() -> None:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
         from simulators.runner import RunOptions, run_scenario  # noqa: PLC0415
         from simulators.scenario import load_scenario  # noqa: PLC0415
 
-        s = load_scenario(args.scenario)
-        outcome.append(
-            run_scenario(
-                settings, s, RunOptions(data_dir=args.data, phones=args.phones),
-                title=f"{s.name} ({args.scenario}), inside the load",
-            )
-        )  # fmt: skip
+        options = RunOptions(data_dir=args.data, phones=args.phones)
+        with ThreadPoolExecutor(max_workers=len(args.scenario)) as pool:
+            futures = [
+                pool.submit(
+                    run_scenario, settings, load_scenario(name), options,
+                    title=f"{name}, inside the load",
+                )
+                for name in args.scenario
+            ]  # fmt: skip
+            outcome.extend(f.result() for f in futures)
 
     report = run_load(
         host=settings.mqtt.host,
@@ -332,7 +341,17 @@ def main_load(argv: list[str]) -> int:
     print("mix: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
     print(report.render())
     ok = report.acknowledged == report.sent
+    latencies: dict[str, list[float]] = {}
     for result in outcome:
         print(result.report)  # type: ignore[attr-defined]
         ok = ok and bool(result.passed)  # type: ignore[attr-defined]
+        for name, values in result.latencies_ms.items():  # type: ignore[attr-defined]
+            latencies.setdefault(name, []).extend(values)
+    for name, values in latencies.items():
+        if values:
+            ordered = sorted(values)
+            print(
+                f"scenarios inside the load: {name} n={len(values)} min {ordered[0]:.0f} "
+                f"median {ordered[len(ordered) // 2]:.0f} max {ordered[-1]:.0f} ms"
+            )
     return 0 if ok else 1
