@@ -43,8 +43,12 @@ def simulate(
 def main_scenario(argv: list[str]) -> int:
     """``anxin scenario run|check|list``."""
     import argparse  # noqa: PLC0415
+    import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
+    import psycopg  # noqa: PLC0415
+
+    from core.mqtt import MqttError  # noqa: PLC0415
     from core.settings import load_settings  # noqa: PLC0415
     from simulators.runner import RunOptions, run_scenario  # noqa: PLC0415
     from simulators.scenario import library, load_scenario  # noqa: PLC0415
@@ -80,15 +84,19 @@ def main_scenario(argv: list[str]) -> int:
             print(f"{name}: ok ({len(s.timeline)} steps, {len(s.devices)} devices)")
         return 0
     settings = load_settings()
+    scenarios = [(name, load_scenario(name)) for name in args.files]  # all checked first
     failed = 0
-    for name in args.files:
-        scenario = load_scenario(name)
-        result = run_scenario(
-            settings,
-            scenario,
-            RunOptions(data_dir=args.data, phones=args.phones, speed=args.speed),
-            title=f"{scenario.name} ({name})",
-        )
+    for name, scenario in scenarios:
+        try:
+            result = run_scenario(
+                settings,
+                scenario,
+                RunOptions(data_dir=args.data, phones=args.phones, speed=args.speed),
+                title=f"{scenario.name} ({name})",
+            )
+        except (MqttError, psycopg.OperationalError) as exc:
+            print(f"anxin scenario: cannot reach the deployment: {exc}", file=sys.stderr)
+            return 2
         print(result.report, flush=True)
         failed += not result.passed
     return 1 if failed else 0

@@ -42,7 +42,8 @@ class Links:
     links: dict[str, list[str]]
     wall_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     clients: dict[str, MqttClient] = field(default_factory=dict)
-    commands: list[tuple[str, proto.Command]] = field(default_factory=list)
+    commands: list[tuple[str, str]] = field(default_factory=list)
+    """(device id, command type) of every command received on a cmd topic."""
     sent: list[Sent] = field(default_factory=list)
     published: int = 0
 
@@ -84,13 +85,12 @@ class Links:
         self.status(link, online=True)
 
     def _command(self, msg: IncomingMessage) -> None:
-        parts = msg.topic.split("/")
+        device = msg.topic.split("/")[-2]
         try:
-            self.commands.append((parts[-2], proto.decode_command(msg.payload)))
-        except proto.ProtocolError:
-            self.commands.append(
-                (parts[-2], proto.Command("?", 0, proto.CommandKind.CALL_BACK, None, "undecodable"))
-            )
+            self.commands.append((device, proto.decode_command(msg.payload).kind.value))
+        except proto.ProtocolError as exc:
+            # Firmware would refuse it; the report shows what arrived.
+            self.commands.append((device, f"undecodable ({exc.reason.value})"))
 
     def status(self, link: str, *, online: bool, reason: str | None = None) -> None:
         client = self.clients[link]

@@ -262,7 +262,7 @@ def observe(
             (reg.devices[st.device],),
         ).fetchone()
         seen.stored[st.device, st.what] = int(row[0]) if row else 0
-    seen.commands = {(device_of.get(d, d), c.kind.value) for d, c in links.commands}
+    seen.commands = {(device_of.get(d, d), kind) for d, kind in links.commands}
     conn.commit()
     return seen
 
