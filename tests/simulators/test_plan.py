@@ -227,3 +227,19 @@ def test_a_recording_that_cannot_be_found_says_where_it_looked(tmp_path: Path) -
         load_recording("sisfall:SA99/F05_SA99_R01", 25, tmp_path)
     with pytest.raises(RecordingError, match="expected sisfall:SUBJECT/TRIAL"):
         load_recording("kaggle:x", 25, tmp_path)
+
+
+def test_bradycardia_and_falling_spo2_ramp_to_their_targets() -> None:
+    body = Body(
+        start_hour=10.0,
+        segments=[Segment(0, Activity.SIT)],
+        changes=[
+            Change(Vital.HEART_RATE, 600, 1200, 38.0),
+            Change(Vital.SPO2, 0, 3600, 86.0),
+            Change(Vital.RESP_RATE, 0, 3600, 28.0),
+        ],
+    )
+    before, after = body.vitals(0), body.vitals(3601)
+    assert before[Vital.HEART_RATE] > 60 and after[Vital.HEART_RATE] <= 40
+    assert before[Vital.SPO2] >= 96 and after[Vital.SPO2] <= 87
+    assert after[Vital.RESP_RATE] >= 27
