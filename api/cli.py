@@ -255,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("rest", nargs=argparse.REMAINDER)
     p_rep.set_defaults(func=_cmd_delegated)
 
+    p_scn = sub.add_parser(
+        "scenario",
+        help="scripted scenarios: run FILE (against a running deployment), check FILE, list",
+        add_help=False,
+    )
+    p_scn.add_argument("rest", nargs=argparse.REMAINDER)
+    p_scn.set_defaults(func=_cmd_delegated)
+
+    p_load = sub.add_parser(
+        "load",
+        help="N devices of a mix of kinds with the bare publisher (see --help)",
+        add_help=False,
+    )
+    p_load.add_argument("rest", nargs=argparse.REMAINDER)
+    p_load.set_defaults(func=_cmd_delegated)
+
     p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
     p_det.add_argument("rest", nargs=argparse.REMAINDER)
     p_det.set_defaults(func=_cmd_delegated)
@@ -340,6 +356,14 @@ def _delegated(argv: list[str]) -> int | None:
         from api.report_cli import main_report  # noqa: PLC0415
 
         return main_report(argv[1:])
+    if argv[:1] == ["scenario"]:
+        from simulators.cli import main_scenario  # noqa: PLC0415
+
+        return main_scenario(argv[1:])
+    if argv[:1] == ["load"]:
+        from simulators.load import main_load  # noqa: PLC0415
+
+        return main_load(argv[1:])
     if argv[:2] == ["detectors", "evaluate-falls"]:
         from detectors import evaluation  # noqa: PLC0415
 

@@ -10,6 +10,7 @@ the event loop.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import threading
 import time
@@ -575,6 +576,16 @@ class MqttClient:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+    def drop(self) -> None:
+        """Close the connection without DISCONNECT, as a device losing power or its network
+        does: the broker publishes the Last Will. Inline mode only; the client is not used
+        again (a device that comes back connects with a new client and the same id)."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def subscribe(self, topics: list[str], qos: int = 1) -> None:
         if topics:

@@ -63,12 +63,15 @@ class BehaviourStreamConfig:
             own movement index).
         tick_s: A batch is judged in steps of this much stream time.
         settings_refresh_s: The registry's settings are read again this often.
+        unknown_refresh_s: A reading of an elder the stage has no settings for (registered
+            since the last read) reads them again at once, at most this often.
     """
 
     accel_movement_g: float = 0.03
     bed_movement_min: float = 1.0
     tick_s: float = 60.0
     settings_refresh_s: float = 60.0
+    unknown_refresh_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -103,12 +106,11 @@ class BehaviourStage:
         self._loaded_ms: int | None = None
 
     # -- settings --------------------------------------------------------------------------
-    def refresh(self, now_ms: int) -> None:
-        """Read the settings when they are older than ``settings_refresh_s``."""
-        if (
-            self._loaded_ms is not None
-            and now_ms - self._loaded_ms < self.config.settings_refresh_s * 1000
-        ):
+    def refresh(self, now_ms: int, *, within_s: float | None = None) -> None:
+        """Read the settings when they are older than ``within_s`` (default
+        ``settings_refresh_s``)."""
+        within = self.config.settings_refresh_s if within_s is None else within_s
+        if self._loaded_ms is not None and now_ms - self._loaded_ms < within * 1000:
             return
         settings: dict[str, BehaviourSettings] = {}
         zones: dict[str, ZoneInfo] = {}
@@ -152,8 +154,13 @@ class BehaviourStage:
         bed_min = self.config.bed_movement_min
         for r in batch.readings:
             rid = resident(r.device_id)
-            if rid is None or rid not in self._settings:
+            if rid is None:
                 continue
+            if rid not in self._settings:
+                # Registered since the last read: watched from its first readings on.
+                self.refresh(now_ms, within_s=self.config.unknown_refresh_s)
+                if rid not in self._settings:
+                    continue
             row = table.row(rid)
             seen.rows.append(row)
             seen.ts.append(r.ts_ms)

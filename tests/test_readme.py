@@ -151,6 +151,27 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         finally:
             ingest.send_signal(signal.SIGTERM)
             ingest.wait(30)
+    elif args[:2] == ["scenario", "list"]:
+        out = _run(line, env)
+        assert len(out.strip().splitlines()) == 12 and "bad-firmware" in out, out
+    elif args[:2] == ["scenario", "run"]:
+        # Against the running services, as the line says: the ingester runs meanwhile.
+        _run(".venv/bin/anxin db upgrade", env)
+        with log.open("wb") as out:
+            ingest = subprocess.Popen(_argv(".venv/bin/anxin ingest"), cwd=ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_until(lambda: b"subscribed to" in log.read_bytes(), 60, "the ingester")
+            report = _run(line, env)
+            assert "result: PASS" in report and "DIFFERS" not in report, report
+        finally:
+            ingest.send_signal(signal.SIGTERM)
+            ingest.wait(30)
+    elif args[0] == "load":
+        _run(".venv/bin/anxin db upgrade", env)
+        out = _run(line, env, timeout=240)
+        sent = re.search(r"sent (\d+) messages .* broker acknowledged (\d+)", out)
+        assert sent is not None and sent[1] == sent[2] and int(sent[1]) > 0, out
     elif args[:2] == ["devices", "add"]:
         _run(".venv/bin/anxin db upgrade", env)
         out = _run(line, env)

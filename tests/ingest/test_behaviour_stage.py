@@ -231,3 +231,29 @@ def test_the_sink_saves_the_stage_and_a_restarted_one_carries_on(db_url: str) ->
         rows = conn.execute("SELECT device_id, kind, ts FROM findings").fetchall()
     # The bed emptied at 03:00 before the restart: the finding says so.
     assert rows == [("bed-1", "out_of_bed", dt.datetime.fromtimestamp(_ms(27) / 1000, dt.UTC))]
+
+
+def test_an_elder_registered_after_the_last_read_is_watched_from_their_first_readings() -> None:
+    """The settings are read every minute; an elder the stage does not know yet has them read
+    again at once (at most every ``unknown_refresh_s``), so a new elder's first night counts."""
+    registry: list[Watched] = []
+    reads = []
+
+    def load() -> list[Watched]:
+        reads.append(len(registry))
+        return list(registry)
+
+    stage = BehaviourStage(load)
+    night = _night(out_at=27.0, back_at=None)
+    now = FAR_LATER
+    # Nobody registered yet: the readings are not judged.
+    found, _ = stage.process(Batch(readings=night[:10]), now, lambda d: "r1")
+    assert found == [] and stage.stream_ms("r1") == -1
+    registry.append(_watched(alone=False))
+    # Two seconds later the elder exists, but the last read is fresher than 5 s: not yet.
+    found, _ = stage.process(Batch(readings=night[10:20]), now + 2_000, lambda d: "r1")
+    assert stage.stream_ms("r1") == -1
+    # Past the 5 s: read again at the first reading of the unknown elder, and judged.
+    found, _ = stage.process(Batch(readings=night[20:]), now + 6_000, lambda d: "r1")
+    assert [(f.kind, f.ts_ms) for f in found] == [(FindingKind.OUT_OF_BED, _ms(27))]
+    assert reads == [0, 1]
