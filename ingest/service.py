@@ -45,10 +45,10 @@ import numpy as np
 from core.clock import Clock, SystemClock
 from core.mqtt import MqttClient, client_for
 from core.settings import Settings
-from devices.protocol import Limits, Reason
 from ingest import lanes
+from ingest.decoder import BatchDecoder
 from ingest.metrics import IngestMetrics, bucket_quantile, create_metrics, histogram_buckets
-from ingest.pipeline import Batch, DeviceInfo, RawMessage, process_batch
+from ingest.pipeline import Batch, DeviceInfo
 from ingest.store import PostgresStore, TelemetryStore, WriteResult
 from ingest.writer import BatchWriter, Pending, Stopping
 
@@ -86,7 +86,7 @@ class IngestService:
             store or PostgresStore(settings.db.url, connect_timeout_s=settings.db.connect_timeout_s)
             for _ in range(settings.ingest.writers)
         ]
-        self._registry = store or PostgresStore(
+        registry = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
         # The urgent lane writes on a connection of its own: an SOS is committed while a
@@ -94,7 +94,6 @@ class IngestService:
         self._urgent_store = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
-        self._registry_lock = threading.Lock()
         # Processed telemetry batches waiting for a writer, one per writer at most (None: the
         # processing thread is done). Writers commit side by side; what follows a commit
         # (acknowledgements, sinks) runs in batch order, each batch's turn after its
@@ -133,9 +132,6 @@ class IngestService:
         self._urgent: deque[Pending] = deque()
         self._wake = threading.Event()
         self._urgent_wake = threading.Event()
-        self._devices: dict[str, DeviceInfo] = {}
-        self._devices_loaded_at = 0.0
-        self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
         # Test-only crash point (tests/ingest/test_fault_injection.py): exit the process right
@@ -146,6 +142,7 @@ class IngestService:
         self._writer = BatchWriter(
             self._process, self.metrics, self._stop, settings.ingest.retry_max_s
         )
+        self._decoder = BatchDecoder(settings, registry, self._clock, self._writer.with_retry)
         self._client.on_raw_messages(self._on_messages)
         self._now_ms = self._clock.now_ms
         self._client.on_connect(self._on_connect)
@@ -198,29 +195,12 @@ class IngestService:
         self._wake.set()
         self._urgent_wake.set()
 
-    def _refresh_devices(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._devices_loaded_at < self.settings.ingest.registry_refresh_s:
-            return
-        loaded_ms = self._clock.now_ms()
-        with self._registry_lock:
-            self._devices = self._registry.load_devices()
-        self._devices_loaded_at = now
-        self._devices_loaded_ms = loaded_ms
-
     def load_registry(self) -> None:
         """Load the device registry now (retrying while the database is away)."""
-        self._writer.with_retry(lambda: self._refresh_devices(force=True))
+        self._decoder.load()
 
-    def _limits(self, now_ms: int) -> Limits:
-        cfg = self.settings.ingest
-        return Limits(
-            now_ms=now_ms,
-            max_payload_bytes=cfg.max_payload_bytes,
-            max_readings=cfg.max_readings_per_message,
-            max_future_skew_ms=int(cfg.max_future_skew_s * 1000),
-            max_age_ms=int(cfg.max_age_days * 86_400_000),
-        )
+    def _process(self, pending: list[Pending]) -> Batch:
+        return lanes.keep(self._decoder.process(pending), self.lane)
 
     def _take(self) -> list[Pending]:
         """The next telemetry batch: what is waiting, up to ``batch_size``."""
@@ -230,19 +210,6 @@ class IngestService:
 
     def _waiting(self) -> int:
         return len(self._inbox) + len(self._urgent)
-
-    def _process(self, pending: list[Pending]) -> Batch:
-        raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _g, _o in pending]
-        limits = self._limits(self._clock.now_ms())
-        prefix = self.settings.mqtt.topic_prefix
-        batch = process_batch(raw, self._devices, limits, prefix)
-        unknown = [d.received_ms for d in batch.dead_letters if d.reason is Reason.UNKNOWN_DEVICE]
-        if unknown and self._devices_loaded_ms <= max(unknown):
-            # The snapshot is older than the message: the device may have been registered in
-            # between. Look again before dead-lettering it.
-            self._writer.with_retry(lambda: self._refresh_devices(force=True))
-            batch = process_batch(raw, self._devices, limits, prefix)
-        return lanes.keep(batch, self.lane)
 
     def _ack(self, pending: list[Pending]) -> None:
         with self._ack_lock:
@@ -325,7 +292,7 @@ class IngestService:
         database works on one batch while Python prepares the next, instead of each waiting
         for the other, and an SOS waits for neither.
         """
-        self._writer.with_retry(lambda: self._refresh_devices(force=True))
+        self._decoder.load()
         self._client.start()
         writers = [
             threading.Thread(
@@ -357,7 +324,7 @@ class IngestService:
                     # Let a batch form when traffic resumes after idleness.
                     if len(inbox) < self.settings.ingest.batch_size and not self._stop.is_set():
                         time.sleep(linger)
-                self._writer.with_retry(self._refresh_devices)
+                self._writer.with_retry(self._decoder.refresh)
                 pending = self._take()
                 self._hand_over((self._batch_seq, pending, self._process(pending)))
                 self._batch_seq += 1
@@ -373,7 +340,7 @@ class IngestService:
             for store in self._stores:
                 store.close()
             self._urgent_store.close()
-            self._registry.close()
+            self._decoder.close()
         if self._commit_error is not None and not isinstance(self._commit_error, Stopping):
             raise self._commit_error
 
@@ -514,7 +481,7 @@ class IngestService:
     @property
     def devices(self) -> dict[str, DeviceInfo]:
         """The current registry snapshot (replaced, never mutated, on refresh)."""
-        return self._devices
+        return self._decoder.devices
 
     @property
     def inbox_depth(self) -> int:
