@@ -16,8 +16,10 @@ from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from alerts.model import AlertError
 
-class TemplateError(ValueError):
+
+class TemplateError(AlertError, ValueError):
     """Unknown template or language."""
 
 

@@ -69,6 +69,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.lane is not None:
         overrides["lane"] = args.lane
+    if args.source is not None:
+        overrides["source"] = args.source
     if args.metrics_port is not None:
         overrides["metrics_port"] = args.metrics_port
     if overrides:
@@ -174,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("all", "telemetry", "urgent"),
         help="what this process takes (default ANXIN_INGEST__LANE, all): run one urgent and one "
         "telemetry process side by side so an SOS never waits for telemetry",
+    )
+    p_ingest.add_argument(
+        "--source",
+        choices=("mqtt", "engine"),
+        help="mqtt: subscribe to the broker (default ANXIN_INGEST__SOURCE, mqtt); engine: read "
+        "the partitions of the clustered engine this ingester owns (ANXIN_ENGINE__*)",
     )
     p_ingest.add_argument(
         "--metrics-port",

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.errors import AnxinError
 from core.settings import MqttSettings
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class MqttError(Exception):
+class MqttError(AnxinError):
     """The broker refused a connection or an operation failed."""
 
 

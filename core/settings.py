@@ -145,6 +145,7 @@ class MqttSettings(_Section):
 
 
 IngestLane = Literal["all", "telemetry", "urgent"]
+IngestSource = Literal["mqtt", "engine"]
 """Which messages an ingester process takes (ingest/lanes.py)."""
 
 
@@ -231,6 +232,11 @@ class IngestSettings(_Section):
         "the broker and the database run first when the cores are busy (an SOS then waits "
         "for no telemetry batch); unchanged in the others.",
     )
+    source: IngestSource = Field(
+        "mqtt",
+        description="mqtt: subscribe to the broker (one machine); engine: read the partitions of "
+        "the clustered engine that this ingester owns (ANXIN_ENGINE__*).",
+    )
     lane: IngestLane = Field(
         "all",
         description="What this ingester process takes. all: everything, in one process (one "
@@ -240,6 +246,45 @@ class IngestSettings(_Section):
         "fall and cancel events, detection). Run the two side by side: while the urgent "
         "process is down, SOS presses wait for it at the broker (docs/operations.md).",
     )
+
+
+class EngineSettings(_Section):
+    """The clustered engine of the partitioned ingest (NATS JetStream; docs/operations.md)."""
+
+    urls: str = Field(
+        "nats://127.0.0.1:4222",
+        description="Comma-separated nats:// URLs of the engine's nodes (the client fails over).",
+    )
+    stream: str = Field(
+        "ANXIN",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The stream that keeps the partitions.",
+    )
+    subject_root: str = Field(
+        "anxin.part",
+        pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$",
+        description="First tokens of the partitioned subjects the engine maps device topics to.",
+    )
+    partitions: int = Field(
+        16, ge=1, le=1024, description="Partitions of the stream (the engine's mapping must agree)."
+    )
+    replicas: int = Field(1, ge=1, le=5, description="Copies of the stream in the cluster.")
+    max_age_days: float = Field(7.0, gt=0, description="How long the stream keeps a message.")
+    rebalance_every_s: float = Field(
+        2.0, gt=0, description="How often an ingester checks which partitions it should own."
+    )
+    ack_wait_s: float = Field(
+        30.0, gt=0, description="How long the engine waits for a batch's acknowledgement."
+    )
+    consumer_prefix: str = Field(
+        "ingest",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Durable consumers' names: <prefix>-p<n>.",
+    )
+    lock_namespace: int = Field(
+        0x616E78, ge=1, le=2**31 - 2,
+        description="First key of the PostgreSQL advisory locks that hold partition ownership.",
+    )  # fmt: skip
 
 
 class ApiSettings(_Section):
@@ -406,6 +451,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
 
     def check_production(self) -> None:
         """Refuse development defaults for secrets outside development and test."""

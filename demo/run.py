@@ -1,7 +1,7 @@
 """``anxin demo``: the whole pipeline on one machine, with a live console, until Ctrl-C.
 
 Finds the configured PostgreSQL and MQTT broker (``ANXIN_DB__URL``, ``ANXIN_MQTT__URL``) and,
-when one is unreachable, starts an embedded one (:mod:`core.embedded`) unless told not to.
+when one is unreachable, starts an embedded one (:mod:`demo.embedded`) unless told not to.
 Then: migrate, register simulated wristbands and one demo elder with a full (sample) emergency
 profile and care circle, start a local stand-in for the 120 dispatch centre and the family's
 phones (:mod:`demo.receiver`), and run the ingester (which raises alerts), the alert
@@ -48,18 +48,12 @@ from alerts.service import AlertService, PostgresDirectory
 from api.app import create_app
 from core import db
 from core.clock import SystemClock
-from core.embedded import (
-    EmbeddedBroker,
-    EmbeddedError,
-    EmbeddedPostgres,
-    PostgresProbe,
-    free_port,
-    probe_postgres,
-    reachable_broker,
-)
 from core.errors import AnxinError, ConfigError, DatabaseError
 from core.mqtt import MqttClient, MqttError, client_for
 from core.settings import Settings, load_settings
+from demo.embedded import EmbeddedError, PostgresProbe, free_port, probe_postgres, reachable_broker
+from demo.embedded_broker import EmbeddedBroker
+from demo.embedded_postgres import EmbeddedPostgres
 from demo.receiver import DemoReceiver, ReceiverTotals
 from devices import access
 from devices import protocol as proto

@@ -30,6 +30,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from core.errors import AnxinError
+
 PROTOCOL_VERSION: Final = 1
 DEVICE_ID_MAX: Final = 64
 #: Scale of JSON-encoded bursts once stored as int16: 1/2048 g per count (+-16 g).
@@ -69,7 +71,7 @@ class Reason(StrEnum):
     DUPLICATE_KEY = "duplicate_key"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(AnxinError, ValueError):
     """A payload or topic that does not follow the protocol."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -317,8 +317,16 @@ class DetectionSink:
                 return 0
             return self._load()
 
-    def _load(self) -> int:
+    def reload(self, devices: Callable[[str], bool]) -> int:
+        """Load the saved state of the ``devices`` again (a partition taken over from another
+        ingester, which saved it when it let go or some seconds before it died)."""
+        with self._lock:
+            return self._load(devices)
+
+    def _load(self, only: Callable[[str], bool] | None = None) -> int:
         saved = self.store.load_state()
+        if only is not None:
+            saved = [row for row in saved if only(row[0])]
         importers: dict[str, Callable[[str, bytes], None]] = {
             _FALL: self.falls.import_device,
             _VITALS: self._vitals.import_,

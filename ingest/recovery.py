@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -96,14 +97,17 @@ class Recovery:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now_ms() / 1000, UTC)
 
-    def on_start(self) -> RecoveryReport:
-        """Load state, replay bursts since the last save, handle events, raise findings."""
+    def on_start(self, *, replay: bool = True) -> RecoveryReport:
+        """Load state, replay bursts since the last save (unless ``replay`` is False: the
+        partitioned ingest replays each partition when it takes it), handle events, raise
+        findings."""
         started = time.perf_counter()
         store = self._sink.store
         bursts = 0
         floor: datetime | None = None
         if self._sink.stateful:  # the urgent lane's sink keeps no state: nothing to replay
             self._sink.load()
+        if self._sink.stateful and replay:
             floor = store.replay_floor(
                 self._now(), window_s=self.replay_window_s, margin_s=self.replay_margin_s
             )
@@ -124,6 +128,32 @@ class Recovery:
             report.seconds,
         )
         return report
+
+    def take_over(self, devices: Callable[[str], bool]) -> int:
+        """Partitions taken from another ingester: load their devices' saved detector state and
+        replay their stored accelerometer bursts since; returns the bursts replayed."""
+        if not self._sink.stateful:
+            return 0
+        started = time.perf_counter()
+        store = self._sink.store
+        self._sink.reload(devices)
+        floor = store.replay_floor(
+            self._now(), window_s=self.replay_window_s, margin_s=self.replay_margin_s
+        )
+        ends = {d: t for d, t in self._sink.stream_ends().items() if devices(d)}
+        bursts = 0
+        for readings in store.bursts_since(floor, ends):
+            mine = [r for r in readings if devices(r.device_id)]
+            if mine:
+                bursts += len(mine)
+                self._sink(Batch(readings=mine), self._clock.now_ms())
+        log.info(
+            "take-over: %d accelerometer bursts replayed since %s in %.2f s",
+            bursts,
+            floor.isoformat(timespec="seconds"),
+            time.perf_counter() - started,
+        )
+        return bursts
 
     def sweep(self) -> RecoveryReport:
         """Unhandled events and unalerted findings older than ``grace_s``."""

@@ -15,10 +15,12 @@ from alerts.delivery import FirstPush
 from alerts.listener import AlertListener
 from alerts.service import AlertService, PostgresDirectory
 from core import db
+from core.clock import SystemClock
 from core.settings import Settings
 from devices.crypto import Keyring
 from devices.repository import channel_opener
 from ingest.detection import STAGES, URGENT_STAGES, DetectionSink
+from ingest.partitioned import PartitionedIngest
 from ingest.recovery import Recovery
 from ingest.service import IngestService
 
@@ -26,7 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def run_ingest(
-    settings: Settings, stop: threading.Event, service: IngestService | None = None
+    settings: Settings,
+    stop: threading.Event,
+    service: IngestService | PartitionedIngest | None = None,
 ) -> None:
     """Migrate, serve /metrics, and ingest until ``stop`` is set."""
     db.upgrade(settings.db.url, require_timescale=settings.db.require_timescale)
@@ -39,7 +43,9 @@ def run_ingest(
         "ingester lane: %s (nice %d)", settings.ingest.lane, os.getpriority(os.PRIO_PROCESS, 0)
     )
     sys.setswitchinterval(settings.ingest.switch_interval_ms / 1000.0)
-    service = service or IngestService(settings)
+    if service is None:
+        engine = settings.ingest.source == "engine"
+        service = PartitionedIngest(settings) if engine else IngestService(settings)
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None
     pusher: FirstPush | None = None
@@ -81,6 +87,13 @@ def run_ingest(
             replay_window_s=settings.ingest.replay_window_s,
             registry=service.metrics.registry,
         )
+        if isinstance(service, PartitionedIngest):
+            # Partitions change hands: the taker loads their devices' state and replays their
+            # bursts; whoever lets go saves state first.
+            service.on_take_over(
+                recovery.take_over,
+                lambda s=sink: s.persist(SystemClock().now_ms(), wait=True),  # type: ignore[misc]
+            )
     if settings.ingest.metrics_port:
         server, _thread = start_http_server(
             settings.ingest.metrics_port,
@@ -107,7 +120,11 @@ def run_ingest(
             # What a crash left undone, before the first new message: the registry first, so
             # replayed findings name their elders.
             service.load_registry()
-            _until_done(recovery.on_start, stop)
+            if isinstance(service, PartitionedIngest):
+                # No replay yet: each partition's is done when this ingester takes it.
+                _until_done(lambda r=recovery: r.on_start(replay=False), stop)  # type: ignore[misc]
+            else:
+                _until_done(recovery.on_start, stop)
             sweeper = threading.Thread(
                 target=recovery.run,
                 args=(stop, settings.ingest.sweep_every_s),

@@ -1,4 +1,6 @@
-"""The ingest service: the I/O shell around :func:`ingest.pipeline.process_batch`.
+"""The ingest service: the I/O shell around :func:`ingest.pipeline.process_batch` (writes go
+through :class:`ingest.writer.BatchWriter`: retried while the database is away, bisected when
+it refuses a message).
 
 paho's network thread receives messages and sorts them into two lanes:
 
@@ -29,28 +31,26 @@ So:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-import psycopg
 
 from core.clock import Clock, SystemClock
 from core.mqtt import MqttClient, client_for
 from core.settings import Settings
-from devices.protocol import Limits, Reason
 from ingest import lanes
+from ingest.decoder import BatchDecoder
 from ingest.metrics import IngestMetrics, bucket_quantile, create_metrics, histogram_buckets
-from ingest.pipeline import Batch, DeadLetter, DeviceInfo, RawMessage, process_batch
+from ingest.pipeline import Batch, DeviceInfo
 from ingest.store import PostgresStore, TelemetryStore, WriteResult
+from ingest.writer import BatchWriter, Pending, Stopping
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,15 +64,6 @@ class BatchSink(Protocol):
     """
 
     def __call__(self, batch: Batch, now_ms: int) -> None: ...
-
-
-# An inbox entry: (message, received at in unix ms, connection generation, receive order). A
-# tuple, not an object: it is built once per message on the network thread.
-_Pending = tuple[Any, int, int, int]
-
-
-class _Stopping(Exception):
-    """Raised inside the writer loop when a stop is asked during a database outage."""
 
 
 class IngestService:
@@ -95,7 +86,7 @@ class IngestService:
             store or PostgresStore(settings.db.url, connect_timeout_s=settings.db.connect_timeout_s)
             for _ in range(settings.ingest.writers)
         ]
-        self._registry = store or PostgresStore(
+        registry = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
         # The urgent lane writes on a connection of its own: an SOS is committed while a
@@ -103,12 +94,11 @@ class IngestService:
         self._urgent_store = store or PostgresStore(
             settings.db.url, connect_timeout_s=settings.db.connect_timeout_s
         )
-        self._registry_lock = threading.Lock()
         # Processed telemetry batches waiting for a writer, one per writer at most (None: the
         # processing thread is done). Writers commit side by side; what follows a commit
         # (acknowledgements, sinks) runs in batch order, each batch's turn after its
         # predecessor's.
-        self._batches: queue.Queue[tuple[int, list[_Pending], Batch] | None] = queue.Queue(
+        self._batches: queue.Queue[tuple[int, list[Pending], Batch] | None] = queue.Queue(
             maxsize=settings.ingest.writers
         )
         self._batch_seq = 0
@@ -136,15 +126,12 @@ class IngestService:
         self._clock = clock or SystemClock()
         self.metrics = metrics or create_metrics()
         self._sinks = list(sinks)
-        self._inbox: deque[_Pending] = deque()
+        self._inbox: deque[Pending] = deque()
         # Events (an SOS press, a fall detected on the device) and statuses are few and urgent:
         # they have a lane of their own.
-        self._urgent: deque[_Pending] = deque()
+        self._urgent: deque[Pending] = deque()
         self._wake = threading.Event()
         self._urgent_wake = threading.Event()
-        self._devices: dict[str, DeviceInfo] = {}
-        self._devices_loaded_at = 0.0
-        self._devices_loaded_ms = 0
         self._stop = threading.Event()
         self._totals = {"received": 0, "stored": 0, "dead": 0, "dup": 0, "batches": 0}
         # Test-only crash point (tests/ingest/test_fault_injection.py): exit the process right
@@ -152,6 +139,10 @@ class IngestService:
         # so that the window between them is certain to be hit. Unset, it costs one check.
         crash = os.environ.get("ANXIN_TEST_EXIT_AFTER_EVENT_ACKS")
         self._exit_after_event_acks = int(crash) if crash else None
+        self._writer = BatchWriter(
+            self._process, self.metrics, self._stop, settings.ingest.retry_max_s
+        )
+        self._decoder = BatchDecoder(settings, registry, self._clock, self._writer.with_retry)
         self._client.on_raw_messages(self._on_messages)
         self._now_ms = self._clock.now_ms
         self._client.on_connect(self._on_connect)
@@ -204,31 +195,14 @@ class IngestService:
         self._wake.set()
         self._urgent_wake.set()
 
-    def _refresh_devices(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._devices_loaded_at < self.settings.ingest.registry_refresh_s:
-            return
-        loaded_ms = self._clock.now_ms()
-        with self._registry_lock:
-            self._devices = self._registry.load_devices()
-        self._devices_loaded_at = now
-        self._devices_loaded_ms = loaded_ms
-
     def load_registry(self) -> None:
         """Load the device registry now (retrying while the database is away)."""
-        self._with_db_retry(lambda: self._refresh_devices(force=True))
+        self._decoder.load()
 
-    def _limits(self, now_ms: int) -> Limits:
-        cfg = self.settings.ingest
-        return Limits(
-            now_ms=now_ms,
-            max_payload_bytes=cfg.max_payload_bytes,
-            max_readings=cfg.max_readings_per_message,
-            max_future_skew_ms=int(cfg.max_future_skew_s * 1000),
-            max_age_ms=int(cfg.max_age_days * 86_400_000),
-        )
+    def _process(self, pending: list[Pending]) -> Batch:
+        return lanes.keep(self._decoder.process(pending), self.lane)
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[Pending]:
         """The next telemetry batch: what is waiting, up to ``batch_size``."""
         inbox = self._inbox
         n = min(len(inbox), self.settings.ingest.batch_size)
@@ -237,94 +211,7 @@ class IngestService:
     def _waiting(self) -> int:
         return len(self._inbox) + len(self._urgent)
 
-    def _process(self, pending: list[_Pending]) -> Batch:
-        raw = [RawMessage(msg.topic, msg.payload, received) for msg, received, _g, _o in pending]
-        limits = self._limits(self._clock.now_ms())
-        prefix = self.settings.mqtt.topic_prefix
-        batch = process_batch(raw, self._devices, limits, prefix)
-        unknown = [d.received_ms for d in batch.dead_letters if d.reason is Reason.UNKNOWN_DEVICE]
-        if unknown and self._devices_loaded_ms <= max(unknown):
-            # The snapshot is older than the message: the device may have been registered in
-            # between. Look again before dead-lettering it.
-            self._with_db_retry(lambda: self._refresh_devices(force=True))
-            batch = process_batch(raw, self._devices, limits, prefix)
-        return lanes.keep(batch, self.lane)
-
-    def _with_db_retry(self, action: Callable[[], T]) -> T:
-        """Run ``action`` until the database answers; back off with jitter meanwhile."""
-        delay = 0.2
-        while True:
-            try:
-                return action()
-            except psycopg.OperationalError as exc:
-                self.metrics.db_retries.inc()
-                log.warning(
-                    "database unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay
-                )
-                if self._stop.wait(delay):
-                    # Stopping while the database is away: leave the batch unacknowledged;
-                    # the broker keeps it for the next run.
-                    raise _Stopping from exc
-                jitter = 0.8 + 0.4 * random.random()  # noqa: S311 - jitter, not a secret
-                delay = min(self.settings.ingest.retry_max_s, delay * 2) * jitter
-
-    def _write(
-        self, store: TelemetryStore, pending: list[_Pending], batch: Batch
-    ) -> tuple[WriteResult, Batch]:
-        """Write the batch, retrying while the database is away. A batch the database refuses
-        for its content is halved until each refused message stands alone: it is
-        dead-lettered and the rest stored. Returns the result and what was stored (the sinks
-        see nothing the database refused)."""
-        try:
-            return self._with_db_retry(lambda: store.write(batch)), batch
-        except (psycopg.OperationalError, _Stopping):
-            raise
-        except Exception as exc:
-            self.metrics.db_refusals.inc()
-            log.warning(
-                "database refused a batch of %d messages (%s); splitting it",
-                len(pending),
-                str(exc).strip()[:200],
-            )
-            return self._write_split(store, pending)
-
-    def _write_split(
-        self, store: TelemetryStore, pending: list[_Pending]
-    ) -> tuple[WriteResult, Batch]:
-        """Bisect a refused batch: about 2 k log2(n / k) transactions for k bad messages among
-        n, instead of n (one poisoned message among 4,000 took the ingester to 420 messages/s
-        when each was written on its own)."""
-        stored = dup = dead = 0
-        kept = Batch()
-        parts = [pending]
-        while parts:
-            part = parts.pop()
-            batch = self._process(part)
-            try:
-                res = self._with_db_retry(lambda b=batch: store.write(b))  # type: ignore[misc]
-            except (psycopg.OperationalError, _Stopping):
-                raise
-            except Exception as exc:
-                if len(part) > 1:
-                    mid = len(part) // 2
-                    parts += [part[mid:], part[:mid]]  # the first half next: order is kept
-                    continue
-                msg, received_ms, _gen, _order = part[0]
-                reason, detail = Reason.STORAGE_REJECTED, str(exc).strip()[:500]
-                log.warning("message on %s refused by the database: %s", msg.topic, detail)
-                letter = DeadLetter(received_ms, msg.topic, None, reason, detail, msg.payload)
-                refused = Batch(dead_letters=[letter], messages=1)
-                self._with_db_retry(lambda b=refused: store.write(b))  # type: ignore[misc]
-                _extend(kept, refused)
-                dead += 1
-                continue
-            stored += res.stored
-            dup += res.duplicates
-            dead += res.dead_letters
-            _extend(kept, batch)
-        return WriteResult(stored, dup, dead, True), kept
-
-    def _ack(self, pending: list[_Pending]) -> None:
+    def _ack(self, pending: list[Pending]) -> None:
         with self._ack_lock:
             ready = self._ack_ready
             for msg, _r, gen, order in pending:
@@ -347,7 +234,7 @@ class IngestService:
         result: WriteResult,
         commit_s: float,
         now_ms: int,
-        pending: list[_Pending],
+        pending: list[Pending],
     ) -> None:
         m = self.metrics
         channels: dict[str, int] = {}
@@ -405,7 +292,7 @@ class IngestService:
         database works on one batch while Python prepares the next, instead of each waiting
         for the other, and an SOS waits for neither.
         """
-        self._with_db_retry(lambda: self._refresh_devices(force=True))
+        self._decoder.load()
         self._client.start()
         writers = [
             threading.Thread(
@@ -437,11 +324,11 @@ class IngestService:
                     # Let a batch form when traffic resumes after idleness.
                     if len(inbox) < self.settings.ingest.batch_size and not self._stop.is_set():
                         time.sleep(linger)
-                self._with_db_retry(self._refresh_devices)
+                self._writer.with_retry(self._decoder.refresh)
                 pending = self._take()
                 self._hand_over((self._batch_seq, pending, self._process(pending)))
                 self._batch_seq += 1
-        except _Stopping:
+        except Stopping:
             log.warning(
                 "stopped during a database outage; unacknowledged messages stay at the broker"
             )
@@ -453,14 +340,14 @@ class IngestService:
             for store in self._stores:
                 store.close()
             self._urgent_store.close()
-            self._registry.close()
-        if self._commit_error is not None and not isinstance(self._commit_error, _Stopping):
+            self._decoder.close()
+        if self._commit_error is not None and not isinstance(self._commit_error, Stopping):
             raise self._commit_error
 
-    def _hand_over(self, item: tuple[int, list[_Pending], Batch]) -> None:
+    def _hand_over(self, item: tuple[int, list[Pending], Batch]) -> None:
         while True:
             if self._commit_error is not None:
-                raise _Stopping from self._commit_error
+                raise Stopping from self._commit_error
             try:
                 self._batches.put(item, timeout=0.5)
                 return
@@ -480,7 +367,7 @@ class IngestService:
             writer.join()
 
     def _failed(self, exc: BaseException, stage: str) -> None:
-        if not isinstance(exc, _Stopping):
+        if not isinstance(exc, Stopping):
             log.error("the %s stage failed; the ingester stops", stage, exc_info=exc)
         if self._commit_error is None:
             self._commit_error = exc
@@ -508,7 +395,7 @@ class IngestService:
                     return
                 seq, pending, batch = item
                 started = time.perf_counter()
-                result, batch = self._write(store, pending, batch)
+                result, batch = self._writer.write(store, pending, batch)
                 commit_s = time.perf_counter() - started
                 self._wait_turn(seq)
                 try:
@@ -526,7 +413,7 @@ class IngestService:
         with self._turn:
             while self._next_turn != seq:
                 if self._commit_error is not None:
-                    raise _Stopping from self._commit_error
+                    raise Stopping from self._commit_error
                 self._turn.wait(0.5)
 
     def _urgent_loop(self) -> None:
@@ -546,13 +433,13 @@ class IngestService:
         except BaseException as exc:
             self._failed(exc, "urgent")
 
-    def _commit(self, store: TelemetryStore, pending: list[_Pending], batch: Batch) -> None:
+    def _commit(self, store: TelemetryStore, pending: list[Pending], batch: Batch) -> None:
         started = time.perf_counter()
-        result, batch = self._write(store, pending, batch)
+        result, batch = self._writer.write(store, pending, batch)
         self._after_commit(pending, batch, result, time.perf_counter() - started)
 
     def _after_commit(
-        self, pending: list[_Pending], batch: Batch, result: WriteResult, commit_s: float
+        self, pending: list[Pending], batch: Batch, result: WriteResult, commit_s: float
     ) -> None:
         self._ack(pending)
         if self._exit_after_event_acks is not None and batch.device_events:
@@ -565,7 +452,7 @@ class IngestService:
             except Exception:
                 log.exception("batch sink %r failed; the batch is stored and acknowledged", sink)
 
-    def _test_crash_point(self, pending: list[_Pending]) -> None:
+    def _test_crash_point(self, pending: list[Pending]) -> None:
         assert self._exit_after_event_acks is not None  # noqa: S101 - the caller checked
         self._exit_after_event_acks -= 1
         if self._exit_after_event_acks > 0:
@@ -594,18 +481,8 @@ class IngestService:
     @property
     def devices(self) -> dict[str, DeviceInfo]:
         """The current registry snapshot (replaced, never mutated, on refresh)."""
-        return self._devices
+        return self._decoder.devices
 
     @property
     def inbox_depth(self) -> int:
         return self._waiting()
-
-
-def _extend(into: Batch, part: Batch) -> None:
-    """Append what ``part`` holds to ``into`` (the stored parts of a split batch, in order)."""
-    for f in dataclasses.fields(Batch):
-        value = getattr(part, f.name)
-        if isinstance(value, list):
-            getattr(into, f.name).extend(value)
-    into.duplicates_in_batch += part.duplicates_in_batch
-    into.messages += part.messages

@@ -27,6 +27,7 @@ import socket
 import struct
 import time
 
+from core.errors import AnxinError
 from core.mqtt import varint_at
 
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK = 0x10, 0x20, 0x32, 0x40
@@ -41,7 +42,7 @@ _CONNACK_CODES = {
 }
 
 
-class MqttProtocolError(RuntimeError):
+class MqttProtocolError(AnxinError, RuntimeError):
     """The broker refused the connection or sent something this client does not expect."""
 
 

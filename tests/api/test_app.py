@@ -14,8 +14,8 @@ import pytest
 
 from api.app import TELEMETRY_TABLES, create_app
 from core import db
-from core.embedded import free_port
 from core.settings import Settings, load_settings
+from demo.embedded import free_port
 from devices import access
 from devices.registry import ensure_devices
 

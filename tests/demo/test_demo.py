@@ -20,8 +20,8 @@ import pytest
 
 from alerts.channels import with_idempotency_header
 from alerts.dispatch120 import sign_request
-from core.embedded import free_port, reachable_broker
 from core.settings import load_settings
+from demo.embedded import free_port, reachable_broker
 from demo.receiver import DemoReceiver
 from demo.run import run_demo
 

@@ -414,7 +414,8 @@ def test_parallel_writers_hand_each_devices_readings_to_the_sinks_in_order(
     finally:
         service.stop()
         thread.join(30)
-    assert service.totals()["batches"] > 30  # many batches, so the writers did overlap
+    # At most 40 messages a batch: at least 30 batches, with three writers committing side by side.
+    assert service.totals()["batches"] >= 30
     for device, seqs in seen.items():
         assert seqs == list(range(60)), device
     rows, keys, _ = _stored(db_url)

@@ -1,22 +1,26 @@
-"""The demo's embedded fallbacks (core.embedded), tested here because the demo is their user."""
+"""The demo's embedded fallbacks (demo.embedded, demo.embedded_postgres, demo.embedded_broker), tested here because the demo is their user."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from core.embedded import (
-    EmbeddedBroker,
+from core.mqtt import IncomingMessage, MqttClient
+from demo import embedded_postgres
+from demo.embedded import (
     PostgresProbe,
     free_port,
     probe_postgres,
     reachable_broker,
     reachable_postgres,
-    start_embedded_postgres,
 )
-from core.mqtt import IncomingMessage, MqttClient
+from demo.embedded_broker import EmbeddedBroker
+from demo.embedded_postgres import start_embedded_postgres
 
 
 def _wait_for(predicate: object, timeout: float = 5.0) -> None:
@@ -90,6 +94,29 @@ def test_amqtt_keeps_a_persistent_session_with_manual_acks() -> None:
         sub.stop()
         pub.stop()
     assert not reachable_broker("127.0.0.1", broker.port, timeout=1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_embedded_postgres_runs_from_a_private_folder_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout in root's home (mode 0700): the server the demo falls back to still starts."""
+    private = tmp_path / "home"
+    package = embedded_postgres._bin_dir().parent.parent  # the installed wheel's layout, copied
+    shutil.copytree(package, private / package.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, private / libs.name, symlinks=True)
+    private.chmod(0o700)
+    monkeypatch.setattr(
+        embedded_postgres, "_bin_dir", lambda: private / package.name / "pginstall" / "bin"
+    )
+    with start_embedded_postgres() as server:
+        with psycopg.connect(server.url) as conn:
+            (one,) = conn.execute("SELECT 1").fetchone()  # type: ignore[misc]
+        assert one == 1
+        assert server.run_as is not None
 
 
 @pytest.mark.slow
