@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import AnxinError
 from devices import protocol as proto
 from devices.model import DeviceKind
 from simulators.devices import SCALE_G
@@ -50,7 +51,7 @@ PERIOD_S: dict[DeviceKind, int] = {
 DEFAULT_MIX = "wristband=60,watch=5,pendant=10,bed_sensor=20,sos_button=5"
 
 
-class LoadError(ValueError):
+class LoadError(AnxinError, ValueError):
     """A load profile that cannot run (a bad mix, a bad count)."""
 
 

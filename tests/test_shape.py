@@ -19,7 +19,7 @@ ALLOWED = {
     "devices": {"core", "detectors"},
     "alerts": {"core", "detectors", "devices"},
     "ingest": {"core", "detectors", "devices", "alerts"},
-    "simulators": {"core", "detectors", "devices"},
+    "simulators": {"core", "detectors", "devices", "alerts"},  # the kinds scenarios expect
     "api": {"core", "detectors", "devices", "alerts", "ingest", "simulators"},
     "demo": {"core", "detectors", "devices", "alerts", "ingest", "simulators", "api"},
 }

@@ -175,16 +175,15 @@ def test_two_ingesters_on_a_three_node_cluster_share_the_partitions_and_survive_
     from devices.protocol import Event, EventKind, encode_event
     from simulators.rawmqtt import RawPublisher
     from simulators.wearable import WearableFleet, publish_fleet
-    from tests.alerts.receiver import Receiver, serve
     from tests.ingest.test_fault_injection import _register, services_env
-    from tests.services import IngestProcess
+    from tests.services import IngestProcess, serve_receiver
 
     try:
         cluster = EngineCluster(3)
     except RuntimeError as exc:
         _unavailable(str(exc))
     cluster.start()
-    receiver_gen = serve(Receiver())
+    receiver_gen = serve_receiver()
     receiver = next(receiver_gen)
     wristbands = [f"pt-wb-{i:04d}" for i in range(2000)]
     pressing = [f"pt-sos-{i:02d}" for i in range(40)]
