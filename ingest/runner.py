@@ -11,6 +11,7 @@ from collections.abc import Callable
 import psycopg
 from prometheus_client import start_http_server
 
+from alerts.commands import MqttCommandSender
 from alerts.delivery import FirstPush
 from alerts.listener import AlertListener
 from alerts.service import AlertService, PostgresDirectory
@@ -19,6 +20,7 @@ from core.clock import SystemClock
 from core.settings import Settings
 from devices.crypto import Keyring
 from devices.repository import channel_opener
+from ingest import lanes
 from ingest.detection import STAGES, URGENT_STAGES, DetectionSink
 from ingest.partitioned import PartitionedIngest
 from ingest.recovery import Recovery
@@ -49,6 +51,7 @@ def run_ingest(
     sink: DetectionSink | None = None
     alert_listener: AlertListener | None = None
     pusher: FirstPush | None = None
+    commands: MqttCommandSender | None = None
     recovery: Recovery | None = None
     lane = settings.ingest.lane
     if settings.ingest.detection:
@@ -70,11 +73,17 @@ def run_ingest(
             first_push = lane == "urgent"
         if first_push:
             pusher = FirstPush(settings).start()
+        # "Are you all right? Press to cancel" to the device of a suspected fall, on the
+        # device's cmd topic (connects at the first command, then stays connected).
+        commands = MqttCommandSender(
+            settings.mqtt, client_id=f"{lanes.client_id(settings.mqtt.client_id, lane)}-commands"
+        )
         alert_listener = AlertListener(
             lambda: db.connect(settings.db.url, autocommit=True),
             AlertService(
                 settings.alerts,
                 directory,
+                commands=commands,
                 claim_120_s=settings.alerts.delivery_lease_s if pusher else None,
             ),
             pusher=pusher,
@@ -141,6 +150,8 @@ def run_ingest(
             alert_listener.close()
         if pusher is not None:
             pusher.close()
+        if commands is not None:
+            commands.close()
         if server is not None:
             server.shutdown()
 
