@@ -8,11 +8,11 @@ writer thread after each committed batch. Per call it
    :class:`detectors.placement.FallRouter`, which hands each device's rows to the fall detector
    of its placement (the registry's: wrist, waist, chest); the device's own
    ``sos``/``fall``/``cancel`` events go to the router's ``device_events``;
-2. keeps the recent vital signs of each device in a bounded ring (one reading per time slot and
-   parameter, enough slots to cover the NEWS2 window) and scores NEWS2 for the devices whose
-   ring gained a slot;
+2. keeps the recent vital signs of each device in a bounded ring and scores NEWS2 for the
+   devices whose ring gained a slot (:mod:`ingest.vitals_stage`);
 3. tracks last-seen time, MQTT Last Will and battery per device and runs the device-health
-   detector (at once for a Last Will, otherwise every ``health_every_s``);
+   detector (:mod:`ingest.health_stage`); watches behaviour (:mod:`ingest.behaviour`) and
+   daily trends (:mod:`ingest.trends`);
 4. writes the findings into ``findings`` in one transaction and hands them to its listeners.
 
 Per-device detector state goes to ``detector_state`` every ``persist_every_s`` (only devices
@@ -32,7 +32,7 @@ import itertools
 import logging
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,18 +44,18 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from core.clock import Clock, SystemClock
 from core.placement import Placement
 from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, sos_finding
-from detectors.findings import DetectorError, Finding, FindingKind, StoredFinding
-from detectors.health import DeviceHealthBatch, health_findings
+from detectors.findings import DetectorError, Finding, StoredFinding
 from detectors.placement import FallRouter
-from detectors.vitals import News2Settings, News2Table, Param, news2_findings
+from detectors.vitals import News2Settings, Param
 from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
 from ingest.behaviour import BehaviourStage
-from ingest.detection_state import EMPTY, DetectionConfig, HealthTable, VitalsRings
+from ingest.detection_state import EMPTY, DetectionConfig
 from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
-from ingest.news2_settings import News2SettingsCache
+from ingest.health_stage import HealthStage
 from ingest.pipeline import Batch, DeviceInfo
 from ingest.trends import TrendsStage
+from ingest.vitals_stage import VitalsStage
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,6 @@ class DetectionSink:
         self.store = DetectionStore(db_url, connect_timeout_s=connect_timeout_s)
         self._devices = devices
         self.config = config or DetectionConfig()
-        self._news2_cache = News2SettingsCache(
-            self.store.news2_stamp, self.store.news2_settings, self.config.news2_refresh_s
-        )
-        self._news2_fixed = None if news2_settings is None else News2Table.of(news2_settings)
         self._clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
         self.metrics = create_detection_metrics(self.registry)
@@ -201,8 +197,8 @@ class DetectionSink:
         self._failed_lock = threading.Lock()
         # One fall detector per placement (wrist, waist/chest); each device goes to its own.
         self.falls = FallRouter(self._placement, waist=self.config.fall)
-        self._vitals = VitalsRings(self.config)
-        self._health = HealthTable()
+        self.vitals = VitalsStage(self.config, self.store, news2_settings)
+        self.health = HealthStage(self.config)
         self.behaviour = BehaviourStage(self.store.watched, self.config.behaviour)
         self.trends = TrendsStage(self.store.daily_vitals, self.config.trends)
         self._accel_end: dict[str, float] = {}
@@ -213,7 +209,6 @@ class DetectionSink:
         }  # fmt: skip
         self._loaded = not self.stateful  # nothing to load without state
         self._started_ms: int | None = None
-        self._last_health_ms = _EMPTY
         self._last_persist_ms: int | None = None
 
     def _placement(self, device_id: str) -> Placement:
@@ -271,8 +266,8 @@ class DetectionSink:
         at = _dt(now_ms)
         exporters: dict[str, Callable[[str], bytes]] = {
             _FALL: self.falls.export_device,
-            _VITALS: self._vitals.export,
-            _HEALTH: self._health.export,
+            _VITALS: self.vitals.ring.export,
+            _HEALTH: self.health.table.export,
             _BEHAVIOUR: self.behaviour.table.export,
         }
         pending: dict[str, list[str]] = {}
@@ -329,8 +324,8 @@ class DetectionSink:
             saved = [row for row in saved if only(row[0])]
         importers: dict[str, Callable[[str, bytes], None]] = {
             _FALL: self.falls.import_device,
-            _VITALS: self._vitals.import_,
-            _HEALTH: self._health.import_,
+            _VITALS: self.vitals.ring.import_,
+            _HEALTH: self.health.table.import_,
             _BEHAVIOUR: self.behaviour.table.import_,
         }
         loaded: set[str] = set()
@@ -441,10 +436,7 @@ class DetectionSink:
         if stage == "trends":
             return self.trends.has_work(now_ms)
         # health: signs of life, Last Wills and batteries, or the periodic silence check
-        return (
-            bool(batch.readings or batch.device_statuses)
-            or now_ms - self._last_health_ms >= self.config.health_every_s * 1000
-        )
+        return bool(batch.readings or batch.device_statuses) or self.health.due(now_ms)
 
     def _guard(self, stage: str, action: Callable[[], object]) -> bool:
         try:
@@ -539,105 +531,10 @@ class DetectionSink:
     def _news2(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
     ) -> list[Finding]:
-        ring = self._vitals
-        rows: list[int] = []
-        params: list[int] = []
-        ts: list[int] = []
-        values: list[float] = []
-        # The hot loop of the sink (one pass per reading): bound methods and plain ints.
-        p_append, v_append, r_append, t_append = (
-            params.append,
-            values.append,
-            rows.append,
-            ts.append,
-        )
-        pulse, spo2, resp, temp, sbp = _P_PULSE, _P_SPO2, _P_RESP, _P_TEMP, _P_SBP
-        for r in batch.readings:
-            v = r.vitals
-            b = r.bed
-            if v is None and b is None:
-                continue
-            n = len(values)
-            if v is not None:
-                if v.heart_rate is not None:
-                    p_append(pulse)
-                    v_append(v.heart_rate)
-                if v.spo2 is not None:
-                    p_append(spo2)
-                    v_append(v.spo2)
-                if v.resp_rate is not None:
-                    p_append(resp)
-                    v_append(v.resp_rate)
-                if v.temperature is not None:
-                    p_append(temp)
-                    v_append(v.temperature)
-                if v.systolic is not None:
-                    p_append(sbp)
-                    v_append(v.systolic)
-                if v.on_oxygen is not None:
-                    p_append(_P_O2)
-                    v_append(1.0 if v.on_oxygen else 0.0)
-                if v.consciousness is not None:
-                    p_append(_P_ACVPU)
-                    v_append(float(_ACVPU[v.consciousness.value]))
-            if b is not None:
-                if b.heart_rate is not None:
-                    p_append(pulse)
-                    v_append(b.heart_rate)
-                if b.resp_rate is not None:
-                    p_append(resp)
-                    v_append(b.resp_rate)
-            added = len(values) - n
-            if added:
-                row = ring.row(r.device_id)
-                for _ in range(added):
-                    r_append(row)
-                    t_append(r.ts_ms)
-        if not values:
-            return []
-        fresh = ring.add(
-            np.array(rows, np.int64),
-            np.array(params, np.int64),
-            np.array(ts, np.int64),
-            np.array(values, np.float64),
-        )
-        self._changed[_VITALS].update(dict.fromkeys(ring.ids[i] for i in set(rows)))
-        if fresh.size == 0:
-            return []
-        found = news2_findings(
-            ring.readings(fresh, resident),
-            now_ms,
-            config=self.config.vitals,
-            settings=self._news2_table(now_ms),
-        )
-        return self._news2_changes(fresh, found, now_ms)
-
-    def _news2_table(self, now_ms: int) -> News2Table:
-        """The per-elder NEWS2 settings to score with (fixed, or the registry's in force)."""
-        if self._news2_fixed is not None:
-            return self._news2_fixed
-        return self._news2_cache.current(now_ms)
-
-    def _news2_changes(self, rows: I64, found: list[Finding], now_ms: int) -> list[Finding]:
-        """Only what changed (or the same result after ``news2_repeat_s``) is reported."""
-        ring = self._vitals
-        by_dev: dict[str, list[Finding]] = {}
-        for f in found:
-            by_dev.setdefault(f.device_id, []).append(f)
-        out: list[Finding] = []
-        repeat = round(self.config.news2_repeat_s * 1000)
-        for r in rows.tolist():
-            dev = ring.ids[r]
-            mine = by_dev.get(dev)
-            if not mine:
-                ring.emit_sig[r] = -1
-                continue
-            sig = _news2_signature(mine)
-            if sig != ring.emit_sig[r] or now_ms - int(ring.emit_ms[r]) >= repeat:
-                ring.emit_sig[r] = sig
-                ring.emit_ms[r] = now_ms
-                out.extend(mine)
-        return out
+        """NEWS2 of the devices whose vitals rings gained a slot (ingest/vitals_stage.py)."""
+        found, changed = self.vitals.process(batch, now_ms, resident)
+        self._changed[_VITALS].update(dict.fromkeys(changed))
+        return found
 
     def _behaviour_stage(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
@@ -650,81 +547,10 @@ class DetectionSink:
     def _device_health(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
     ) -> list[Finding]:
-        h = self._health
-        changed = self._changed[_HEALTH]
-        wills: list[int] = []
-        for r in batch.readings:
-            row = h.row(r.device_id)
-            h.last_seen[row] = max(int(h.last_seen[row]), r.ts_ms)
-            h.will[row] = False
-            h.offline_reported[row] = False
-            if r.battery is not None:
-                h.battery_level(row, r.ts_ms, r.battery.level_pct, r.battery.charging)
-            changed[r.device_id] = None
-        for s in batch.device_statuses:
-            row = h.row(s.device_id)
-            if s.online:
-                h.last_seen[row] = max(int(h.last_seen[row]), s.ts_ms)
-                h.will[row] = False
-                h.offline_reported[row] = False
-            else:
-                # The Last Will's timestamp is when it was set (at connect): not a sign of life.
-                h.will[row] = True
-                wills.append(row)
-            if s.battery_pct is not None:
-                h.battery_level(row, s.ts_ms, s.battery_pct, None)
-            changed[s.device_id] = None
-        due = now_ms - self._last_health_ms >= self.config.health_every_s * 1000
-        if not wills and not due:
-            return []
-        n = len(h.ids)
-        if due:
-            self._last_health_ms = now_ms
-            rows = np.arange(n)
-        else:
-            rows = np.unique(np.array(wills, np.int64))
-        cfg = self.config.health
-        iv = self.config.expected_interval_s
-        # Silence counts from the sink's start at the earliest: a restarted ingester does not
-        # call every device offline before the broker's backlog reached it.
-        start = self._started_ms if self._started_ms is not None else now_ms
-        since = np.maximum(h.last_seen[rows], start)
-        offline = h.will[rows] | ((now_ms - since) / 1000.0 > cfg.offline_factor * iv)
-        bat = h.battery[rows]
-        known = np.isfinite(bat)
-        critical = known & (bat <= cfg.battery_critical_pct)
-        falling = np.isfinite(h.bat_slope[rows]) & (h.bat_slope[rows] < 0)
-        low = known & (bat <= cfg.battery_low_pct) & falling & ~critical
-        level = np.where(critical, 2, np.where(low, 1, 0)).astype(np.int8)
-        reported = np.where(level == 0, 0, h.battery_reported[rows]).astype(np.int8)
-        h.battery_reported[rows] = reported
-        new_offline = offline & ~h.offline_reported[rows]
-        new_battery = level > reported
-        pick = rows[new_offline | new_battery]
-        if pick.size == 0:
-            return []
-        ids = [h.ids[i] for i in pick.tolist()]
-        health = DeviceHealthBatch(
-            device_ids=ids,
-            resident_ids=[resident(d) for d in ids],
-            last_seen_ms=h.last_seen[pick],
-            expected_interval_s=np.full(pick.size, iv),
-            last_will=h.will[pick],
-            battery_pct=h.battery[pick],
-            battery_slope_pct_per_day=h.bat_slope[pick],
-        )
-        keep_off = set(np.asarray(ids)[new_offline[new_offline | new_battery]].tolist())
-        keep_bat = set(np.asarray(ids)[new_battery[new_offline | new_battery]].tolist())
-        out = [
-            f
-            for f in health_findings(health, now_ms, cfg)
-            if (f.kind is FindingKind.DEVICE_OFFLINE and f.device_id in keep_off)
-            or (f.kind is FindingKind.BATTERY_LOW and f.device_id in keep_bat)
-        ]
-        h.offline_reported[rows[new_offline]] = True
-        h.battery_reported[rows[new_battery]] = level[new_battery]
-        changed.update(dict.fromkeys(f.device_id for f in out))
-        return out
+        """Offline and battery (ingest/health_stage.py)."""
+        found, changed = self.health.process(batch, now_ms, resident, self._started_ms)
+        self._changed[_HEALTH].update(dict.fromkeys(changed))
+        return found
 
 
 def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> FallBatch:
@@ -751,17 +577,6 @@ def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> F
         samples=samples,
         lengths=lengths,
     )
-
-
-def _news2_signature(findings: Iterable[Finding]) -> int:
-    """Score, severity and single-parameter flag of a device's NEWS2 findings as one integer."""
-    sig = 0
-    for f in findings:
-        if f.kind is FindingKind.VITAL_SINGLE:
-            sig |= 1
-        else:
-            sig |= (int(getattr(f.evidence, "score", 0)) << 8) | (int(f.severity) << 4)
-    return sig
 
 
 def _dt(ms: int) -> datetime:
