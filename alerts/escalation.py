@@ -23,6 +23,7 @@ import psycopg
 from alerts.model import ALERT_COLUMNS, Alert, alert_from_row
 from alerts.routing import Rule, plan_from_json
 from core.clock import Clock
+from core.db import run_ticks
 
 log = logging.getLogger(__name__)
 
@@ -202,29 +203,17 @@ def run_escalation(
     stop: threading.Event,
     every_s: float,
 ) -> None:
-    """Call :func:`escalate_due` every ``every_s`` until ``stop`` is set (a thread's target).
+    """Call :func:`escalate_due` every ``every_s`` until ``stop`` is set (a thread's target)."""
 
-    A failure is logged and retried on the next tick with a fresh connection.
-    """
-    conn: psycopg.Connection[Any] | None = None
-    while not stop.is_set():
-        try:
-            if conn is None or conn.closed or conn.broken:
-                conn = connect()
-            now = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
-            report = escalate_due(conn, now, escalator)
-            if report.opened or report.escalated or report.reminded:
-                log.info(
-                    "escalation: opened %s, escalated %s, reminded %s",
-                    list(report.opened),
-                    list(report.escalated),
-                    list(report.reminded),
-                )
-        except (psycopg.Error, OSError):
-            log.exception("escalation tick failed; retrying in %.0f s", every_s)
-            if conn is not None:
-                conn.close()
-                conn = None
-        stop.wait(every_s)
-    if conn is not None:
-        conn.close()
+    def tick(conn: psycopg.Connection[Any]) -> None:
+        now = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
+        report = escalate_due(conn, now, escalator)
+        if report.opened or report.escalated or report.reminded:
+            log.info(
+                "escalation: opened %s, escalated %s, reminded %s",
+                list(report.opened),
+                list(report.escalated),
+                list(report.reminded),
+            )
+
+    run_ticks(connect, tick, stop, every_s, "escalation")

@@ -29,6 +29,7 @@ from alerts.outbox import Delivery
 from alerts.routing import Recipient, RecipientDirectory, first_attempt_at
 from alerts.templates import Language, RenderedMessage, TemplateError
 from core.clock import Clock
+from core.db import run_ticks
 from detectors.findings import Severity
 from devices.visits import due_list
 
@@ -201,25 +202,13 @@ def run_visit_reminders(
     *,
     timezone: str = "Asia/Shanghai",
 ) -> None:
-    """Call :func:`remind_due` every ``every_s`` until ``stop`` is set (a thread's target).
+    """Call :func:`remind_due` every ``every_s`` until ``stop`` is set (a thread's target)."""
 
-    A failure is logged and retried on the next tick with a fresh connection.
-    """
-    conn: Conn | None = None
-    while not stop.is_set():
-        try:
-            if conn is None or conn.closed or conn.broken:
-                conn = connect()
-            now = dt.datetime.fromtimestamp(clock.now_ms() / 1000, dt.UTC)
-            done = remind_due(conn, directory, now=now, timezone=timezone)
-            if done:
-                log.info("visit reminders: %d due visits, %d messages", len(done),
-                         sum(r.deliveries for r in done))  # fmt: skip
-        except (psycopg.Error, OSError):
-            log.exception("visit reminder tick failed; retrying in %.0f s", every_s)
-            if conn is not None:
-                conn.close()
-                conn = None
-        stop.wait(every_s)
-    if conn is not None:
-        conn.close()
+    def tick(conn: Conn) -> None:
+        now = dt.datetime.fromtimestamp(clock.now_ms() / 1000, dt.UTC)
+        done = remind_due(conn, directory, now=now, timezone=timezone)
+        if done:
+            log.info("visit reminders: %d due visits, %d messages", len(done),
+                     sum(r.deliveries for r in done))  # fmt: skip
+
+    run_ticks(connect, tick, stop, every_s, "visit reminder")

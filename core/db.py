@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -330,3 +332,28 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def run_ticks(
+    connect: Callable[[], psycopg.Connection[Any]],
+    tick: Callable[[psycopg.Connection[Any]], object],
+    stop: threading.Event,
+    every_s: float,
+    what: str,
+) -> None:
+    """Call ``tick`` with a connection every ``every_s`` until ``stop`` is set (a thread's
+    target). A failure is logged and retried at the next tick with a fresh connection."""
+    conn: psycopg.Connection[Any] | None = None
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed or conn.broken:
+                conn = connect()
+            tick(conn)
+        except (psycopg.Error, OSError):
+            log.exception("%s tick failed; retrying in %.0f s", what, every_s)
+            if conn is not None:
+                conn.close()
+                conn = None
+        stop.wait(every_s)
+    if conn is not None:
+        conn.close()
