@@ -233,11 +233,13 @@ def test_the_readme_shows_commands() -> None:
         ["bench/ingest.py", "--devices", "20", "--seconds", "2", "--naive-seconds", "1",
          "--repeat", "1", "--live-devices", "20", "--live-seconds", "2", "--publishers", "1"],
         ["bench/detectors.py", "--quick"],
+        ["bench/partitioned.py", "--devices", "20", "--seconds", "2", "--live-seconds", "1",
+         "--runs", "1"],
     ],
-    ids=["ingest", "detectors"],
+    ids=["ingest", "detectors", "partitioned"],
 )  # fmt: skip
 def test_benchmarks_start(argv: list[str]) -> None:
-    """The README's benchmark scripts, on a small load (their full runs take minutes)."""
+    """The benchmark scripts, on a small load (their full runs take minutes)."""
     done = subprocess.run(
         [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
