@@ -8,9 +8,10 @@ device-second each: vitals, a 50 Hz accelerometer burst, battery):
   (deploy/nats/mapping.conf: 16 partitions), owning every partition;
 * ``engine-2``: two of them, 8 partitions each.
 
-Capacity: a backlog of devices x seconds messages waits (at the broker, or in the stream); the
-ingesters start and the time until every reading is stored is measured, with the CPU time the
-ingester processes used meanwhile (/proc); every reading must be stored once. Latency: the same
+Capacity: with the ingesters running (and, on the engine, the partitions shared), devices x
+seconds messages are published as fast as a bare publisher goes; the time from the first
+publish until every reading is stored is measured, with the CPU time the ingester processes
+used meanwhile (/proc); every reading must be stored once. Latency: the same
 devices publish in real time for ``--live-seconds``; from the device timestamp (stamped at
 publish) to the ingester's receipt (``received_at``), p50 and p99 from the database. Detection
 is off: this measures ingest and the engine's hop. Run from the repository root::
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from devices.registry import ensure_devices  # noqa: E402
 from simulators.rawmqtt import RawPublisher  # noqa: E402
 from simulators.wearable import WearableFleet, publish_fleet  # noqa: E402
-from tests.engine import EngineCluster  # noqa: E402
+from tests.engine import EngineCluster, partition_owners  # noqa: E402
 from tests.services import ADMIN_URL, IngestProcess, PrivateBroker, fresh_database, wait_until  # noqa: E402
 
 PREFIX = "anxin/v1"  # what deploy/nats/mapping.conf maps
@@ -103,21 +104,19 @@ def run(shape: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]
                 )
                 for i in range(n_ingesters)
             ]
-            # First start: the broker session and its subscription, or the stream and its
-            # consumers; then the backlog waits for them.
+            # The ingesters first (the broker session, or the stream and every partition owned,
+            # shared as it will be), then the backlog as fast as the publisher goes: the time
+            # until every reading is stored is the ingesters' (the publisher is faster).
             for p in procs:
                 p.start()
             if engine:
-                wait_until(lambda: _owned(workdir, shape, n_ingesters), 60, "the partitions")
-            for p in procs:
-                p.stop()
-            _publish(mqtt_port, ids, args.seconds, paced=False)
+                share = sorted([16 // n_ingesters] * n_ingesters)
+                wait_until(lambda: sorted(partition_owners(url).values()) == share, 60,
+                           "the partitions shared")  # fmt: skip
             expected = args.devices * args.seconds
-            for p in procs:
-                p.start()
-            assert all(p.proc is not None for p in procs)
             cpu0 = sum(_cpu_s(p.proc.pid) for p in procs if p.proc)
             t0 = time.perf_counter()
+            _publish(mqtt_port, ids, args.seconds, paced=False)
             wait_until(lambda: _count(url, "SELECT count(*) FROM vitals") >= expected, 900,
                        "the backlog", interval=0.05)  # fmt: skip
             elapsed = time.perf_counter() - t0
@@ -153,11 +152,6 @@ def run(shape: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]
             cluster.close()
         if broker is not None:
             broker.close()
-
-
-def _owned(workdir: Path, shape: str, n: int) -> bool:
-    logs = [workdir / f"{shape}-{i}.log" for i in range(n)]
-    return all(p.exists() and b"took partitions" in p.read_bytes() for p in logs)
 
 
 def main() -> int:

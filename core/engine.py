@@ -19,6 +19,8 @@ import contextlib
 import json
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -63,6 +65,16 @@ def partition_subject(root: str, partition: int | str) -> str:
     return f"{root}.{partition}.>"
 
 
+def _stream_seq(msg: Msg) -> int:
+    """The message's sequence in the stream, from its acknowledgement subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``; nats-py's ``metadata`` parses
+    the whole of it into objects, per message)."""
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5])
+    return int(msg.metadata.sequence.stream)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineMessage:
     subject: str
@@ -75,51 +87,55 @@ class PartitionConsumer:
 
     The pull requests are ours, not nats-py's ``fetch`` (which can stall past its timeout on
     an orphaned request: nats-py issues 933 and 986): one request is open at a time, on an inbox
-    of this consumer's own, and what the engine sends for it is read in order, whenever it
-    comes.
+    of this consumer's own. What the engine sends arrives on the link's loop and waits, in
+    order, for the reader's thread, which takes it without a trip through the loop; a request is
+    over when its batch has come, or at its expiry (the engine's 408).
     """
 
-    def __init__(self, link: EngineLink, nc: Client, sub: Any, api: str, name: str) -> None:
+    def __init__(self, link: EngineLink, nc: Client, api: str, name: str) -> None:
         self._link = link
         self._nc = nc
-        self._sub = sub
         self._api = api
         self.name = name
-        self._open_until = 0.0
+        self.sub: Any = None
+        self._arrived: deque[Msg] = deque()
+        self._ready = threading.Event()
+        self._open_until = 0.0  # monotonic time the open request expires; 0: none open
+        self._due = 0  # messages the open request may still bring
         self._last: Msg | None = None
+
+    async def on_message(self, msg: Msg) -> None:
+        """On the link's loop: keep a message for the reader, or close the request."""
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._arrived.append(msg)
+            self._due -= 1
+            if self._due <= 0:
+                self._open_until = 0.0
+        elif status != "100":  # 408 expired, 404/409: the request is over (100: heartbeat)
+            self._open_until = 0.0
+        self._ready.set()
 
     def fetch(self, max_msgs: int, timeout_s: float) -> list[EngineMessage]:
         """Up to ``max_msgs`` messages in stream order; empty when none came within the time."""
+        self._ready.clear()  # before looking: a message after the look sets it again
+        if not self._arrived:
+            if time.monotonic() >= self._open_until:
+                self._request(max_msgs, timeout_s)
+            self._ready.wait(timeout_s)
+        out: list[Msg] = []
+        arrived = self._arrived
+        while arrived and len(out) < max_msgs:
+            out.append(arrived.popleft())
+        if out:
+            self._last = out[-1]
+        return [EngineMessage(m.subject, m.data, _stream_seq(m)) for m in out]
 
-        async def fetch() -> list[Msg]:
-            loop = asyncio.get_running_loop()
-            if loop.time() >= self._open_until:  # no request open: ask for the next batch
-                expires = int(timeout_s * 1e9)
-                body = json.dumps({"batch": max_msgs, "expires": expires}).encode()
-                await self._nc.publish(self._api, body, reply=self._sub.subject)
-                self._open_until = loop.time() + timeout_s
-            out: list[Msg] = []
-            wait = max(0.01, self._open_until - loop.time())
-            while len(out) < max_msgs:
-                try:
-                    msg = await self._sub.next_msg(timeout=wait)
-                except nats.errors.TimeoutError:
-                    break
-                status = (msg.headers or {}).get("Status")
-                if status is not None:
-                    if status != "100":  # 408 expired, 404/409: the request is over
-                        self._open_until = 0.0
-                        if out:
-                            break
-                    continue
-                out.append(msg)
-                wait = 0.005  # what is here already, not the rest of the request's batch
-            return out
-
-        msgs = self._link.call(fetch(), timeout_s + 10.0)
-        if msgs:
-            self._last = msgs[-1]
-        return [EngineMessage(m.subject, m.data, m.metadata.sequence.stream) for m in msgs]
+    def _request(self, max_msgs: int, timeout_s: float) -> None:
+        body = json.dumps({"batch": max_msgs, "expires": int(timeout_s * 1e9)}).encode()
+        self._due = max_msgs
+        self._open_until = time.monotonic() + timeout_s
+        self._link.call(self._nc.publish(self._api, body, reply=self.sub.subject), 10.0)
 
     def ack_fetched(self) -> None:
         """Acknowledge everything fetched so far (cumulative: the last message only)."""
@@ -130,7 +146,7 @@ class PartitionConsumer:
 
     def close(self) -> None:
         try:
-            self._link.call(self._sub.unsubscribe(), 5.0)
+            self._link.call(self.sub.unsubscribe(), 5.0)
         except EngineError as exc:
             log.debug("consumer %s: unsubscribe failed (%s)", self.name, exc)
 
@@ -225,7 +241,7 @@ class EngineLink:
         order, rather than after its acknowledgement deadline."""
         js = self._js()
 
-        async def take() -> Any:
+        async def take() -> None:
             start: int | None = None
             try:
                 info = await js.consumer_info(stream, durable)
@@ -244,13 +260,17 @@ class EngineLink:
                 opt_start_seq=start,
             )
             await js.add_consumer(stream, config)
-            assert self._nc is not None  # noqa: S101 - _js() checked
-            return await self._nc.subscribe(self._nc.new_inbox(), pending_msgs_limit=-1)
+            consumer.sub = await nc.subscribe(
+                nc.new_inbox(), cb=consumer.on_message, pending_msgs_limit=-1
+            )
 
-        sub = self.call(take(), 30.0)
         assert self._nc is not None  # noqa: S101 - _js() checked
-        api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        return PartitionConsumer(self, self._nc, sub, api, durable)
+        nc = self._nc
+        consumer = PartitionConsumer(
+            self, nc, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", durable
+        )
+        self.call(take(), 30.0)
+        return consumer
 
     def close(self) -> None:
         if self._nc is not None:

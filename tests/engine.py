@@ -11,7 +11,10 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from core.mqtt import MqttClient, MqttError
+from core.settings import EngineSettings
 from tests.services import free_port, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,3 +131,15 @@ class EngineCluster:
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def partition_owners(db_url: str) -> dict[int, int]:
+    """Backend pid -> partitions it holds (the advisory locks of the partitioned ingest)."""
+    ns = EngineSettings().lock_namespace
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            """SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND objsubid = 2 AND classid::bigint = %s GROUP BY pid""",
+            (ns,),
+        ).fetchall()
+    return {int(pid): int(n) for pid, n in rows}

@@ -19,7 +19,7 @@ from core.settings import EngineSettings, Settings, load_settings
 from devices.protocol import Channel, ReadingWire, Vitals, encode_telemetry, topic
 from devices.registry import ensure_devices
 from tests.conftest import _unavailable
-from tests.engine import MAPPING, EngineCluster
+from tests.engine import MAPPING, EngineCluster, partition_owners
 from tests.services import wait_until
 
 pytestmark = [pytest.mark.integration]
@@ -90,8 +90,9 @@ def test_the_engine_maps_each_device_to_the_partition_the_ingester_computes(
             consumer = link.take_partition(
                 "T", f"t-p{p}", f"{defaults.subject_root}.{p}.>", max_ack_pending=100, ack_wait_s=5
             )
-            for m in consumer.fetch(100, timeout_s=0.5):
-                seen[m.subject.split(".")[3]] = int(m.subject.split(".")[2])
+            while batch := consumer.fetch(100, timeout_s=0.5):  # what came, until no more
+                for m in batch:
+                    seen[m.subject.split(".")[3]] = int(m.subject.split(".")[2])
             consumer.close()
     finally:
         link.close()
@@ -139,18 +140,6 @@ def test_an_in_process_ingester_stores_every_reading_once(
         thread.join(30)
     assert stored() == 100
     assert service.totals()["stored"] == 100
-
-
-def _owners(db_url: str) -> dict[int, int]:
-    """Backend pid -> partitions it holds (the advisory locks of the partitioned ingest)."""
-    ns = EngineSettings().lock_namespace
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute(
-            """SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-                 AND objsubid = 2 AND classid::bigint = %s GROUP BY pid""",
-            (ns,),
-        ).fetchall()
-    return {int(pid): int(n) for pid, n in rows}
 
 
 def _count(url: str, sql: str) -> int:
@@ -208,7 +197,9 @@ def test_two_ingesters_on_a_three_node_cluster_share_the_partitions_and_survive_
     try:
         first.start()
         second.start()
-        wait_until(lambda: sorted(_owners(db_url).values()) == [8, 8], 60, "8 partitions each")
+        wait_until(
+            lambda: sorted(partition_owners(db_url).values()) == [8, 8], 60, "8 partitions each"
+        )
 
         def stream() -> None:
             client = RawPublisher("127.0.0.1", cluster.nodes[0].mqtt_port, client_id="pt-fleet")
@@ -253,7 +244,7 @@ def test_two_ingesters_on_a_three_node_cluster_share_the_partitions_and_survive_
             lambda: _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'sos'") >= len(pressing),
             60, "every SOS alerted",
         )  # fmt: skip
-        wait_until(lambda: sorted(_owners(db_url).values()) == [8, 8], 60, "shared again")
+        wait_until(lambda: sorted(partition_owners(db_url).values()) == [8, 8], 60, "shared again")
         time.sleep(2)  # anything late or doubled would show now
         assert _count(db_url, "SELECT count(*) FROM vitals") == sent[0]
         assert _count(db_url, "SELECT count(*) FROM accel_bursts") == sent[0]
