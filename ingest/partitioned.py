@@ -191,7 +191,6 @@ class PartitionedIngest:
             return
         partitions = self.engine.partitions
         taken = set(plan.take)
-        self._ownership.taken(plan.take)
         if self._take_over is not None:
             self._take_over(lambda device: partition_of(device, partitions) in taken)
         started: list[int] = []

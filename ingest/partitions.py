@@ -96,9 +96,6 @@ class PartitionOwnership:
             release = sorted(mine)[share:]
         return Plan(tuple(take), tuple(release), members)
 
-    def taken(self, partitions: tuple[int, ...]) -> None:
-        self.owned |= set(partitions)
-
     def let_go(self, partition: int) -> None:
         """Release a partition (after its reader stopped and committed what it had)."""
         conn = self._connection()

@@ -211,3 +211,16 @@ def insert_alert(
                 ).fetchone()[0]  # type: ignore[index]
             )
     return alert_id, ids
+
+
+def doctor_member_of(db_url: str, resident_id: uuid.UUID) -> uuid.UUID:
+    """The doctor team member signed with the elder (for a doctor's token)."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            """SELECT m.id FROM doctor_contracts c JOIN doctor_team_members m
+                   ON m.team_id = c.team_id WHERE c.resident_id = %s""",
+            (resident_id,),
+        ).fetchone()
+    assert row is not None
+    member: uuid.UUID = row[0]
+    return member

@@ -74,6 +74,20 @@ def ingest_settings(db_url: str, broker_url: str, topic_prefix: str) -> Settings
     )
 
 
+def ingest_env(db_url: str, broker_url: str, prefix: str) -> dict[str, str]:
+    """The environment of an ``anxin ingest`` process (:class:`IngestProcess`) on this test's
+    database, broker and topic prefix: a session of its own, no metrics port."""
+    return {
+        "ANXIN_DB__URL": db_url,
+        "ANXIN_MQTT__URL": broker_url,
+        "ANXIN_MQTT__TOPIC_PREFIX": prefix,
+        "ANXIN_MQTT__CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
+        "ANXIN_INGEST__METRICS_PORT": "0",
+        "ANXIN_INGEST__LOG_EVERY_S": "1",
+        "ANXIN_INGEST__REGISTRY_REFRESH_S": "1",
+    }
+
+
 def with_database(admin_url: str, name: str) -> str:
     """The same server URL with another database name."""
     parts = urlsplit(admin_url)

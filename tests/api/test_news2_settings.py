@@ -21,26 +21,14 @@ from devices.access import Role
 from devices.crypto import Keyring
 from devices.protocol import Channel, ReadingWire, Vitals, encode_telemetry, topic
 from tests.api.client import bearer
-from tests.seed import Seeded, seed_registry
-from tests.services import IngestProcess, serve_api, wait_until
+from tests.seed import Seeded, doctor_member_of, seed_registry
+from tests.services import IngestProcess, ingest_env, serve_api, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SLOT_MS = 15_000  # the ingester keeps one vitals reading per 15 s slot (600 s / 40)
 #: The RCP pulse chart moved down for an elder whose resting pulse is 45 on a beta-blocker.
 SLOW_PULSE = {"starts": [36, 41, 91, 111, 131], "scores": [3, 1, 0, 1, 2, 3]}
-
-
-def _member_of_team_of(db_url: str, resident_id: uuid.UUID) -> uuid.UUID:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute(
-            """SELECT m.id FROM doctor_contracts c JOIN doctor_team_members m
-                   ON m.team_id = c.team_id WHERE c.resident_id = %s""",
-            (resident_id,),
-        ).fetchone()
-    assert row is not None
-    member: uuid.UUID = row[0]
-    return member
 
 
 @pytest.fixture
@@ -50,7 +38,7 @@ def world(db_url: str) -> Iterator[tuple[httpx.Client, Seeded, Seeded, dict[str,
     keyring = Keyring.from_settings(settings.registry)
     mine = seed_registry(db_url, keyring, device_id="wb-n2-mine")
     other = seed_registry(db_url, keyring, device_id="wb-n2-other")
-    doctor = bearer(db_url, Role.DOCTOR, member_ids=[_member_of_team_of(db_url, mine.resident_id)])
+    doctor = bearer(db_url, Role.DOCTOR, member_ids=[doctor_member_of(db_url, mine.resident_id)])
     with (
         serve_api(create_app(settings), access_log=False) as url,
         httpx.Client(base_url=url) as http,
@@ -165,13 +153,7 @@ def test_a_change_through_the_api_changes_what_the_ingester_scores(
 ) -> None:
     http, mine, _other, doctor = world
     ingester = IngestProcess(
-        {
-            "ANXIN_DB__URL": db_url,
-            "ANXIN_MQTT__URL": shared_broker_url,
-            "ANXIN_MQTT__TOPIC_PREFIX": topic_prefix,
-            "ANXIN_MQTT__CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
-            "ANXIN_INGEST__METRICS_PORT": "0",
-        },
+        ingest_env(db_url, shared_broker_url, topic_prefix),
         tmp_path / "ingest.log",
     )
     with psycopg.connect(db_url) as conn:  # worn since yesterday: the readings below are later

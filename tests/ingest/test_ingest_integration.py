@@ -28,6 +28,7 @@ from tests.services import (
     IngestProcess,
     PrivateBroker,
     PrivatePostgres,
+    ingest_env,
     ingest_settings,
     wait_until,
     with_database,
@@ -68,18 +69,6 @@ def _count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
-
-
-def _ingest_env(db_url: str, broker_url: str, prefix: str) -> dict[str, str]:
-    return {
-        "ANXIN_DB__URL": db_url,
-        "ANXIN_MQTT__URL": broker_url,
-        "ANXIN_MQTT__TOPIC_PREFIX": prefix,
-        "ANXIN_MQTT__CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
-        "ANXIN_INGEST__METRICS_PORT": "0",
-        "ANXIN_INGEST__LOG_EVERY_S": "1",
-        "ANXIN_INGEST__REGISTRY_REFRESH_S": "1",
-    }
 
 
 class _Stream:
@@ -141,7 +130,7 @@ def test_sigkill_of_the_ingester_loses_and_doubles_nothing(
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, devices)
     ingester = IngestProcess(
-        _ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+        ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
     )
     ingester.start()
     stream = _Stream(private_broker.url, topic_prefix, devices, seconds=60)
@@ -166,7 +155,7 @@ def test_broker_restart_loses_and_doubles_nothing(
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, devices)
     ingester = IngestProcess(
-        _ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+        ingest_env(db_url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
     )
     ingester.start()
     try:
@@ -206,7 +195,7 @@ def test_database_restart_loses_and_doubles_nothing(
     with psycopg.connect(url) as conn:
         ensure_devices(conn, devices)
     ingester = IngestProcess(
-        _ingest_env(url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
+        ingest_env(url, private_broker.url, topic_prefix), tmp_path / "ingest.log"
     )
     ingester.start()
     try:

@@ -27,7 +27,7 @@ from devices.access import Role
 from devices.crypto import Keyring
 from devices.protocol import Channel, Event, EventKind, encode_event, topic
 from tests.seed import Seeded, seed_registry
-from tests.services import IngestProcess, serve_api
+from tests.services import IngestProcess, ingest_env, serve_api
 from tests.web.conftest import DISPATCH_VIEWPORT, PHONE_VIEWPORT, person, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,13 +48,7 @@ def world(
     settings = load_settings(db={"url": db_url}, mqtt=mqtt)
     seeded = seed_registry(db_url, Keyring.from_settings(settings.registry))
     ingester = IngestProcess(
-        {
-            "ANXIN_DB__URL": db_url,
-            "ANXIN_MQTT__URL": shared_broker_url,
-            "ANXIN_MQTT__TOPIC_PREFIX": topic_prefix,
-            "ANXIN_MQTT__CLIENT_ID": f"ingest-{uuid.uuid4().hex[:8]}",
-            "ANXIN_INGEST__METRICS_PORT": "0",
-        },
+        ingest_env(db_url, shared_broker_url, topic_prefix),
         tmp_path / "ingest.log",
     )
     ingester.start()

@@ -17,7 +17,7 @@ from api.app import create_app
 from core.settings import load_settings
 from devices.access import Role
 from devices.crypto import Keyring
-from tests.seed import Seeded, insert_alert, seed_registry
+from tests.seed import Seeded, doctor_member_of, insert_alert, seed_registry
 from tests.services import serve_api
 from tests.web.conftest import DISPATCH_VIEWPORT, PHONE_VIEWPORT, person, shot
 
@@ -74,23 +74,12 @@ def context(world: tuple[str, Seeded, Seeded], browser: Any) -> Iterator[Any]:
         ctx.close()
 
 
-def _member_of_team_of(db_url: str, resident_id: Any) -> Any:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute(
-            """SELECT m.id FROM doctor_contracts c JOIN doctor_team_members m
-                   ON m.team_id = c.team_id WHERE c.resident_id = %s""",
-            (resident_id,),
-        ).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def test_a_doctor_sees_the_charts_of_a_signed_elder_and_is_refused_another(
     db_url: str, world: tuple[str, Seeded, Seeded], context: Any
 ) -> None:
     url, mine, other = world
     doctor = person(
-        db_url, "示例医生", Role.DOCTOR, member_ids=[_member_of_team_of(db_url, mine.resident_id)]
+        db_url, "示例医生", Role.DOCTOR, member_ids=[doctor_member_of(db_url, mine.resident_id)]
     )
     page = context.new_page()
     errors: list[str] = []
