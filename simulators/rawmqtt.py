@@ -9,6 +9,10 @@ microseconds per message. It speaks just what a load generator needs (CONNECT wi
 session, optional username and password, QoS 1 PUBLISH, PUBACK, PINGREQ, DISCONNECT); the
 devices' and the services' own clients stay paho (:mod:`core.mqtt`).
 
+As firmware does, it keeps every message until its PUBACK: when the connection breaks it
+connects again (for up to ``reconnect_for_s``) and sends again, flagged DUP, what was not
+acknowledged; the backend stores a reading sent twice once.
+
 It has the publishing surface of :class:`core.mqtt.MqttClient` that
 :func:`simulators.wearable.publish_fleet` uses (``publish``, ``pump``, ``pending_out``,
 ``stop``), so either can drive a fleet::
@@ -32,6 +36,7 @@ from core.mqtt import varint_at
 
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK = 0x10, 0x20, 0x32, 0x40
 PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
+DUP_FLAG = 0x08
 
 _CONNACK_CODES = {
     1: "unacceptable protocol version",
@@ -44,6 +49,10 @@ _CONNACK_CODES = {
 
 class MqttProtocolError(AnxinError, RuntimeError):
     """The broker refused the connection or sent something this client does not expect."""
+
+
+class ConnectionLost(MqttProtocolError):
+    """The broker closed the connection."""
 
 
 def encode_varint(n: int) -> bytes:
@@ -98,6 +107,7 @@ class RawPublisher:
         password: str | None = None,
         keepalive_s: int = 60,
         flush_bytes: int = 16_384,
+        reconnect_for_s: float = 60.0,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -107,11 +117,13 @@ class RawPublisher:
         self._sock: socket.socket | None = None
         self._out = bytearray()
         self._in = bytearray()
-        self._inflight: set[int] = set()
+        self._inflight: dict[int, bytes] = {}  # packet id -> its PUBLISH, until the PUBACK
+        self._reconnect_for_s = reconnect_for_s
         self._next_id = 1
         self._last_sent = time.monotonic()
         self._topics: dict[str, bytes] = {}
         self.acknowledged = 0
+        self.reconnects = 0
 
     # -- connection --------------------------------------------------------------------
     def connect_inline(self, timeout_s: float = 10.0) -> None:
@@ -164,10 +176,13 @@ class RawPublisher:
         while pid in self._inflight:  # 65,535 unacknowledged: wait for the broker
             self.pump(0.01)
         self._next_id = pid % 65535 + 1
-        self._inflight.add(pid)
-        self._out += publish_packet(raw, payload, pid)
+        packet = self._inflight[pid] = publish_packet(raw, payload, pid)
+        self._out += packet
         if len(self._out) >= self._flush_bytes:
-            self._flush()
+            try:
+                self._flush()
+            except (OSError, ConnectionLost) as exc:
+                self._reconnect(exc)
         return pid
 
     def pending_out(self) -> int:
@@ -176,6 +191,12 @@ class RawPublisher:
 
     def pump(self, timeout_s: float = 0.0) -> None:
         """Write what is queued, then read PUBACKs for up to ``timeout_s``."""
+        try:
+            self._pump(timeout_s)
+        except (OSError, ConnectionLost) as exc:
+            self._reconnect(exc)
+
+    def _pump(self, timeout_s: float) -> None:
         sock = self._require()
         self._flush()
         if time.monotonic() - self._last_sent > self._keepalive / 2:
@@ -186,6 +207,30 @@ class RawPublisher:
             self._read()
 
     # -- internals ---------------------------------------------------------------------
+    def _reconnect(self, cause: Exception) -> None:
+        """Connect again and queue, flagged DUP, every message not acknowledged."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+        deadline = time.monotonic() + self._reconnect_for_s
+        while True:
+            try:
+                self.connect_inline()
+                break
+            except (OSError, MqttProtocolError):
+                if time.monotonic() >= deadline:
+                    raise ConnectionLost(
+                        f"the connection broke ({cause!r}) and could not be made again within "
+                        f"{self._reconnect_for_s:.0f} s"
+                    ) from cause
+                time.sleep(0.5)
+        self.reconnects += 1
+        self._in.clear()
+        self._out = bytearray().join(
+            bytes((packet[0] | DUP_FLAG,)) + packet[1:] for packet in self._inflight.values()
+        )
+
     def _require(self) -> socket.socket:
         if self._sock is None:
             raise MqttProtocolError("not connected: call connect_inline() first")
@@ -211,7 +256,7 @@ class RawPublisher:
         except BlockingIOError:
             return
         if not data:
-            raise MqttProtocolError("the broker closed the connection")
+            raise ConnectionLost("the broker closed the connection")
         buf = self._in
         buf += data
         pos = 0
@@ -225,8 +270,7 @@ class RawPublisher:
                 break
             if kind == PUBACK:
                 pid = (buf[i] << 8) | buf[i + 1]
-                if pid in self._inflight:
-                    self._inflight.discard(pid)
+                if self._inflight.pop(pid, None) is not None:
                     self.acknowledged += 1
             elif kind != PINGRESP:
                 raise MqttProtocolError(f"unexpected packet type {kind >> 4} from the broker")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 import time
@@ -139,3 +142,79 @@ def test_remaining_lengths_round_trip_and_a_cut_one_is_incomplete(n: int) -> Non
 
 def test_a_remaining_length_over_four_bytes_is_refused() -> None:
     assert varint_at(b"\xff\xff\xff\xff\x01", 0, 5) == (-1, 0)
+
+
+class _CuttableProxy:
+    """A TCP relay to the broker whose connections can all be cut at once (the network, or a
+    broker node, going away under the devices)."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Reset every connection open now (new ones are let through)."""
+        with self._lock:
+            victims, self._open = self._open, []
+        for s in victims:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+    def close(self) -> None:
+        self._server.close()
+        self.cut()
+
+
+def test_a_broken_connection_is_made_again_and_nothing_unacknowledged_is_lost(
+    private_broker: PrivateBroker, topic_prefix: str
+) -> None:
+    """The connection reset three times mid-stream: the publisher connects again and sends
+    what had no PUBACK, so every message arrives (some twice, as QoS 1 allows)."""
+    host = "127.0.0.1"
+    sub, got = _subscriber(host, private_broker.port, f"{topic_prefix}/#")
+    proxy = _CuttableProxy(private_broker.port)
+    try:
+        pub = RawPublisher(host, proxy.port, client_id=f"t-raw-{uuid.uuid4().hex[:8]}")
+        pub.connect_inline()
+        n = 6_000
+        for i in range(n):
+            pub.publish(f"{topic_prefix}/w", i.to_bytes(4, "big"))
+            if i % 64 == 0:
+                pub.pump(0)
+            if i in (1_500, 3_000, 4_500):
+                proxy.cut()
+        pub.stop()
+        assert pub.reconnects == 3
+        assert pub.acknowledged == n and pub.pending_out() == 0
+        _wait_for(lambda: {int.from_bytes(m.payload, "big") for m in got} >= set(range(n)), 60)
+    finally:
+        proxy.close()
+        sub.stop()
