@@ -255,11 +255,6 @@ class EngineSettings(_Section):
         "nats://127.0.0.1:4222",
         description="Comma-separated nats:// URLs of the engine's nodes (the client fails over).",
     )
-    stream: str = Field(
-        "ANXIN",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="The stream that keeps the partitions.",
-    )
     subject_root: str = Field(
         "anxin.part",
         pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$",
@@ -268,8 +263,18 @@ class EngineSettings(_Section):
     partitions: int = Field(
         16, ge=1, le=1024, description="Partitions of the stream (the engine's mapping must agree)."
     )
-    replicas: int = Field(1, ge=1, le=5, description="Copies of the stream in the cluster.")
-    max_age_days: float = Field(7.0, gt=0, description="How long the stream keeps a message.")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description=(
+            "Copies of the engine's MQTT stream, which the first ingester makes; the same as "
+            "the engine's mqtt stream_replicas."
+        ),
+    )
+    max_age_days: float = Field(
+        7.0, gt=0, description="How long the engine's MQTT stream keeps a message, read or not."
+    )
     rebalance_every_s: float = Field(
         2.0, gt=0, description="How often an ingester checks which partitions it should own."
     )

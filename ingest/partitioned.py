@@ -26,7 +26,17 @@ from typing import Any
 import psycopg
 
 from core.clock import Clock, SystemClock
-from core.engine import EngineError, EngineLink, EngineMessage, partition_of, partition_subject
+from core.engine import (
+    MQTT_STREAM,
+    DeliveryGap,
+    EngineError,
+    EngineLink,
+    EngineMessage,
+    EngineMisconfigured,
+    PartitionConsumer,
+    partition_of,
+    partition_subject,
+)
 from core.settings import Settings
 from ingest.decoder import BatchDecoder
 from ingest.metrics import IngestMetrics, create_metrics
@@ -142,19 +152,14 @@ class PartitionedIngest:
         engine = self.engine
         if not self._linked:
             self._link.connect()
-        self._link.ensure_stream(
-            engine.stream,
-            [f"{engine.subject_root}.>"],
-            replicas=engine.replicas,
-            max_age_s=engine.max_age_days * 86_400,
-        )
+        self._prepare_engine()
         self._decoder.load()
         self.metrics.connected.set(1)
         log.info(
-            "connected to the engine; subscribed to stream %s (%d partitions, shared through "
+            "connected to the engine; subscribed to %d partitions of %s (shared through "
             "advisory locks)",
-            engine.stream,
             engine.partitions,
+            MQTT_STREAM,
         )
         try:
             while not self._stop.is_set():
@@ -174,6 +179,38 @@ class PartitionedIngest:
             if not self._linked:
                 self._link.close()
             self.metrics.connected.set(0)
+
+    def _durable(self, partition: int) -> tuple[str, str]:
+        engine = self.engine
+        return (
+            f"{engine.consumer_prefix}-p{partition}",
+            partition_subject(engine.subject_root, partition),
+        )
+
+    def _limits(self) -> dict[str, Any]:
+        return {
+            "max_ack_pending": max(1000, 4 * self.settings.ingest.batch_size),
+            "ack_wait_s": self.engine.ack_wait_s,
+        }
+
+    def _prepare_engine(self) -> None:
+        """The engine's MQTT stream, and a consumer for every partition; while a node of the
+        engine is being replaced this can take a while: keep trying until it is done."""
+        while True:
+            try:
+                self._link.ensure_mqtt_stream(
+                    self.engine.replicas, self.engine.max_age_days * 86_400
+                )
+                self._link.ensure_partitions(
+                    [self._durable(p) for p in range(self.engine.partitions)], **self._limits()
+                )
+                return
+            except EngineMisconfigured:
+                raise
+            except EngineError as exc:
+                log.warning("the engine is not ready (%s); trying again", exc)
+                if self._stop.wait(1.0):
+                    raise
 
     def _rebalance(self) -> None:
         plan = self._ownership.rebalance()
@@ -209,15 +246,11 @@ class PartitionedIngest:
             sorted(self._readers),
         )
 
+    def _take(self, partition: int) -> PartitionConsumer:
+        return self._link.take_partition(*self._durable(partition), **self._limits())
+
     def _start_reader(self, partition: int) -> None:
-        engine = self.engine
-        consumer = self._link.take_partition(
-            engine.stream,
-            f"{engine.consumer_prefix}-p{partition}",
-            partition_subject(engine.subject_root, partition),
-            max_ack_pending=max(1000, 4 * self.settings.ingest.batch_size),
-            ack_wait_s=engine.ack_wait_s,
-        )
+        consumer = self._take(partition)
         store = PostgresStore(
             self.settings.db.url, connect_timeout_s=self.settings.db.connect_timeout_s
         )
@@ -292,6 +325,14 @@ class _Reader(threading.Thread):
             while not self.halt.is_set() and not owner._stop.is_set():
                 try:
                     messages = self.consumer.fetch(size, timeout_s=0.5)
+                except DeliveryGap as exc:
+                    log.warning(
+                        "partition %d: %s; reading again after the last acknowledged",
+                        self.partition,
+                        exc,
+                    )
+                    self._read_again()
+                    continue
                 except EngineError as exc:
                     log.warning("partition %d: fetch failed (%s); retrying", self.partition, exc)
                     self.halt.wait(1.0)
@@ -310,6 +351,18 @@ class _Reader(threading.Thread):
         finally:
             self.consumer.close()
             self.store.close()
+
+    def _read_again(self) -> None:
+        """A new consumer for the partition, from right after what was acknowledged (what was
+        committed and not acknowledged comes again and is stored once)."""
+        self.consumer.close()
+        while not self.halt.is_set() and not self.owner._stop.is_set():
+            try:
+                self.consumer = self.owner._take(self.partition)
+                return
+            except EngineError as exc:
+                log.warning("partition %d: cannot read it again yet (%s)", self.partition, exc)
+                self.halt.wait(1.0)
 
     def _ack(self) -> None:
         while True:

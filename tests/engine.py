@@ -10,9 +10,11 @@ import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from core.engine import EngineError, EngineLink, EngineMisconfigured
 from core.mqtt import MqttClient, MqttError
 from core.settings import EngineSettings
 from tests.services import free_port, port_open, wait_until
@@ -54,7 +56,7 @@ class EngineNode:
 listen: 127.0.0.1:{self.port}
 http: 127.0.0.1:{self.http_port}
 jetstream {{ store_dir: "{self.dir / "js"}" }}
-mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}
+mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {min(3, len(self.cluster.nodes))} }}
 {cluster}
 include "mapping.conf"
 """
@@ -86,13 +88,31 @@ include "mapping.conf"
             client.stop()
         return True
 
-    def jetstream_ready(self) -> bool:
+    def _jsz(self, query: str = "") -> dict[str, Any] | None:
+        """The node's JetStream monitoring page; None while it does not answer."""
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.http_port}/jsz", timeout=1
+                f"http://127.0.0.1:{self.http_port}/jsz{query}", timeout=2
             ) as resp:
-                info = json.load(resp)
+                info: dict[str, Any] = json.load(resp)
         except OSError:
+            return None
+        return info
+
+    def leader_of(self, stream: str) -> str | None:
+        """The name of the node leading ``stream`` (its RAFT group), as this node sees it."""
+        info = self._jsz("?streams=true")
+        if info is None:
+            return None
+        for account in info.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream:
+                    return (detail.get("cluster") or {}).get("leader")
+        return None
+
+    def jetstream_ready(self) -> bool:
+        info = self._jsz()
+        if info is None:
             return False
         meta = info.get("meta_cluster") or {}
         return len(self.cluster.nodes) == 1 or bool(meta.get("leader"))
@@ -118,9 +138,25 @@ class EngineCluster:
         wait_until(
             lambda: all(n.jetstream_ready() for n in self.nodes), 60, "the JetStream cluster"
         )
+        # The engine's MQTT stream, as the first ingester makes it before any device connects
+        # (docs/operations.md); the engine would otherwise make it at the first MQTT client.
+        link = EngineLink([n.url for n in self.nodes], name="anxin-test-prepare").connect()
+        try:
+            wait_until(lambda: self._prepare(link), 60, "the engine's MQTT stream")
+        finally:
+            link.close()
         # The first MQTT client makes the engine create its MQTT session streams, which takes
         # a while in a cluster: devices connect after that, as they would to a running engine.
         wait_until(lambda: all(n.mqtt_answers() for n in self.nodes), 90, "MQTT on every node")
+
+    def _prepare(self, link: EngineLink) -> bool:
+        try:
+            link.ensure_mqtt_stream(min(3, len(self.nodes)), EngineSettings().max_age_days * 86_400)
+        except EngineMisconfigured:
+            raise
+        except EngineError:
+            return False  # the cluster is still electing its leaders
+        return True
 
     def close(self) -> None:
         for node in self.nodes:
