@@ -93,6 +93,7 @@ def run(shape: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]
                 "ANXIN_INGEST__METRICS_PORT": "0",
                 "ANXIN_INGEST__DETECTION": "false",
                 "ANXIN_INGEST__SOURCE": "engine" if engine else "mqtt",
+                "ANXIN_MQTT__PROTOCOL": "3.1.1" if engine else "5",
                 "ANXIN_ENGINE__URLS": cluster.urls if cluster else "nats://127.0.0.1:4222",
                 "ANXIN_ENGINE__REBALANCE_EVERY_S": "0.5",
                 "ANXIN_LOG_LEVEL": "INFO",

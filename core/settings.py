@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -247,6 +248,16 @@ class IngestSettings(_Section):
         "process is down, SOS presses wait for it at the broker (docs/operations.md).",
     )
 
+    @model_validator(mode="after")
+    def _one_lane_on_the_engine(self) -> IngestSettings:
+        if self.source == "engine" and self.lane != "all":
+            raise ValueError(
+                f"lane {self.lane!r} with source 'engine': an ingester on the engine reads every "
+                "message of the partitions it owns, SOS presses included; use lane 'all' "
+                "(docs/operations.md, 'Past one machine')"
+            )
+        return self
+
 
 class EngineSettings(_Section):
     """The clustered engine of the partitioned ingest (NATS JetStream; docs/operations.md)."""
@@ -457,6 +468,16 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @model_validator(mode="after")
+    def _mqtt_311_on_the_engine(self) -> Settings:
+        # The services' MQTT connection (commands to devices) goes to the engine's listener.
+        if self.ingest.source == "engine" and self.mqtt.protocol != "3.1.1":
+            raise ValueError(
+                "ANXIN_MQTT__PROTOCOL must be 3.1.1 with ANXIN_INGEST__SOURCE=engine: the "
+                "engine's MQTT listener, which carries the commands to devices, speaks 3.1.1 only"
+            )
+        return self
 
     def check_production(self) -> None:
         """Refuse development defaults for secrets outside development and test."""

@@ -48,3 +48,21 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match="ANXIN_REGISTRY__FIELD_KEYS"):
         load_settings()
     assert load_settings(environment="development").environment == "development"
+
+
+def test_a_lane_of_its_own_on_the_engine_is_refused_with_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANXIN_INGEST__SOURCE", "engine")
+    monkeypatch.setenv("ANXIN_MQTT__PROTOCOL", "3.1.1")
+    monkeypatch.setenv("ANXIN_INGEST__LANE", "telemetry")
+    with pytest.raises(ConfigError, match=r"SOS presses included; use lane 'all'"):
+        load_settings()
+    monkeypatch.setenv("ANXIN_INGEST__LANE", "all")
+    assert load_settings().ingest.source == "engine"
+
+
+def test_mqtt_5_on_the_engine_is_refused_with_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANXIN_INGEST__SOURCE", "engine")
+    with pytest.raises(ConfigError, match=r"ANXIN_MQTT__PROTOCOL must be 3\.1\.1"):
+        load_settings()

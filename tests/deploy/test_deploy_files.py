@@ -30,6 +30,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
+COMPOSE_PARTITIONED = DEPLOY / "compose" / "compose.partitioned.yaml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "anxin.json"
 METRIC = re.compile(r"\banxin_[a-z0-9_]+")
 
@@ -54,8 +55,9 @@ def promtool() -> str:
     return _tool("promtool", "Debian: apt-get install prometheus")
 
 
-def test_prometheus_config_and_its_rule_file_pass_promtool(promtool: str) -> None:
-    out = _run([promtool, "check", "config", str(PROMETHEUS / "prometheus.yml")])
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.partitioned.yml"])
+def test_prometheus_config_and_its_rule_file_pass_promtool(promtool: str, config: str) -> None:
+    out = _run([promtool, "check", "config", str(PROMETHEUS / config)])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 rule files found" in out.stdout
 
@@ -153,9 +155,17 @@ def test_the_dashboard_parses_and_every_panel_uses_the_provisioned_datasource() 
 
 
 # --------------------------------------------------------------------------- compose
-def _compose() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+def _compose(path: Path = COMPOSE) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
     return doc
+
+
+def _mounts_exist(path: Path) -> None:
+    for name, service in _compose(path)["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (path.parent / source).exists(), f"{name} mounts missing {source}"
 
 
 def test_compose_has_the_single_machine_services_and_every_mounted_file_exists() -> None:
@@ -182,13 +192,41 @@ def test_compose_has_the_single_machine_services_and_every_mounted_file_exists()
     ]
     build = services["ingest"]["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
-    for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("."):
-                assert (COMPOSE.parent / source).exists(), f"{name} mounts missing {source}"
+    _mounts_exist(COMPOSE)
     mounted = {v.split(":")[1] for v in services["broker"]["volumes"]}
     assert "/mosquitto/config/conf.d/10-anxin.conf" in mounted  # the project's configuration
+
+
+def test_compose_of_the_partitioned_layout_wires_ingesters_to_a_three_node_engine() -> None:
+    """Three engine nodes named as the routes of node.conf.example name them, each keeping
+    JetStream's files in a volume of its own; two ingesters on the engine with client ids of
+    their own, MQTT 3.1.1 for the commands; Prometheus scraping both ingesters."""
+    services = _compose(COMPOSE_PARTITIONED)["services"]
+    nodes = [f"nats-{i}" for i in (1, 2, 3)]
+    assert set(services) >= {"db", *nodes, "ingest-1", "ingest-2", "alerts-worker", "api"}
+    assert set(services) >= {"prometheus", "grafana"} and "broker" not in services
+    routes = set(re.findall(r"nats-route://([a-z0-9-]+):6222", (DEPLOY / "nats" / "node.conf.example").read_text()))  # fmt: skip
+    assert routes == set(nodes)
+    for node in nodes:
+        command = services[node]["command"]
+        assert command[command.index("--name") + 1] == node
+        assert any(v.endswith(":/var/lib/nats") for v in services[node]["volumes"])
+        assert "/etc/nats/mapping.conf" in {v.split(":")[1] for v in services[node]["volumes"]}
+    ids = set()
+    for name in ("ingest-1", "ingest-2"):
+        env = services[name]["environment"]
+        assert services[name]["command"] == ["ingest", "--source", "engine"]
+        assert env["ANXIN_INGEST__SOURCE"] == "engine" and env["ANXIN_MQTT__PROTOCOL"] == "3.1.1"
+        assert set(env["ANXIN_ENGINE__URLS"].split(",")) == {f"nats://{n}:4222" for n in nodes}
+        ids.add(env["ANXIN_MQTT__CLIENT_ID"])
+    assert len(ids) == 2
+    for service in services.values():
+        keys = [k for k in service.get("environment", {}) if k.startswith("ANXIN_")]
+        assert [k for k in keys if not _setting_exists(k)] == []
+    _mounts_exist(COMPOSE_PARTITIONED)
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.partitioned.yml").read_text())
+    ingest = next(j for j in scrape["scrape_configs"] if j["job_name"] == "anxin-ingest")
+    assert ingest["static_configs"][0]["targets"] == ["ingest-1:9108", "ingest-2:9108"]
 
 
 def test_the_dockerfile_installs_the_lock_then_the_project_without_dependencies() -> None:
@@ -251,30 +289,49 @@ def unit_root(tmp_path: Path) -> Path:
     units.mkdir(parents=True)
     for unit in UNITS:
         shutil.copy(unit, units)
-    exe = tmp_path / "opt/anxin/venv/bin/anxin"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    for path in ("opt/anxin/venv/bin/anxin", "usr/sbin/nats-server"):
+        exe = tmp_path / path
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     return tmp_path
 
 
-def test_the_four_units_exist_and_share_the_environment_file() -> None:
+def test_the_units_of_both_layouts_exist_and_share_the_environment_file() -> None:
     assert [u.name for u in UNITS] == [
         "anxin-alerts-worker.service",
         "anxin-api.service",
+        "anxin-engine.service",
+        "anxin-ingest-engine.service",
         "anxin-ingest-urgent.service",
         "anxin-ingest.service",
     ]
     execs = {u.name: next(x for x in u.read_text().splitlines() if x.startswith("ExecStart=")) for u in UNITS}  # fmt: skip
+    # One machine: the two ingest lanes; the partitioned layout: the engine's nodes and one
+    # ingester on the engine per ingest machine.
     assert execs["anxin-ingest.service"].endswith("anxin ingest --lane telemetry")
     assert execs["anxin-ingest-urgent.service"].endswith(
         "anxin ingest --lane urgent --metrics-port 9109"
     )
+    assert execs["anxin-ingest-engine.service"].endswith("anxin ingest --source engine")
+    assert execs["anxin-engine.service"] == "ExecStart=/usr/sbin/nats-server -c /etc/nats/node.conf"
     for unit in UNITS:
         text = unit.read_text()
-        assert "EnvironmentFile=/etc/anxin/anxin.env" in text
         assert "Restart=always" in text
+        if unit.name == "anxin-engine.service":
+            assert "DynamicUser=yes" in text and "StateDirectory=nats" in text
+            continue
+        assert "EnvironmentFile=/etc/anxin/anxin.env" in text
         assert "User=anxin" in text
+
+
+def test_the_engine_node_configuration_keeps_what_the_ingest_relies_on() -> None:
+    """Three copies of the MQTT streams, JetStream's files where the unit keeps its state,
+    and the partition mapping beside it."""
+    text = (DEPLOY / "nats" / "node.conf.example").read_text()
+    assert re.search(r"^\s*stream_replicas: 3\b", text, re.M)
+    assert "store_dir: /var/lib/nats/jetstream" in text
+    assert 'include "mapping.conf"' in text
 
 
 def test_units_pass_systemd_analyze_verify_without_a_warning(unit_root: Path) -> None:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from core.engine import MQTT_STREAM, EngineLink, partition_of
-from core.mqtt import MqttClient
+from core.mqtt import IncomingMessage, MqttClient
 from core.settings import EngineSettings, Settings, load_settings
 from devices.protocol import Channel, ReadingWire, Vitals, encode_telemetry, topic
 from devices.registry import ensure_devices
@@ -43,7 +43,11 @@ def engine() -> Iterator[EngineCluster]:
 def _settings(db_url: str, engine: EngineCluster, **ingest: object) -> Settings:
     return load_settings(
         db={"url": db_url},
-        mqtt={"topic_prefix": PREFIX, "client_id": f"ingest-{uuid.uuid4().hex[:6]}"},
+        mqtt={
+            "topic_prefix": PREFIX,
+            "client_id": f"ingest-{uuid.uuid4().hex[:6]}",
+            "protocol": "3.1.1",
+        },
         ingest={"metrics_port": 0, "source": "engine", **ingest},
         engine={"urls": engine.urls, "rebalance_every_s": 0.5},
     )
@@ -103,29 +107,33 @@ def test_the_engine_maps_each_device_to_the_partition_the_ingester_computes(
     assert len(set(seen.values())) > defaults.partitions // 2  # the ids spread
 
 
-def test_a_command_to_a_device_reaches_it_through_the_engine(engine: EngineCluster) -> None:
-    """What devices send is mapped to partitions; what is sent to a device (its ``cmd``
-    topic) is not, so it reaches the device's own subscription."""
+def _subscriber(engine: EngineCluster, pattern: str) -> tuple[MqttClient, list[IncomingMessage]]:
+    """A device-side MQTT client on the first node, subscribed to ``pattern`` (QoS 1)."""
     import threading
-
-    from core.mqtt import IncomingMessage
 
     got: list[IncomingMessage] = []
     subscribed = threading.Event()
-    device = MqttClient(
-        host="127.0.0.1", port=engine.nodes[0].mqtt_port, client_id="cmd-wb-001",
-        protocol_v5=False,
+    client = MqttClient(
+        host="127.0.0.1", port=engine.nodes[0].mqtt_port,
+        client_id=f"sub-{uuid.uuid4().hex[:6]}", protocol_v5=False,
     )  # fmt: skip
-    device.on_message(got.append)
+    client.on_message(got.append)
 
     def on_connect(_present: bool) -> None:
-        device.subscribe([topic(PREFIX, "cmd-wb-001", Channel.CMD)], qos=1)
+        client.subscribe([pattern], qos=1)
         subscribed.set()
 
-    device.on_connect(on_connect)
-    device.connect()
+    client.on_connect(on_connect)
+    client.connect()
+    assert subscribed.wait(30)
+    return client, got
+
+
+def test_a_command_to_a_device_reaches_it_through_the_engine(engine: EngineCluster) -> None:
+    """What devices send is mapped to partitions; what is sent to a device (its ``cmd``
+    topic) is not, so it reaches the device's own subscription."""
+    device, got = _subscriber(engine, topic(PREFIX, "cmd-wb-001", Channel.CMD))
     try:
-        assert subscribed.wait(30)
         sender = _device(engine)
         # Sent until one arrives: the engine takes the subscription a moment after the SUBACK.
         deadline = time.monotonic() + 30
@@ -241,7 +249,8 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
     engine elects a new leader. Every reading is stored once, every SOS opens one alert, every
     fall one finding. (Devices connected to the node that dies reconnect to another and send
     again what had no PUBACK, as firmware does: docs/protocol.md; this test's devices are on a
-    node that stays.)"""
+    node that stays.) Each falling wristband is asked "are you all right?" on its cmd topic
+    through the engine."""
     import threading
 
     from devices.protocol import Event, EventKind, encode_event
@@ -267,6 +276,7 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
         db_url, f"mqtt://127.0.0.1:{cluster.nodes[0].mqtt_port}", receiver.url, "pt",
         ANXIN_MQTT__TOPIC_PREFIX=PREFIX,
         ANXIN_INGEST__SOURCE="engine",
+        ANXIN_MQTT__PROTOCOL="3.1.1",
         ANXIN_ENGINE__URLS=cluster.urls,
         ANXIN_ENGINE__REPLICAS="3",
         ANXIN_ENGINE__REBALANCE_EVERY_S="0.5",
@@ -283,6 +293,8 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
         wait_until(
             lambda: sorted(partition_owners(db_url).values()) == [8, 8], 60, "8 partitions each"
         )
+        # The falling wristbands' side: "are you all right?" comes on their cmd topics.
+        commands, got_commands = _subscriber(cluster, topic(PREFIX, "+", Channel.CMD))
         devices_node = cluster.nodes[0]
         leader = devices_node.leader_of(MQTT_STREAM)
         victim = next(n for n in cluster.nodes[1:] if leader in (n.name, devices_node.name, None))
@@ -349,6 +361,9 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
         assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'sos'") == 40
         assert _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == 40
         assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'device_fall'") == 20
+        asked = {m.topic.split("/")[-2] for m in got_commands if b"are_you_ok" in m.payload}
+        commands.stop()
+        assert asked >= set(falling)
     finally:
         first.stop()
         second.stop()
