@@ -220,6 +220,17 @@ def _count(url: str, sql: str) -> int:
     return int(row[0])
 
 
+WRISTBANDS_VITALS = "SELECT count(*) FROM vitals WHERE device_id LIKE 'pt-wb-%'"
+
+
+def _alerted(db_url: str, kind: str) -> set[str]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT device_id FROM alerts WHERE kind = %s", (kind,)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def _shortfall(db_url: str, devices: list[str], per_device: int = 12) -> dict[int, int]:
     """Partition -> readings of these devices not stored (where any are missing)."""
     with psycopg.connect(db_url) as conn:
@@ -256,8 +267,29 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
     from devices.protocol import Event, EventKind, encode_event
     from simulators.rawmqtt import RawPublisher
     from simulators.wearable import WearableFleet, publish_fleet
-    from tests.ingest.test_fault_injection import _register, services_env
+    from tests.ingest.test_detection_integration import _sisfall_dir, _trial
+    from tests.ingest.test_fault_injection import (
+        _bursts,
+        _fall_trials,
+        _flagged_without_kills,
+        _register,
+        services_env,
+    )
     from tests.services import IngestProcess, serve_receiver
+
+    # Ten real falls (SisFall, at the waist), streamed in real time from the start: their
+    # impacts come before, during and after the kills. A fall on a partition whose ingester
+    # dies is found by whichever ingester takes the partition over, from the detector state
+    # and the stored bursts the dead one left; every fall the detector finds when nothing dies
+    # must open one alert.
+    folder = _sisfall_dir()
+    belts = [f"pt-sf-{i:02d}" for i in range(10)]
+    recordings = {
+        d: _trial(folder, subject, key)
+        for d, (subject, key) in zip(belts, _fall_trials()[:10], strict=True)
+    }
+    expected_falls = _flagged_without_kills(recordings, 1_764_000_000_000)
+    assert len(expected_falls) >= 7, f"the detector flags only {sorted(expected_falls)}"
 
     try:
         cluster = EngineCluster(3)
@@ -272,6 +304,7 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, wristbands)
     _register(db_url, pressing + falling)
+    _register(db_url, belts, kind="belt_clip")
     env = services_env(
         db_url, f"mqtt://127.0.0.1:{cluster.nodes[0].mqtt_port}", receiver.url, "pt",
         ANXIN_MQTT__TOPIC_PREFIX=PREFIX,
@@ -309,8 +342,25 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
             sent.append(report.sent - report.unacknowledged)
             client.stop()
 
+        def stream_falls() -> None:
+            client = RawPublisher("127.0.0.1", devices_node.mqtt_port, client_id="pt-falls")
+            client.connect_inline()
+            start_ms, t_start = int(time.time() * 1000), time.monotonic()
+            plan = sorted(
+                (k, d, payload)
+                for d, acc in recordings.items()
+                for k, payload in enumerate(_bursts(d, acc, start_ms))
+            )
+            for due, device, payload in plan:
+                while (wait := t_start + due - time.monotonic()) > 0:
+                    client.pump(min(0.02, wait))
+                client.publish(topic(PREFIX, device, Channel.TELEMETRY), payload, qos=1)
+            client.stop()
+
         streaming = threading.Thread(target=stream, name="pt-stream")
         streaming.start()
+        falls_streaming = threading.Thread(target=stream_falls, name="pt-falls")
+        falls_streaming.start()
         events = MqttClient(
             host="127.0.0.1", port=devices_node.mqtt_port, client_id="pt-events",
             protocol_v5=False,
@@ -338,12 +388,13 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
             events.pump(0.01)
         events.stop()
         streaming.join(120)
+        falls_streaming.join(120)
         for thread in restarting:
             thread.join(60)
         assert sent and sent[0] == 12 * len(wristbands)
         try:
             wait_until(
-                lambda: _count(db_url, "SELECT count(*) FROM vitals") >= sent[0],
+                lambda: _count(db_url, WRISTBANDS_VITALS) >= sent[0],
                 120,
                 "every reading",
             )
@@ -355,12 +406,16 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
         )  # fmt: skip
         wait_until(lambda: sorted(partition_owners(db_url).values()) == [8, 8], 60, "shared again")
         time.sleep(2)  # anything late or doubled would show now
-        assert _count(db_url, "SELECT count(*) FROM vitals") == sent[0]
-        assert _count(db_url, "SELECT count(*) FROM accel_bursts") == sent[0]
+        assert _count(db_url, WRISTBANDS_VITALS) == sent[0]
+        assert _count(db_url, WRISTBANDS_VITALS.replace("vitals", "accel_bursts")) == sent[0]
         assert _count(db_url, "SELECT count(*) FROM device_events WHERE kind = 'sos'") == 40
         assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'sos'") == 40
         assert _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == 40
         assert _count(db_url, "SELECT count(*) FROM findings WHERE kind = 'device_fall'") == 20
+        wait_until(lambda: expected_falls <= _alerted(db_url, "fall"), 60, "the falls alerted")
+        assert _count(db_url, "SELECT count(*) FROM alerts WHERE kind = 'fall'") == len(
+            _alerted(db_url, "fall")
+        )  # one alert a fall
         asked = {m.topic.split("/")[-2] for m in got_commands if b"are_you_ok" in m.payload}
         commands.stop()
         assert asked >= set(falling)
