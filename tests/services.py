@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from core import db
+from core.mqtt import IncomingMessage, MqttClient
 from core.settings import Settings, load_settings
 from demo.receiver import DemoReceiver
 
@@ -58,6 +59,35 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def mqtt_subscriber(
+    host: str, port: int, pattern: str, *, v5: bool = True
+) -> tuple[MqttClient, list[IncomingMessage]]:
+    """A client subscribed to ``pattern`` at QoS 1 (its network loop in paho's thread), and the
+    list its messages arrive in."""
+    got: list[IncomingMessage] = []
+    lock = threading.Lock()
+    subscribed = threading.Event()
+
+    def on_message(msg: IncomingMessage) -> None:
+        with lock:
+            got.append(msg)
+
+    client = MqttClient(
+        host=host, port=port, client_id=f"t-sub-{uuid.uuid4().hex[:8]}", protocol_v5=v5
+    )
+    client.on_message(on_message)
+
+    def on_connect(_present: bool) -> None:
+        client.subscribe([pattern], qos=1)
+        subscribed.set()
+
+    client.on_connect(on_connect)
+    client.connect()
+    assert subscribed.wait(30)
+    time.sleep(0.2)  # the SUBACK
+    return client, got
 
 
 def ingest_settings(db_url: str, broker_url: str, topic_prefix: str) -> Settings:

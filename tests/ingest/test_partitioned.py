@@ -20,7 +20,7 @@ from devices.protocol import Channel, ReadingWire, Vitals, encode_telemetry, top
 from devices.registry import ensure_devices
 from tests.conftest import _unavailable
 from tests.engine import MAPPING, EngineCluster, partition_owners
-from tests.services import wait_until
+from tests.services import mqtt_subscriber, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -109,24 +109,7 @@ def test_the_engine_maps_each_device_to_the_partition_the_ingester_computes(
 
 def _subscriber(engine: EngineCluster, pattern: str) -> tuple[MqttClient, list[IncomingMessage]]:
     """A device-side MQTT client on the first node, subscribed to ``pattern`` (QoS 1)."""
-    import threading
-
-    got: list[IncomingMessage] = []
-    subscribed = threading.Event()
-    client = MqttClient(
-        host="127.0.0.1", port=engine.nodes[0].mqtt_port,
-        client_id=f"sub-{uuid.uuid4().hex[:6]}", protocol_v5=False,
-    )  # fmt: skip
-    client.on_message(got.append)
-
-    def on_connect(_present: bool) -> None:
-        client.subscribe([pattern], qos=1)
-        subscribed.set()
-
-    client.on_connect(on_connect)
-    client.connect()
-    assert subscribed.wait(30)
-    return client, got
+    return mqtt_subscriber("127.0.0.1", engine.nodes[0].mqtt_port, pattern, v5=False)
 
 
 def test_a_command_to_a_device_reaches_it_through_the_engine(engine: EngineCluster) -> None:

@@ -17,34 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.mqtt import IncomingMessage, MqttClient, varint_at
+from core.mqtt import varint_at
 from devices.protocol import Limits, decode_telemetry
 from simulators.rawmqtt import MqttProtocolError, RawPublisher, encode_varint
 from simulators.wearable import WearableFleet, publish_fleet
-from tests.services import PrivateBroker
-
-
-def _subscriber(host: str, port: int, pattern: str) -> tuple[MqttClient, list[IncomingMessage]]:
-    got: list[IncomingMessage] = []
-    lock = threading.Lock()
-    subscribed = threading.Event()
-
-    def on_message(msg: IncomingMessage) -> None:
-        with lock:
-            got.append(msg)
-
-    client = MqttClient(host=host, port=port, client_id=f"t-sub-{uuid.uuid4().hex[:8]}")
-    client.on_message(on_message)
-
-    def on_connect(_present: bool) -> None:
-        client.subscribe([pattern], qos=1)
-        subscribed.set()
-
-    client.on_connect(on_connect)
-    client.connect()
-    assert subscribed.wait(10)
-    time.sleep(0.2)  # the SUBACK
-    return client, got
+from tests.services import PrivateBroker, mqtt_subscriber
 
 
 def _wait_for(check: object, timeout_s: float = 20.0) -> None:
@@ -60,7 +37,7 @@ def test_a_fleet_published_raw_arrives_whole_and_every_message_is_acknowledged(
 ) -> None:
     url = urlsplit(shared_broker_url)
     host, port = url.hostname or "127.0.0.1", url.port or 1883
-    sub, got = _subscriber(host, port, f"{topic_prefix}/#")
+    sub, got = mqtt_subscriber(host, port, f"{topic_prefix}/#")
     try:
         ids = [f"raw-{i:03d}" for i in range(200)]
         fleet = WearableFleet(ids).with_prefix(topic_prefix)
@@ -91,7 +68,7 @@ def test_packet_ids_wrap_past_65535_without_losing_a_message(
     # The project's broker configuration: the shared broker's default queue (1,000 messages
     # per subscriber) would drop what a slow subscriber has not taken yet.
     host, port = "127.0.0.1", private_broker.port
-    sub, got = _subscriber(host, port, f"{topic_prefix}/#")
+    sub, got = mqtt_subscriber(host, port, f"{topic_prefix}/#")
     try:
         pub = RawPublisher(host, port, client_id=f"t-raw-{uuid.uuid4().hex[:8]}")
         pub.connect_inline()
@@ -199,7 +176,7 @@ def test_a_broken_connection_is_made_again_and_nothing_unacknowledged_is_lost(
     """The connection reset three times mid-stream: the publisher connects again and sends
     what had no PUBACK, so every message arrives (some twice, as QoS 1 allows)."""
     host = "127.0.0.1"
-    sub, got = _subscriber(host, private_broker.port, f"{topic_prefix}/#")
+    sub, got = mqtt_subscriber(host, private_broker.port, f"{topic_prefix}/#")
     proxy = _CuttableProxy(private_broker.port)
     try:
         pub = RawPublisher(host, proxy.port, client_id=f"t-raw-{uuid.uuid4().hex[:8]}")
