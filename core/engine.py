@@ -36,6 +36,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -262,9 +263,10 @@ class EngineLink:
             raise EngineError("not connected")
         return self._nc.jetstream(timeout=10.0)
 
-    def ensure_mqtt_stream(self, replicas: int, max_age_s: float) -> None:
+    def ensure_mqtt_stream(self, replicas: int, *, max_age_s: float, max_bytes: int) -> None:
         """Make sure the engine's MQTT message stream (:data:`MQTT_STREAM`) keeps what devices
-        send for ``max_age_s``, read or not (limits retention).
+        send for ``max_age_s``, read or not (limits retention), and at most ``max_bytes`` on a
+        node: past that the oldest messages go, so devices are never refused for a full disk.
 
         The engine makes the stream itself when the first MQTT client connects, with interest
         retention: a message goes once every consumer that wants it has acknowledged it, and
@@ -281,6 +283,8 @@ class EngineLink:
             storage=StorageType.FILE,
             num_replicas=replicas,
             max_age=max_age_s,
+            max_bytes=max_bytes,
+            discard=DiscardPolicy.OLD,
         )
 
         async def ensure() -> None:
@@ -296,8 +300,8 @@ class EngineLink:
                     "start an ingester before the first device connects (docs/operations.md, "
                     "'Past one machine')"
                 )
-            if info.config.max_age != max_age_s:
-                info.config.max_age = max_age_s
+            if (info.config.max_age, info.config.max_bytes) != (max_age_s, max_bytes):
+                info.config.max_age, info.config.max_bytes = max_age_s, max_bytes
                 await js.update_stream(info.config)
 
         self.call(ensure(), 30.0)

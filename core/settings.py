@@ -286,6 +286,21 @@ class EngineSettings(_Section):
     max_age_days: float = Field(
         7.0, gt=0, description="How long the engine's MQTT stream keeps a message, read or not."
     )
+    max_gb: float = Field(
+        40.0,
+        gt=0,
+        description=(
+            "Most the engine's MQTT stream keeps on a node, in GB; past it the oldest messages "
+            "go (below the nodes' jetstream max_file_store; docs/operations.md sizes it)."
+        ),
+    )
+
+    @property
+    def stream_limits(self) -> dict[str, Any]:
+        """The MQTT stream's limits, as :meth:`core.engine.EngineLink.ensure_mqtt_stream`
+        takes them."""
+        return {"max_age_s": self.max_age_days * 86_400, "max_bytes": int(self.max_gb * 1e9)}
+
     rebalance_every_s: float = Field(
         2.0, gt=0, description="How often an ingester checks which partitions it should own."
     )

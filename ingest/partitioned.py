@@ -198,9 +198,7 @@ class PartitionedIngest:
         engine is being replaced this can take a while: keep trying until it is done."""
         while True:
             try:
-                self._link.ensure_mqtt_stream(
-                    self.engine.replicas, self.engine.max_age_days * 86_400
-                )
+                self._link.ensure_mqtt_stream(self.engine.replicas, **self.engine.stream_limits)
                 self._link.ensure_partitions(
                     [self._durable(p) for p in range(self.engine.partitions)], **self._limits()
                 )

@@ -151,7 +151,7 @@ class EngineCluster:
 
     def _prepare(self, link: EngineLink) -> bool:
         try:
-            link.ensure_mqtt_stream(min(3, len(self.nodes)), EngineSettings().max_age_days * 86_400)
+            link.ensure_mqtt_stream(min(3, len(self.nodes)), **EngineSettings().stream_limits)
         except EngineMisconfigured:
             raise
         except EngineError:

@@ -130,6 +130,38 @@ def test_a_command_to_a_device_reaches_it_through_the_engine(engine: EngineClust
     assert got[0].payload == b'{"id": "c1"}'
 
 
+def test_the_engine_keeps_what_devices_send_within_its_limits_and_never_refuses_them(
+    engine: EngineCluster,
+) -> None:
+    """The MQTT stream keeps messages read or not, up to its age and size; past the size the
+    oldest go and the devices' messages are still taken (a full disk would refuse them)."""
+    from nats.js.api import DiscardPolicy, RetentionPolicy
+
+    link = EngineLink([engine.urls], name="test").connect()
+    try:
+        link.ensure_mqtt_stream(1, max_age_s=7200, max_bytes=50_000)  # an operator's change
+        js = link._js()
+        config = link.call(js.stream_info(MQTT_STREAM), 10).config
+        assert (config.retention, config.max_age, config.max_bytes, config.discard) == (
+            RetentionPolicy.LIMITS, 7200, 50_000, DiscardPolicy.OLD,
+        )  # fmt: skip
+        client = _device(engine)
+        reading = [ReadingWire(ts=int(time.time() * 1000), seq=1, vitals=Vitals(heart_rate=70))]
+        for i in range(400):  # about 100 kB with the engine's headers: twice the limit
+            client.publish(
+                topic(PREFIX, f"lim-wb-{i:03d}", Channel.TELEMETRY), encode_telemetry(reading)
+            )
+        deadline = time.monotonic() + 30
+        while client.pending_out() and time.monotonic() < deadline:
+            client.pump(0.01)
+        assert client.pending_out() == 0  # every message acknowledged: none refused
+        client.stop()
+        state = link.call(js.stream_info(MQTT_STREAM), 10).state
+        assert state.bytes <= 50_000 and state.first_seq > 1
+    finally:
+        link.close()
+
+
 def test_an_engine_that_made_its_mqtt_stream_itself_is_refused_with_the_fix(
     engine: EngineCluster,
 ) -> None:
@@ -149,7 +181,7 @@ def test_an_engine_that_made_its_mqtt_stream_itself_is_refused_with_the_fix(
         )  # fmt: skip
         link.call(js.add_stream(engines_own), 10)
         with pytest.raises(EngineMisconfigured, match="start an ingester before the first device"):
-            link.ensure_mqtt_stream(1, 3600)
+            link.ensure_mqtt_stream(1, max_age_s=3600, max_bytes=10**9)
     finally:
         link.close()
 
