@@ -103,15 +103,16 @@ def partition_subject(root: str, partition: int | str) -> str:
     return f"{root}.{partition}.>"
 
 
-def _sequences(msg: Msg) -> tuple[int, int]:
-    """The message's sequence in the stream and in its consumer's deliveries, from its
-    acknowledgement subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
-    seq>...``; nats-py's ``metadata`` parses the whole of it into objects, per message)."""
+def _sequences(msg: Msg) -> tuple[int, int, int]:
+    """The message's sequence in the stream and in its consumer's deliveries, and how many
+    messages the consumer holds after it, from its acknowledgement subject (``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``; nats-py's
+    ``metadata`` parses the whole of it into objects, per message)."""
     tokens = msg.reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[6])
-    sequence = msg.metadata.sequence
-    return int(sequence.stream), int(sequence.consumer)
+        return int(tokens[5]), int(tokens[6]), int(tokens[8])
+    meta = msg.metadata
+    return int(meta.sequence.stream), int(meta.sequence.consumer), int(meta.num_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,8 @@ class PartitionConsumer:
         self._last: Msg | None = None
         self._next_delivery = 1  # the consumer is new: its deliveries count from 1
         self._last_stream = 0
+        self.pending = 0
+        """Messages the consumer holds after the last one fetched (0 after an empty fetch)."""
 
     async def on_message(self, msg: Msg) -> None:
         """On the link's loop: keep a message for the reader, or close the request."""
@@ -174,8 +177,10 @@ class PartitionConsumer:
             out.append(arrived.popleft())
         cut = len(MQTT_SUBJECTS)
         messages = []
+        if not out:
+            self.pending = 0
         for m in out:
-            stream_seq, delivery = _sequences(m)
+            stream_seq, delivery, self.pending = _sequences(m)
             if delivery != self._next_delivery:
                 raise DeliveryGap(
                     f"consumer {self.name}: delivery {delivery} (stream sequence {stream_seq}) "

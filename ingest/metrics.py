@@ -175,3 +175,33 @@ def create_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
             "anxin_ingest_broker_connected", "1 while connected to the broker.", registry=reg
         ),
     )
+
+
+@dataclass
+class EngineMetrics:
+    """The partitioned ingest's own metrics (``ANXIN_INGEST__SOURCE=engine``)."""
+
+    partitions: Gauge
+    owned: Gauge
+    backlog: Gauge
+
+
+def create_engine_metrics(registry: CollectorRegistry, partitions: int) -> EngineMetrics:
+    metrics = EngineMetrics(
+        partitions=Gauge(
+            "anxin_engine_partitions",
+            "Partitions of the engine (ANXIN_ENGINE__PARTITIONS); every one needs a reader.",
+            registry=registry,
+        ),
+        owned=Gauge(
+            "anxin_engine_partitions_owned", "Partitions this ingester reads.", registry=registry
+        ),
+        backlog=Gauge(
+            "anxin_engine_backlog_messages",
+            "Messages of a partition the engine holds that its reader has not fetched yet.",
+            ["partition"],
+            registry=registry,
+        ),
+    )
+    metrics.partitions.set(partitions)
+    return metrics

@@ -17,6 +17,7 @@ reads the partition from right after the last acknowledged message (:meth:`take_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from core.engine import (
 )
 from core.settings import Settings
 from ingest.decoder import BatchDecoder
-from ingest.metrics import IngestMetrics, create_metrics
+from ingest.metrics import IngestMetrics, create_engine_metrics, create_metrics
 from ingest.pipeline import Batch, DeviceInfo
 from ingest.service import BatchSink
 from ingest.store import PostgresStore, TelemetryStore
@@ -112,6 +113,7 @@ class PartitionedIngest:
             settings.db.url, self.engine.partitions, self.engine.lock_namespace
         )
         self._readers: dict[int, _Reader] = {}
+        self.engine_metrics = create_engine_metrics(self.metrics.registry, self.engine.partitions)
         self._take_over: TakeOver | None = None
         self._release: Callable[[], object] | None = None
         self._totals_lock = threading.Lock()
@@ -254,6 +256,7 @@ class PartitionedIngest:
         )
         reader = _Reader(self, partition, consumer, store)
         self._readers[partition] = reader
+        self.engine_metrics.owned.set(len(self._readers))
         reader.start()
 
     def _stop_readers(self, partitions: list[int]) -> None:
@@ -265,6 +268,9 @@ class PartitionedIngest:
             r.halt.set()
         for r in readers:
             r.join(60)
+            with contextlib.suppress(KeyError):
+                self.engine_metrics.backlog.remove(str(r.partition))
+        self.engine_metrics.owned.set(len(self._readers))
         if self._release is not None:
             self._release()  # the detectors' state, for the next owner to load
         log.info("stopped reading partitions %s; now reading %s", partitions, sorted(self._readers))
@@ -319,6 +325,7 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         owner = self.owner
         size = owner.settings.ingest.batch_size
+        backlog = owner.engine_metrics.backlog.labels(str(self.partition))
         try:
             while not self.halt.is_set() and not owner._stop.is_set():
                 try:
@@ -335,6 +342,7 @@ class _Reader(threading.Thread):
                     log.warning("partition %d: fetch failed (%s); retrying", self.partition, exc)
                     self.halt.wait(1.0)
                     continue
+                backlog.set(self.consumer.pending)
                 if not messages:
                     continue
                 batch = owner._handle(self.store, messages)

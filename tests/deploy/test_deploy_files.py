@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from api.metrics import DatabaseCounts, LiveAlerts, families
 from core.settings import Settings
 from ingest.detection import create_detection_metrics
-from ingest.metrics import create_metrics
+from ingest.metrics import create_engine_metrics, create_metrics
 from ingest.recovery import Recovery
 from tests.services import IN_CI, ROOT, PrivateBroker, free_port, port_open, wait_until
 
@@ -89,6 +89,8 @@ def test_the_rules_cover_what_an_operator_must_be_told() -> None:
         "AnxinSosNotAcknowledged",
         "AnxinBrokerDisconnected",
         "AnxinRecoverySweepFoundWork",
+        "AnxinEnginePartitionsUnread",
+        "AnxinEngineBacklog",
     ):
         assert wanted in names
     assert all(rule["labels"]["severity"] in {"warning", "critical"} for rule in _rules())
@@ -99,6 +101,7 @@ def _exported() -> set[str]:
     """Every sample name the ingester's and the API's /metrics can show."""
     registry = CollectorRegistry()
     create_metrics(registry)
+    create_engine_metrics(registry, 16)
     create_detection_metrics(registry)
     Recovery(None, None, registry=registry)  # type: ignore[arg-type]  # only its counter
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}

@@ -221,11 +221,47 @@ def test_an_in_process_ingester_stores_every_reading_once(
                 return int(conn.execute("SELECT count(*) FROM vitals").fetchone()[0])  # type: ignore[index]
 
         wait_until(lambda: stored() >= 100, 30, "every reading stored")
+        # What Prometheus is told: every partition read here, nothing left waiting.
+        value = service.metrics.registry.get_sample_value
+        assert value("anxin_engine_partitions") == 16
+        assert value("anxin_engine_partitions_owned") == 16
+        backlog = [{"partition": str(p)} for p in range(16)]
+        wait_until(
+            lambda: all(value("anxin_engine_backlog_messages", b) == 0 for b in backlog),
+            30,
+            "no backlog",
+        )
     finally:
         service.stop()
         thread.join(30)
     assert stored() == 100
     assert service.totals()["stored"] == 100
+    assert value("anxin_engine_partitions_owned") == 0
+    assert value("anxin_engine_backlog_messages", backlog[0]) is None  # let go: not counted
+
+
+def test_a_reader_knows_how_many_messages_of_its_partition_wait(engine: EngineCluster) -> None:
+    defaults = EngineSettings()
+    device = "pend-wb-001"
+    partition_filter = f"{defaults.subject_root}.{partition_of(device, defaults.partitions)}.>"
+    link = EngineLink([engine.urls], name="test").connect()
+    try:
+        link.ensure_partitions([("pend", partition_filter)], max_ack_pending=100, ack_wait_s=5)
+        client = _device(engine)
+        now = int(time.time() * 1000)
+        for k in range(10):
+            _publish(client, device, [ReadingWire(ts=now + k, seq=k, vitals=Vitals(spo2=97))])
+        client.stop()
+        consumer = link.take_partition("pend", partition_filter, max_ack_pending=100, ack_wait_s=5)
+        assert len(consumer.fetch(3, timeout_s=5)) == 3
+        assert consumer.pending == 7
+        rest: list[object] = []
+        while len(rest) < 7 and (batch := consumer.fetch(100, timeout_s=2)):
+            rest += batch
+        assert len(rest) == 7 and consumer.pending == 0
+        consumer.close()
+    finally:
+        link.close()
 
 
 def _count(url: str, sql: str) -> int:
