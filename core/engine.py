@@ -277,9 +277,12 @@ class EngineLink:
         retention: a message goes once every consumer that wants it has acknowledged it, and
         one stored while no consumer of its subject is known is dropped at once. The engine
         (nats-server 2.9) lost messages that way here while a node was replaced, so the stream
-        is made here first, and the engine, finding it, uses it as it is. Raises
-        :class:`EngineError` if the engine made it first: it must then be made again before
-        devices connect (docs/operations.md says how): :class:`EngineMisconfigured`."""
+        is made here first, and the engine, finding it, uses it as it is.
+
+        Raises:
+            EngineMisconfigured: The engine made it first; it must be made again before devices
+                connect (docs/operations.md says how).
+            EngineError: The engine did not answer."""
         js = self._js()
         config = StreamConfig(
             name=MQTT_STREAM,
@@ -321,13 +324,21 @@ class EngineLink:
                 continue
         return found
 
-    def _config(self, name: str, partition_filter: str, start: int | None, **limits: Any) -> Any:
+    @staticmethod
+    def _config(
+        name: str,
+        partition_filter: str,
+        start: int | None,
+        *,
+        max_ack_pending: int,
+        ack_wait_s: float,
+    ) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=name,
             filter_subject=MQTT_SUBJECTS + partition_filter,
             ack_policy=AckPolicy.ALL,
-            ack_wait=limits["ack_wait_s"],
-            max_ack_pending=limits["max_ack_pending"],
+            ack_wait=ack_wait_s,
+            max_ack_pending=max_ack_pending,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
             opt_start_seq=start,
         )
@@ -371,7 +382,6 @@ class EngineLink:
         is made to start after the old one's acknowledgement floor, then the old one goes. At
         no moment does the partition lack its position, whenever the process dies."""
         js = self._js()
-        limits = {"max_ack_pending": max_ack_pending, "ack_wait_s": ack_wait_s}
 
         async def take() -> str:
             existing = sorted(
@@ -383,7 +393,14 @@ class EngineLink:
             name = f"{durable}-b" if old is not None and old.name.endswith("-a") else f"{durable}-a"
             start = old.ack_floor.stream_seq + 1 if old is not None else None
             await js.add_consumer(
-                MQTT_STREAM, self._config(name, partition_filter, start, **limits)
+                MQTT_STREAM,
+                self._config(
+                    name,
+                    partition_filter,
+                    start,
+                    max_ack_pending=max_ack_pending,
+                    ack_wait_s=ack_wait_s,
+                ),
             )
             if old is not None:
                 await js.delete_consumer(MQTT_STREAM, old.name)

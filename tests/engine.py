@@ -56,7 +56,7 @@ class EngineNode:
 listen: 127.0.0.1:{self.port}
 http: 127.0.0.1:{self.http_port}
 jetstream {{ store_dir: "{self.dir / "js"}" }}
-mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {min(3, len(self.cluster.nodes))} }}
+mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {self.cluster.replicas} }}
 {cluster}
 include "mapping.conf"
 """
@@ -129,6 +129,11 @@ class EngineCluster:
         self.nodes = [EngineNode(self, i + 1) for i in range(size)]
 
     @property
+    def replicas(self) -> int:
+        """Copies of the engine's MQTT streams: three, or every node of a smaller cluster."""
+        return min(3, len(self.nodes))
+
+    @property
     def urls(self) -> str:
         return ",".join(n.url for n in self.nodes)
 
@@ -151,7 +156,7 @@ class EngineCluster:
 
     def _prepare(self, link: EngineLink) -> bool:
         try:
-            link.ensure_mqtt_stream(min(3, len(self.nodes)), **EngineSettings().stream_limits)
+            link.ensure_mqtt_stream(self.replicas, **EngineSettings().stream_limits)
         except EngineMisconfigured:
             raise
         except EngineError:
