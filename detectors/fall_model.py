@@ -2,7 +2,7 @@
 
 The trees are trained by ``detectors/training/train_wrist.py`` (scikit-learn, at training time
 only) and shipped as package data (``detectors/models/*.json``). Inference walks every tree for
-every candidate at once: ``depth`` steps of fancy indexing over a ``(k, n_trees)`` array of node
+every candidate at once: ``depth`` steps of gathers over a ``(k, n_trees)`` array of node
 numbers, with no Python loop over candidates or trees.
 
 File format (``format: "anxin-trees/1"``): ``features`` (names, in column order),
@@ -15,6 +15,7 @@ candidate is a fall), ``depth`` (longest root-to-leaf path), and per tree the ar
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -143,6 +144,21 @@ class TreeModel:
         text = resources.files("detectors.models").joinpath(f"{name}.json").read_text("utf-8")
         return cls.from_json(text)
 
+    @functools.cached_property
+    def _flat(
+        self,
+    ) -> tuple[npt.NDArray[np.intp], F64, npt.NDArray[np.int64], npt.NDArray[np.int64], F64]:
+        """The node arrays raveled, children as flat node numbers (see :meth:`predict_proba`)."""
+        n_trees, width = self.feature.shape
+        offset = (np.arange(n_trees, dtype=np.int64) * width)[:, None]
+        return (
+            self.feature.ravel().astype(np.intp),
+            self.split.ravel(),
+            (self.left + offset).ravel(),
+            (self.right + offset).ravel(),
+            self.value.ravel(),
+        )
+
     def predict_proba(self, x: npt.ArrayLike) -> F64:
         """Probability of a fall for every row of ``x``.
 
@@ -163,15 +179,14 @@ class TreeModel:
                 f"{len(self.features)})."
             )
         xa = np.where(np.isnan(xa), self.nan_value, xa)
-        k = xa.shape[0]
-        n_trees = self.feature.shape[0]
-        trees = np.arange(n_trees)[None, :]
-        rows = np.arange(k)[:, None]
-        node = np.zeros((k, n_trees), np.int32)
+        n_trees, width = self.feature.shape
+        # Node numbers are flat over all trees ((tree, node) -> tree * width + node), and the
+        # children already carry their tree's offset: one 1-D gather per array and level.
+        feature, split, left, right, value = self._flat
+        node = np.broadcast_to(np.arange(n_trees, dtype=np.int64) * width, (xa.shape[0], n_trees))
         for _ in range(self.depth):
-            f = self.feature[trees, node]
-            go_left = xa[rows, f] <= self.split[trees, node]
-            node = np.where(go_left, self.left[trees, node], self.right[trees, node])
-        raw = self.base_score + self.value[trees, node].sum(axis=1)
+            go_left = np.take_along_axis(xa, feature[node], axis=1) <= split[node]
+            node = np.where(go_left, left[node], right[node])
+        raw = self.base_score + value[node].sum(axis=1)
         out: F64 = 1.0 / (1.0 + np.exp(-raw))
         return out
