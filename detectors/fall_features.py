@@ -49,10 +49,45 @@ def masked_std(x: F32, mask: B8) -> F32:
 
 
 @dataclass(frozen=True, eq=False)
+class ImpactWindows:
+    """The signal around candidate impacts, one row per candidate, aligned on each impact.
+
+    Built by the detector from its ring buffers (:meth:`detectors.falls.FallDetector._analyse`)
+    with one gather, so that every feature window is a plain slice of columns.
+
+    Attributes:
+        win: float32 ``(k, W, 3)`` signal in g from ``pre_start_s`` before the impact to
+            ``post_end_s`` after it, zero where missing. It is also a finding's evidence window.
+        mag: float32 ``(k, W)`` its magnitude ``|a|``, zero where missing.
+        valid: bool ``(k, W)``, False where the signal is missing (before a buffer restart).
+        impact: Column of the impact in every row (``pre_start_s`` in samples).
+        span_mag: float32 ``(k, S)`` magnitude over everything scanned for the candidate, from
+            ``pre_start_s`` before its first crossing of ``candidate_g`` to ``merge_s +
+            post_end_s`` after it, zero where missing.
+        span_valid: bool ``(k, S)``.
+        span_impact: int64 ``(k,)`` column of the impact in ``span_mag``.
+    """
+
+    win: F32
+    mag: F32
+    valid: B8
+    impact: int
+    span_mag: F32
+    span_valid: B8
+    span_impact: I64
+
+    def cols(self, lo: int, hi: int) -> slice:
+        """Columns from ``lo`` to ``hi`` samples (exclusive) relative to the impact, clipped."""
+        width = self.win.shape[1]
+        return slice(max(0, self.impact + lo), min(width, self.impact + hi))
+
+
+@dataclass(frozen=True, eq=False)
 class FallFeatures:
     """Context features of candidate impacts (one row per candidate).
 
-    All arrays have shape ``(k,)`` except ``window`` ``(k, w, 3)`` and ``pre_vec`` ``(k, 3)``.
+    All arrays have shape ``(k,)`` except ``window`` ``(k, w, 3)`` (the evidence: from
+    ``pre_start_s`` before the impact to ``post_end_s`` after it) and ``pre_vec`` ``(k, 3)``.
     """
 
     peak_g: F32
@@ -60,10 +95,8 @@ class FallFeatures:
     orientation_deg: F32
     stillness_g: F32
     free_fall_min_g: F32
-    impact_index: I64
     pre_vec: F32
     window: F32
-    window_start: I64
 
     def decide(self, config: FallConfig) -> B8:
         """Boolean mask of candidates that are suspected falls under ``config``.
@@ -77,55 +110,38 @@ class FallFeatures:
         return keep
 
 
-def fall_features(
-    win: F32, valid: B8, *, first: int, rate: int, config: FallConfig
-) -> FallFeatures:
-    """Context features of candidates, each centred on its own first crossing.
+def fall_features(c: ImpactWindows, *, rate: int, config: FallConfig) -> FallFeatures:
+    """Context features of candidates, each row aligned on its own impact.
 
     Args:
-        win: float32 ``(k, W, 3)`` signal in g, the first crossing at index ``first`` of each row
-            and at least ``merge_s + post_end_s`` of signal after it.
-        valid: bool ``(k, W)``, False where the signal is missing (before a buffer restart).
-        first: Index of the first crossing in every row.
+        c: The signal around each impact.
         rate: Sample rate in Hz.
         config: Windows.
 
     Returns:
-        The features; ``impact_index`` is the impact's index in ``win``.
+        The features.
     """
-    k, w, _ = win.shape
     s = config.samples
-    mag = np.sqrt(np.einsum("ijk,ijk->ij", win, win))
-    merge = max(1, s(config.merge_s, rate))
-    j = first + np.argmax(mag[:, first : first + merge], axis=1).astype(np.int64)
-    rel = np.arange(w, dtype=np.int64)[None, :] - j[:, None]
-    pre = valid & (rel >= -s(config.pre_start_s, rate)) & (rel < -s(config.pre_end_s, rate))
-    post = valid & (rel >= s(config.post_start_s, rate)) & (rel < s(config.post_end_s, rate))
+    win, mag, valid = c.win, c.mag, c.valid
+    pre = c.cols(-s(config.pre_start_s, rate), -s(config.pre_end_s, rate))
+    post = c.cols(s(config.post_start_s, rate), s(config.post_end_s, rate))
     half = s(0.5, rate)
-    around = valid & (rel >= -half) & (rel < half)
-    before = valid & (rel >= -s(1.0, rate)) & (rel <= 0)
-    pre_vec = masked_mean_vec(win, pre)
-    post_vec = masked_mean_vec(win, post)
-    dev = np.where(around, np.abs(mag - 1.0), 0.0)
+    around = c.cols(-half, half)
+    before = c.cols(-s(1.0, rate), 1)
+    pre_vec = masked_mean_vec(win[:, pre], valid[:, pre])
+    post_vec = masked_mean_vec(win[:, post], valid[:, post])
+    dev = np.where(valid[:, around], np.abs(mag[:, around] - 1.0), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        intensity = dev.sum(axis=1) / around.sum(axis=1)
-    ff = np.where(before, mag, np.inf).min(axis=1)
-    rows = np.arange(k)
-    # The evidence window: from pre_start_s before the impact to post_end_s after it.
-    wlen = s(config.pre_start_s, rate) + s(config.post_end_s, rate)
-    start = np.clip(j - s(config.pre_start_s, rate), 0, w - wlen)
-    idx = start[:, None] + np.arange(wlen)[None, :]
-    window = np.take_along_axis(win, idx[:, :, None], axis=1) if k else win[:, :wlen]
+        intensity = dev.sum(axis=1) / valid[:, around].sum(axis=1)
+    ff = np.where(valid[:, before], mag[:, before], np.inf).min(axis=1)
     return FallFeatures(
-        peak_g=mag[rows, j].astype(np.float32),
+        peak_g=mag[:, c.impact].astype(np.float32),
         intensity_g=intensity.astype(np.float32),
         orientation_deg=angle_deg(pre_vec, post_vec),
-        stillness_g=masked_std(mag, post),
+        stillness_g=masked_std(mag[:, post], valid[:, post]),
         free_fall_min_g=ff.astype(np.float32),
-        impact_index=j,
         pre_vec=pre_vec,
-        window=window.astype(np.float32),
-        window_start=start.astype(np.int64),
+        window=win,
     )
 
 
@@ -137,8 +153,6 @@ def take_row(f: FallFeatures, i: int) -> FallFeatures:
         orientation_deg=f.orientation_deg[sl],
         stillness_g=f.stillness_g[sl],
         free_fall_min_g=f.free_fall_min_g[sl],
-        impact_index=f.impact_index[sl],
         pre_vec=f.pre_vec[sl],
         window=f.window[sl],
-        window_start=f.window_start[sl],
     )

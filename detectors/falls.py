@@ -41,6 +41,7 @@ from detectors.events import DeviceEventKind, device_event_findings, sos_finding
 from detectors.fall_config import FallConfig
 from detectors.fall_features import (
     FallFeatures,
+    ImpactWindows,
     angle_deg,
     fall_features,
     masked_mean_vec,
@@ -48,7 +49,7 @@ from detectors.fall_features import (
     take_row,
 )
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch
-from detectors.fall_state import NONE, FallStateStore, RateTable
+from detectors.fall_state import NONE, SAMPLE, FallStateStore, RateTable
 from detectors.findings import (
     DetectorInputError,
     DeviceEventEvidence,
@@ -186,17 +187,14 @@ class FallDetector:
         max_n = samples.shape[1]
         valid_new = np.arange(max_n)[None, :] < lengths[:, None]
         mag_new = np.sqrt(np.einsum("ijk,ijk->ij", samples, samples))
-        pos = (n_seen % ring)[:, None] + np.arange(max_n)[None, :]
-        pos[pos >= ring] -= ring  # max_n <= ring, so one wrap at most
-        rr = rows[:, None]
-        # Flat indices into the ring buffers are much cheaper than 2-D fancy indexing.
-        flat = rr * ring + pos
+        flat = tab.flat_index(rows, n_seen, max_n)
+        src = np.ascontiguousarray(samples).reshape(-1, 3).view(SAMPLE).reshape(-1)
         if np.all(lengths == max_n):
             # The usual tick (every burst full length): no compress needed.
-            tab.buf.reshape(-1, 3)[flat.ravel()] = samples.reshape(-1, 3)
+            tab.samples[flat.ravel()] = src
             tab.mag.reshape(-1)[flat.ravel()] = mag_new.ravel()
         else:
-            tab.buf.reshape(-1, 3)[flat[valid_new]] = samples[valid_new]
+            tab.samples[flat[valid_new]] = src[valid_new.ravel()]
             tab.mag.reshape(-1)[flat[valid_new]] = mag_new[valid_new]
         old_seen = n_seen
         n_seen = n_seen + lengths
@@ -222,7 +220,7 @@ class FallDetector:
             if span > 0:
                 abs_idx = lo[:, None] + np.arange(span)[None, :]
                 inside = (abs_idx < seen[:, None]) & idle[:, None]
-                m = tab.mag[ra[:, None], abs_idx % ring]
+                m = tab.mag.reshape(-1)[tab.flat_index(ra, lo, span)]
                 hit = inside & (m > cfg.candidate_g)
                 found = hit.any(axis=1)
                 first = abs_idx[np.arange(active.size), np.argmax(hit, axis=1)]
@@ -272,36 +270,51 @@ class FallDetector:
         ring = tab.ring
         r = rows[idx]
         first = tab.cand_first[r]
-        after = max(1, cfg.samples(cfg.merge_s, rate)) + cfg.samples(cfg.post_end_s, rate)
-        abs_idx = first[:, None] + np.arange(-pre, after)[None, :]
+        merge = max(1, cfg.samples(cfg.merge_s, rate))
+        post = cfg.samples(cfg.post_end_s, rate)
+        # Everything scanned for each candidate: its magnitudes, and the impact (the largest
+        # magnitude in the merge_s after the first crossing).
+        span_abs = first[:, None] + np.arange(-pre, merge + post)[None, :]
         seen = n_seen[idx]
-        valid = (abs_idx >= 0) & (abs_idx >= seen[:, None] - ring) & (abs_idx < seen[:, None])
+        span_valid = (span_abs >= 0) & (span_abs >= seen[:, None] - ring)
+        span_valid &= span_abs < seen[:, None]
+        span_flat = tab.flat_index(r, first - pre, span_abs.shape[1])
+        span_mag = np.where(span_valid, tab.mag.reshape(-1)[span_flat], 0)
+        j = np.argmax(span_mag[:, pre : pre + merge], axis=1)
         if self.candidates is None:
-            # Cheapest tests first: peak and intensity need only the magnitudes; the full
-            # context (orientation, stillness, the evidence window) only for what passes.
-            mwin = np.where(valid, tab.mag[r[:, None], abs_idx % ring], 0.0)
-            merge = max(1, cfg.samples(cfg.merge_s, rate))
-            j = pre + np.argmax(mwin[:, pre : pre + merge], axis=1)
-            rel = np.arange(abs_idx.shape[1])[None, :] - j[:, None]
+            # Cheapest tests first: peak and intensity need only the magnitudes; the context
+            # (orientation, stillness, the model's features) only for what passes.
             half = cfg.samples(0.5, rate)
-            around = valid & (rel >= -half) & (rel < half)
-            dev = np.where(around, np.abs(mwin - 1.0), 0.0).sum(axis=1)
-            intensity = dev / np.maximum(around.sum(axis=1), 1)
-            peak = mwin[np.arange(j.size), j]
+            around = np.take_along_axis(span_mag, j[:, None] + np.arange(pre - half, pre + half), 1)
+            ok = np.take_along_axis(span_valid, j[:, None] + np.arange(pre - half, pre + half), 1)
+            intensity = np.abs(around - 1.0).sum(axis=1, where=ok) / np.maximum(ok.sum(axis=1), 1)
+            peak = span_mag[np.arange(j.size), pre + j]
             quick = (peak >= cfg.peak_g) & (intensity >= cfg.intensity_g)
             quick &= tab.susp_deadline_ms[r] == NONE
             if not quick.any():
                 return []
-            idx, r, first, valid, abs_idx = (
-                idx[quick],
-                r[quick],
-                first[quick],
-                valid[quick],
-                abs_idx[quick],
-            )
-        win = tab.buf[r[:, None], abs_idx % ring]
-        win[~valid] = 0.0
-        feats, fire = self._decide(win, valid, first=pre, rate=rate)
+            idx, r, first, j, seen = idx[quick], r[quick], first[quick], j[quick], seen[quick]
+            span_mag, span_valid = span_mag[quick], span_valid[quick]
+        # The signal aligned on each impact, from pre_start_s before it to post_end_s after it.
+        impact_abs = first + j
+        win_abs = impact_abs[:, None] + np.arange(-pre, post)[None, :]
+        valid = (win_abs >= 0) & (win_abs >= seen[:, None] - ring)
+        flat = tab.flat_index(r, impact_abs - pre, pre + post)
+        win = np.take(tab.buf.reshape(-1, 3), flat, axis=0)  # 3x faster than buf[flat] here
+        mag = tab.mag.reshape(-1)[flat]
+        if not valid.all():
+            win[~valid] = 0.0
+            mag[~valid] = 0.0
+        windows = ImpactWindows(
+            win=win,
+            mag=mag,
+            valid=valid,
+            impact=pre,
+            span_mag=span_mag,
+            span_valid=span_valid,
+            span_impact=(pre + j).astype(np.int64),
+        )
+        feats, fire = self._decide(windows, rate=rate)
         if self.candidates is not None:
             self._record([batch.device_ids[sel[i]] for i in idx.tolist()], feats)
         fire &= tab.susp_deadline_ms[r] == NONE
@@ -310,9 +323,8 @@ class FallDetector:
         for i in np.nonzero(fire)[0].tolist():
             row = int(r[i])
             dev = batch.device_ids[sel[idx[i]]]
-            impact_abs = int(first[i]) - pre + int(feats.impact_index[i])
-            impact_ms = round(float(tab.t0_abs[row]) + impact_abs * period)
-            wstart_abs = int(first[i]) - pre + int(feats.window_start[i])
+            impact_ms = round(float(tab.t0_abs[row]) + int(impact_abs[i]) * period)
+            wstart_abs = int(impact_abs[i]) - pre
             window = feats.window[i].copy()
             evidence = FallEvidence(
                 peak_g=float(feats.peak_g[i]),
@@ -342,19 +354,17 @@ class FallDetector:
             )
         return out
 
-    def _decide(self, win: F32, valid: B8, *, first: int, rate: int) -> tuple[FallFeatures, B8]:
+    def _decide(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, B8]:
         """Features of candidates and which of them are suspected falls (the decision stage).
 
         Args:
-            win: float32 ``(k, W, 3)`` signal in g around each candidate, zero where missing.
-            valid: bool ``(k, W)``, False where the signal is missing.
-            first: Index of the first crossing of ``candidate_g`` in every row.
+            windows: The signal around each candidate's impact.
             rate: Sample rate in Hz.
 
         Returns:
             The features (evidence of the finding) and the boolean ``(k,)`` mask of falls.
         """
-        feats = fall_features(win, valid, first=first, rate=rate, config=self.config)
+        feats = fall_features(windows, rate=rate, config=self.config)
         return feats, feats.decide(self.config)
 
     def _record(self, device_ids: list[str], feats: FallFeatures) -> None:
@@ -406,8 +416,9 @@ class FallDetector:
         length = cfg.samples(cfg.recover_s, rate)
         abs_idx = seen[:, None] - length + np.arange(length)[None, :]
         valid = (abs_idx >= 0) & (abs_idx >= seen[:, None] - ring)
-        win = tab.buf[r[:, None], abs_idx % ring]
-        mag = tab.mag[r[:, None], abs_idx % ring]
+        flat = tab.flat_index(r, seen - length, length)
+        win = np.take(tab.buf.reshape(-1, 3), flat, axis=0)
+        mag = tab.mag.reshape(-1)[flat]
         std = masked_std(mag, valid)
         vec = masked_mean_vec(win, valid)
         t_first = tab.t0_abs[r] + (seen - length) * period

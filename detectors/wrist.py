@@ -28,7 +28,13 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.fall_config import FallConfig
-from detectors.fall_features import FallFeatures, angle_deg, fall_features, masked_mean_vec
+from detectors.fall_features import (
+    FallFeatures,
+    ImpactWindows,
+    angle_deg,
+    fall_features,
+    masked_mean_vec,
+)
 from detectors.fall_model import TreeModel
 from detectors.fall_state import FallStateStore
 from detectors.falls import FallDetector
@@ -104,11 +110,6 @@ class WristConfig(FallConfig):
             )
 
 
-def _seg(valid: B8, rel: npt.NDArray[np.int64], lo: int, hi: int) -> B8:
-    out: B8 = valid & (rel >= lo) & (rel < hi)
-    return out
-
-
 def _mstat(x: F32, mask: B8) -> tuple[F32, F32, F32]:
     """Masked mean, standard deviation and maximum per row (NaN where the mask is empty)."""
     cnt = mask.sum(axis=1).astype(np.float32)
@@ -120,16 +121,14 @@ def _mstat(x: F32, mask: B8) -> tuple[F32, F32, F32]:
     return mean.astype(np.float32), np.sqrt(var).astype(np.float32), mx.astype(np.float32)
 
 
-def wrist_features(
-    win: F32, valid: B8, *, first: int, rate: int, config: WristConfig
-) -> tuple[FallFeatures, F32]:
-    """Features of wrist candidates, each centred on its own impact.
+def wrist_features(c: ImpactWindows, *, rate: int, config: WristConfig) -> tuple[FallFeatures, F32]:
+    """Features of wrist candidates, each row aligned on its own impact.
+
+    Every window but one is a slice of columns of ``c.win`` around the impact; the count of
+    other peaks looks over everything scanned for the candidate (``c.span_mag``).
 
     Args:
-        win: float32 ``(k, W, 3)`` signal in g; the first crossing of ``candidate_g`` at index
-            ``first`` of every row, at least ``merge_s + post_end_s`` of signal after it.
-        valid: bool ``(k, W)``, False where the signal is missing (before a buffer restart).
-        first: Index of the first crossing in every row.
+        c: The signal around each impact.
         rate: Sample rate in Hz (25..100).
         config: Windows.
 
@@ -137,46 +136,46 @@ def wrist_features(
         The common :class:`FallFeatures` (evidence) and a float32 ``(k, len(FEATURES))``
         matrix. A feature whose window has no signal is NaN (the model maps NaN as in training).
     """
-    base = fall_features(win, valid, first=first, rate=rate, config=config)
-    k, w, _ = win.shape
+    base = fall_features(c, rate=rate, config=config)
+    k = c.win.shape[0]
     s = config.samples
-    mag = np.sqrt(np.einsum("ijk,ijk->ij", win, win)).astype(np.float32)
-    j = base.impact_index
-    rel = np.arange(w, dtype=np.int64)[None, :] - j[:, None]
-    pre = _seg(valid, rel, -s(config.pre_start_s, rate), -s(config.pre_end_s, rate))
-    post = _seg(valid, rel, s(config.post_start_s, rate), s(config.post_end_s, rate))
-    late = _seg(valid, rel, s(config.post_end_s - 1.0, rate), s(config.post_end_s, rate))
-    near = _seg(valid, rel, -s(1.0, rate), s(1.0, rate))
+    win, mag, valid = c.win, c.mag, c.valid
+    pre = c.cols(-s(config.pre_start_s, rate), -s(config.pre_end_s, rate))
+    post = c.cols(s(config.post_start_s, rate), s(config.post_end_s, rate))
+    late = c.cols(s(config.post_end_s - 1.0, rate), s(config.post_end_s, rate))
+    near = c.cols(-s(1.0, rate), s(1.0, rate))
     half = s(0.5, rate)
-    dev = np.abs(mag - 1.0)
-    _, pre_std, pre_max = _mstat(mag, pre)
-    pre_dev, _, _ = _mstat(dev, pre)
-    post_dev, _, _ = _mstat(dev, post)
-    post_mean, _, post_max = _mstat(mag, post)
-    _, late_std, _ = _mstat(mag, late)
-    energy, _, _ = _mstat(dev**2, near)
+    pre_mean, pre_std, pre_max = _mstat(mag[:, pre], valid[:, pre])
+    pre_dev, _, _ = _mstat(np.abs(mag[:, pre] - 1.0), valid[:, pre])
+    post_dev, _, _ = _mstat(np.abs(mag[:, post] - 1.0), valid[:, post])
+    post_mean, _, post_max = _mstat(mag[:, post], valid[:, post])
+    _, late_std, _ = _mstat(mag[:, late], valid[:, late])
+    energy, _, _ = _mstat((mag[:, near] - 1.0) ** 2, valid[:, near])
     with np.errstate(invalid="ignore", divide="ignore"):
-        post_ratio = np.linalg.norm(masked_mean_vec(win, post), axis=1) / post_mean
-        pre_mean, _, _ = _mstat(mag, pre)
-        pre_ratio = np.linalg.norm(masked_mean_vec(win, pre), axis=1) / pre_mean
+        post_ratio = np.linalg.norm(masked_mean_vec(win[:, post], valid[:, post]), axis=1)
+        post_ratio /= post_mean
+        pre_ratio = np.linalg.norm(masked_mean_vec(win[:, pre], valid[:, pre]), axis=1)
+        pre_ratio /= pre_mean
     mid = s((config.post_start_s + config.post_end_s) / 2, rate)
-    p1 = _seg(valid, rel, s(config.post_start_s, rate), mid)
-    p2 = _seg(valid, rel, mid, s(config.post_end_s, rate))
-    turn = angle_deg(masked_mean_vec(win, p1), masked_mean_vec(win, p2))
-    # Local maxima above 1.5 g in the whole window other than the impact itself: clapping,
-    # waving and hitting a table repeat; a fall is one impact (and its bounce).
-    peak = np.zeros_like(valid)
-    peak[:, 1:-1] = (
-        (mag[:, 1:-1] > 1.5) & (mag[:, 1:-1] > mag[:, :-2]) & (mag[:, 1:-1] >= mag[:, 2:])
+    p1 = c.cols(s(config.post_start_s, rate), mid)
+    p2 = c.cols(mid, s(config.post_end_s, rate))
+    turn = angle_deg(
+        masked_mean_vec(win[:, p1], valid[:, p1]), masked_mean_vec(win[:, p2], valid[:, p2])
     )
-    peak &= valid & (np.abs(rel) > half)
+    # Local maxima above 1.5 g over everything scanned other than the impact itself: clapping,
+    # waving and hitting a table repeat; a fall is one impact (and its bounce).
+    m = c.span_mag
+    peak = np.zeros_like(c.span_valid)
+    peak[:, 1:-1] = (m[:, 1:-1] > 1.5) & (m[:, 1:-1] > m[:, :-2]) & (m[:, 1:-1] >= m[:, 2:])
+    rel = np.arange(m.shape[1], dtype=np.int64)[None, :] - c.span_impact[:, None]
+    peak &= c.span_valid & (np.abs(rel) > half)
     peaks_around = peak.sum(axis=1).astype(np.float32)
-    above = (_seg(valid, rel, -s(1.0, rate), s(1.0, rate)) & (mag > 1.5)).sum(axis=1) / rate
-    diff = np.zeros_like(mag)
-    diff[:, 1:] = np.linalg.norm(win[:, 1:] - win[:, :-1], axis=2) * rate
-    both = valid.copy()
-    both[:, 1:] &= valid[:, :-1]
-    jerk, _, _ = _mstat(diff, _seg(both, rel, -half, half))
+    above = (valid[:, near] & (mag[:, near] > 1.5)).sum(axis=1) / rate
+    # Jerk over the second around the impact: each sample against the one before it.
+    jc = c.cols(-half, half)
+    jp = slice(jc.start - 1, jc.stop - 1) if jc.start > 0 else jc
+    diff = np.linalg.norm(win[:, jc] - win[:, jp], axis=2) * rate
+    jerk, _, _ = _mstat(diff, valid[:, jc] & valid[:, jp])
     x = np.stack(
         [
             base.peak_g,
@@ -251,8 +250,8 @@ class WristFallDetector(FallDetector):
         super().record_candidates(on)
         self.rows = [] if on else None
 
-    def _decide(self, win: F32, valid: B8, *, first: int, rate: int) -> tuple[FallFeatures, B8]:
-        feats, x = wrist_features(win, valid, first=first, rate=rate, config=self.config)
+    def _decide(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, B8]:
+        feats, x = wrist_features(windows, rate=rate, config=self.config)
         score = self.model.predict_proba(x)
         self._last = (x, score)
         fire: B8 = score >= self.threshold

@@ -168,6 +168,47 @@ def test_mixed_rates_in_one_batch() -> None:
     ]
 
 
+def test_rows_stay_with_their_devices_through_rate_changes_and_removal() -> None:
+    """A device that changes rate, and one that takes a removed device's row, keep their own."""
+    from scipy.signal import resample_poly
+
+    rng = np.random.default_rng(6)
+    fall25 = resample_poly(_fall(rng), 1, 2, axis=0)
+    det = FallDetector()
+    found: list[Finding] = []
+    walk_a, walk_b = _walking(8, rng), _walking(36, rng)
+    for k in range(8):  # a and b walk at 50 Hz, then a leaves and c walks in its row
+        bursts = [("b", None, T0 + 1000 * k, 50, walk_b[k * 50 : (k + 1) * 50])]
+        dev = "a" if k < 4 else "c"
+        bursts.append((dev, None, T0 + 1000 * k, 50, walk_a[k * 50 : (k + 1) * 50]))
+        found += det.process(FallBatch.from_bursts(bursts), now_ms=T0 + 1000 * (k + 1))
+        if k == 3:
+            det.store.forget("a")
+    for k in range(8, 20):  # c switches to 25 Hz and falls; b walks on at 50 Hz
+        j = k - 8
+        bursts = [
+            ("b", None, T0 + 1000 * k, 50, walk_b[k * 50 : (k + 1) * 50]),
+            ("c", None, T0 + 1000 * k, 25, fall25[j * 25 : (j + 1) * 25]),
+        ]
+        found += det.process(FallBatch.from_bursts(bursts), now_ms=T0 + 1000 * (k + 1))
+    assert [(f.device_id, f.kind) for f in found] == [("c", FindingKind.FALL_SUSPECTED)]
+    assert sorted(det.store.devices()) == ["b", "c"]
+    assert det.store.where("c")[0] == 25  # type: ignore[index]
+    fall50, walk_c = _fall(rng), _walking(20, rng)
+    for k in range(20, 36):  # d falls in the 50 Hz row c left; c walks back at 50 Hz
+        j = k - 20
+        bursts = [
+            ("b", None, T0 + 1000 * k, 50, walk_b[k * 50 : (k + 1) * 50]),
+            ("d", None, T0 + 1000 * k, 50, fall50[j * 50 : (j + 1) * 50]),
+        ]
+        if k > 20:
+            bursts.append(("c", None, T0 + 1000 * k, 50, walk_c[j * 50 : (j + 1) * 50]))
+        found += det.process(FallBatch.from_bursts(bursts), now_ms=T0 + 1000 * (k + 1))
+    suspected = [f.device_id for f in found if f.kind is FindingKind.FALL_SUSPECTED]
+    assert suspected == ["c", "d"]
+    assert det.store.where("c") != det.store.where("d")
+
+
 def test_empty_input() -> None:
     det = FallDetector()
     assert det.process(FallBatch.from_bursts([]), now_ms=T0) == []
