@@ -214,18 +214,19 @@ class FallDetector:
                 break
             ra = rows[active]
             seen = n_seen[active]
-            lo = np.maximum(tab.scan_from[ra], np.maximum(seen - ring, 0))
-            idle = tab.cand_first[ra] == NONE
-            span = int(np.max(np.where(idle, seen - lo, 0))) if idle.any() else 0
+            # Scan for a first crossing only where no candidate is pending.
+            idle = np.nonzero(tab.cand_first[ra] == NONE)[0]
+            ri, si = ra[idle], seen[idle]
+            lo = np.maximum(tab.scan_from[ri], np.maximum(si - ring, 0))
+            span = int(np.max(si - lo)) if idle.size else 0
             if span > 0:
-                abs_idx = lo[:, None] + np.arange(span)[None, :]
-                inside = (abs_idx < seen[:, None]) & idle[:, None]
-                m = tab.mag.reshape(-1)[tab.flat_index(ra, lo, span)]
+                inside = np.arange(span)[None, :] < (si - lo)[:, None]
+                m = tab.mag.reshape(-1)[tab.flat_index(ri, lo, span)]
                 hit = inside & (m > cfg.candidate_g)
                 found = hit.any(axis=1)
-                first = abs_idx[np.arange(active.size), np.argmax(hit, axis=1)]
-                tab.cand_first[ra[found]] = first[found]
-                tab.scan_from[ra[idle & ~found]] = seen[idle & ~found]
+                first = lo + np.argmax(hit, axis=1)
+                tab.cand_first[ri[found]] = first[found]
+                tab.scan_from[ri[~found]] = si[~found]
             cand = tab.cand_first[ra]
             ready = (cand != NONE) & (seen >= cand + need)
             if not ready.any():
