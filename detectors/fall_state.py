@@ -8,8 +8,9 @@ them without pickles (a fixed header and the samples as little-endian float32).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -101,6 +102,16 @@ class RateTable:
         pos += (rows * ring)[:, None]
         return pos
 
+    def held(self, start: I64, width: int, seen: I64) -> B8:
+        """Whether samples ``start + i`` (``i < width``) of each device are in its ring buffer.
+
+        A sample is held when it has been received (``< seen``) and is neither before the
+        stream began nor overwritten (``>= seen - ring``).
+        """
+        idx = start[:, None] + np.arange(width)[None, :]
+        out: B8 = (idx >= np.maximum(seen - self.ring, 0)[:, None]) & (idx < seen[:, None])
+        return out
+
     def add_rows(self, k: int) -> I64:
         cap = self.n_seen.shape[0]
         if self.used + k > cap:
@@ -141,16 +152,16 @@ class FallStateStore:
     def __init__(self, config: FallConfig | None = None) -> None:
         self.config = config or FallConfig()
         self._tables: dict[int, RateTable] = {}
-        self._where: dict[str, tuple[int, int]] = {}
-        # Per rate, device -> row: the same facts as _where, for the per-tick lookup.
+        # Each fact once: a device's rate, and its row in that rate's table (the per-tick lookup).
+        self._rate: dict[str, int] = {}
         self._rows: dict[int, dict[str, int]] = {}
         self._free: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._rate)
 
     def __contains__(self, device_id: object) -> bool:
-        return device_id in self._where
+        return device_id in self._rate
 
     def table(self, rate: int) -> RateTable:
         tab = self._tables.get(rate)
@@ -171,9 +182,8 @@ class FallStateStore:
         rows = np.empty(len(device_ids), np.int64)
         new: list[int] = []
         for i, dev in enumerate(device_ids):
-            where = self._where.get(dev)
-            if where is not None and where[0] == rate:
-                rows[i] = where[1]
+            if self._rate.get(dev) == rate:
+                rows[i] = rowmap[dev]
             else:
                 new.append(i)
         if new:
@@ -185,11 +195,11 @@ class FallStateStore:
             tab.reset_rows(targets)
             for i, row in zip(new, targets.tolist(), strict=True):
                 dev = device_ids[i]
-                old = self._where.get(dev)
+                old = self.where(dev)
                 if old is not None:
                     self._move_confirmation(old, tab, row)
                     del self._rows[old[0]][dev]
-                self._where[dev] = (rate, row)
+                self._rate[dev] = rate
                 rowmap[dev] = row
                 rows[i] = row
         return rows
@@ -205,25 +215,30 @@ class FallStateStore:
 
     def where(self, device_id: str) -> tuple[int, int] | None:
         """``(rate, row)`` of a device, None if unknown."""
-        return self._where.get(device_id)
+        rate = self._rate.get(device_id)
+        return None if rate is None else (rate, self._rows[rate][device_id])
 
     def devices(self) -> list[str]:
         """Ids of all devices with state."""
-        return list(self._where)
+        return list(self._rate)
+
+    def rows_at(self, rate: int) -> Mapping[str, int]:
+        """Read-only ``device -> row`` of the devices in the table of ``rate``."""
+        return MappingProxyType(self._rows.get(rate, {}))
 
     def forget(self, device_id: str) -> None:
         """Drop a device's state (device removed from the system)."""
-        where = self._where.pop(device_id, None)
-        if where is not None:
-            del self._rows[where[0]][device_id]
-            self._tables[where[0]].reset_rows(np.array([where[1]], np.int64))
-            self._free.setdefault(where[0], []).append(where[1])
+        rate = self._rate.pop(device_id, None)
+        if rate is not None:
+            row = self._rows[rate].pop(device_id)
+            self._tables[rate].reset_rows(np.array([row], np.int64))
+            self._free.setdefault(rate, []).append(row)
 
     def pending_confirmations(self) -> list[tuple[str, int, int]]:
         """``(device_id, impact_ts_ms, deadline_ms)`` of every open confirmation window."""
         out = []
-        for dev, (rate, row) in self._where.items():
-            tab = self._tables[rate]
+        for dev, rate in self._rate.items():
+            tab, row = self._tables[rate], self._rows[rate][dev]
             if tab.susp_deadline_ms[row] != NONE:
                 out.append((dev, int(tab.susp_impact_ms[row]), int(tab.susp_deadline_ms[row])))
         return out
@@ -234,7 +249,10 @@ class FallStateStore:
         Raises:
             KeyError: If the device has no state.
         """
-        rate, row = self._where[device_id]
+        where = self.where(device_id)
+        if where is None:
+            raise KeyError(device_id)
+        rate, row = where
         tab = self._tables[rate]
         n = int(tab.n_seen[row])
         ring = tab.ring
@@ -298,8 +316,8 @@ class FallStateStore:
 
     def to_bytes(self) -> bytes:
         """Serialise all devices: a count, then ``(id length, id, state length, state)``."""
-        parts = [struct.pack("<I", len(self._where))]
-        for dev in self._where:
+        parts = [struct.pack("<I", len(self._rate))]
+        for dev in self._rate:
             name = dev.encode()
             state = self.export_device(dev)
             parts.append(struct.pack("<I", len(name)) + name + struct.pack("<I", len(state)))

@@ -268,26 +268,26 @@ class FallDetector:
     ) -> list[Finding]:
         cfg = self.config
         tab = self.store.table(rate)
-        ring = tab.ring
         r = rows[idx]
         first = tab.cand_first[r]
         merge = max(1, cfg.samples(cfg.merge_s, rate))
         post = cfg.samples(cfg.post_end_s, rate)
         # Everything scanned for each candidate: its magnitudes, and the impact (the largest
         # magnitude in the merge_s after the first crossing).
-        span_abs = first[:, None] + np.arange(-pre, merge + post)[None, :]
         seen = n_seen[idx]
-        span_valid = (span_abs >= 0) & (span_abs >= seen[:, None] - ring)
-        span_valid &= span_abs < seen[:, None]
-        span_flat = tab.flat_index(r, first - pre, span_abs.shape[1])
-        span_mag = np.where(span_valid, tab.mag.reshape(-1)[span_flat], 0)
+        span = pre + merge + post
+        span_valid = tab.held(first - pre, span, seen)
+        span_mag = np.where(
+            span_valid, tab.mag.reshape(-1)[tab.flat_index(r, first - pre, span)], 0
+        )
         j = np.argmax(span_mag[:, pre : pre + merge], axis=1)
         if self.candidates is None:
             # Cheapest tests first: peak and intensity need only the magnitudes; the context
             # (orientation, stillness, the model's features) only for what passes.
             half = cfg.samples(0.5, rate)
-            around = np.take_along_axis(span_mag, j[:, None] + np.arange(pre - half, pre + half), 1)
-            ok = np.take_along_axis(span_valid, j[:, None] + np.arange(pre - half, pre + half), 1)
+            near = j[:, None] + np.arange(pre - half, pre + half)
+            around = np.take_along_axis(span_mag, near, 1)
+            ok = np.take_along_axis(span_valid, near, 1)
             intensity = np.abs(around - 1.0).sum(axis=1, where=ok) / np.maximum(ok.sum(axis=1), 1)
             peak = span_mag[np.arange(j.size), pre + j]
             quick = (peak >= cfg.peak_g) & (intensity >= cfg.intensity_g)
@@ -298,8 +298,7 @@ class FallDetector:
             span_mag, span_valid = span_mag[quick], span_valid[quick]
         # The signal aligned on each impact, from pre_start_s before it to post_end_s after it.
         impact_abs = first + j
-        win_abs = impact_abs[:, None] + np.arange(-pre, post)[None, :]
-        valid = (win_abs >= 0) & (win_abs >= seen[:, None] - ring)
+        valid = tab.held(impact_abs - pre, pre + post, seen)
         flat = tab.flat_index(r, impact_abs - pre, pre + post)
         win = np.take(tab.buf.reshape(-1, 3), flat, axis=0)  # 3x faster than buf[flat] here
         mag = tab.mag.reshape(-1)[flat]
@@ -410,13 +409,11 @@ class FallDetector:
         open_ = np.nonzero(tab.susp_deadline_ms[rows] != NONE)[0]
         if open_.size == 0:
             return []
-        ring = tab.ring
         period = 1000.0 / rate
         r = rows[open_]
         seen = n_seen[open_]
         length = cfg.samples(cfg.recover_s, rate)
-        abs_idx = seen[:, None] - length + np.arange(length)[None, :]
-        valid = (abs_idx >= 0) & (abs_idx >= seen[:, None] - ring)
+        valid = tab.held(seen - length, length, seen)
         flat = tab.flat_index(r, seen - length, length)
         win = np.take(tab.buf.reshape(-1, 3), flat, axis=0)
         mag = tab.mag.reshape(-1)[flat]
@@ -472,8 +469,9 @@ class FallDetector:
             )[0]
             if late.size == 0:
                 continue
-            for dev, (drate, row) in list(self.store._where.items()):
-                if drate == rate and row in set(late.tolist()) and dev not in fed:
+            late_rows = set(late.tolist())
+            for dev, row in list(self.store.rows_at(rate).items()):
+                if row in late_rows and dev not in fed:
                     out.append(self._outcome(dev, row, tab, FallOutcome.NO_DATA, now_ms))
         return out
 
