@@ -39,6 +39,8 @@ class Trial:
         source: Source folder name (``sisfall``, ``weda-fall``, ...).
         acc: float32 ``(n, 3)`` acceleration in g.
         onset_s: Fall onset in seconds from the start, where the source labels it (else None).
+        parts: For a joined stream (:func:`joined_activity`), the name and start in seconds of
+            every recording in it, in order, the closing rest as ``REST``; empty otherwise.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Trial:
     source: str
     acc: npt.NDArray[np.float32]
     onset_s: float | None = None
+    parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_fall(self) -> bool:
@@ -138,7 +141,8 @@ def joined_activity(trials: list[Trial], rate_hz: int, rest_s: float = 60.0) -> 
     """Per subject, every activity trial joined end to end, then ``rest_s`` of rest.
 
     The rest holds the gravity direction of the last second, at 1 g, without noise (lying
-    still). The joined trial's code is ``JOINED``.
+    still). The joined trial's code is ``JOINED``; its ``parts`` say where each recording
+    begins.
     """
     by_subject: dict[tuple[str, str], list[Trial]] = {}
     for t in trials:
@@ -151,6 +155,7 @@ def joined_activity(trials: list[Trial], rate_hz: int, rest_s: float = 60.0) -> 
         norm = float(np.linalg.norm(last))
         g = last / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
         rest = np.tile(g.astype(np.float32), (round(rest_s * rate_hz), 1))
+        starts = np.cumsum([0] + [t.acc.shape[0] for t in ts]) / rate_hz
         out.append(
             Trial(
                 f"JOINED_{subject}",
@@ -158,6 +163,10 @@ def joined_activity(trials: list[Trial], rate_hz: int, rest_s: float = 60.0) -> 
                 "JOINED",
                 source,
                 np.concatenate([acc, rest], axis=0).astype(np.float32),
+                parts=(
+                    *((t.name, float(s)) for t, s in zip(ts, starts[:-1], strict=True)),
+                    ("REST", float(starts[-1])),
+                ),
             )
         )
     return out

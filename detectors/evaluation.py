@@ -15,7 +15,8 @@ A fall trial is *detected* when ``FALL_SUSPECTED`` is raised during it; an activ
 every subject's activity trials joined end to end, then 60 s of rest, streamed through the
 detector including its confirmation stage; ``FALL_CONFIRMED`` findings per hour of activity.
 The last four lines printed are sensitivity, specificity, confirmed false alarms per hour and
-the median delay from impact to ``FALL_SUSPECTED``.
+the median delay from impact to ``FALL_SUSPECTED``; before them, every confirmed false alarm
+is listed with where its impact lies in the joined stream.
 
 This module reads files and prints; the detectors stay pure.
 """
@@ -27,7 +28,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,56 @@ class Outcome:
     curve: (
         tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
     ) = None
+    confirmed_where: list[ConfirmedAt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConfirmedAt:
+    """Where in a joined activity stream a confirmed false alarm's impact lies.
+
+    Attributes:
+        stream: ``source/subject`` of the joined stream.
+        recording: The recording holding the impact (``REST`` for the closing rest).
+        into_s: Seconds from the recording's start to the impact.
+        before_end_s: Seconds from the impact to the recording's end (the next junction).
+        then: The recording that follows (``REST``, or empty after the rest).
+    """
+
+    stream: str
+    recording: str
+    into_s: float
+    before_end_s: float
+    then: str
+
+    @property
+    def near_junction(self) -> bool:
+        """The impact is within :data:`JUNCTION_S` of where two recordings were joined."""
+        return min(self.into_s, self.before_end_s) < JUNCTION_S
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stream}: impact {self.into_s:.1f} s into {self.recording} "
+            f"({self.before_end_s:.1f} s before its end), then {self.then or 'nothing'}"
+        )
+
+
+JUNCTION_S = 2.0
+"""An impact this close to a junction has its context windows (4 s before, 3 s after) partly in
+another recording: the joined stream jumps there, which no wrist can do."""
+
+
+def confirmed_at(stream: Trial, impact_s: float, rate: int) -> ConfirmedAt:
+    """Locate an impact ``impact_s`` seconds into a joined stream (see ``Trial.parts``)."""
+    starts = [start for _, start in stream.parts]
+    i = max(0, int(np.searchsorted(starts, impact_s, side="right")) - 1)
+    end = starts[i + 1] if i + 1 < len(starts) else stream.acc.shape[0] / rate
+    return ConfirmedAt(
+        f"{stream.source}/{stream.subject}",
+        stream.parts[i][0],
+        impact_s - starts[i],
+        end - impact_s,
+        stream.parts[i + 1][0] if i + 1 < len(starts) else "",
+    )
 
 
 def _judge(
@@ -71,6 +122,8 @@ def _judge(
     joined = joined_activity(sub, rate)
     jres, _ = run_trials(joined, rate, make(), drain=True)
     out.confirmed_joined += sum(r.confirmed for r in jres)
+    for stream, r in zip(joined, jres, strict=True):
+        out.confirmed_where += [confirmed_at(stream, s, rate) for s in r.confirmed_impacts_s]
     out.joined_hours += sum(t.acc.shape[0] / rate - 60.0 for t in joined) / 3600
 
 
@@ -271,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"confirmed false alarms on joined activity: {out.confirmed_joined} in {out.joined_hours:.2f} h"
     )
+    near = sum(w.near_junction for w in out.confirmed_where)
+    print(
+        f"  of which {near} with the impact within {JUNCTION_S:.0f} s of a junction between "
+        "recordings (the joined stream jumps there):"
+    )
+    for w in sorted(out.confirmed_where, key=lambda w: (w.stream, w.recording)):
+        print(f"  - {w}")
     if args.plot is not None and out.curve is not None:
         # matplotlib is optional (the "plots" extra): imported only when a plot is asked for.
         from detectors.plots import tradeoff_plot  # noqa: PLC0415

@@ -34,6 +34,7 @@ class TrialResult:
             fall, -1 if none.
         first_impact_s: Impact time of the first suspected fall from the trial start, -1.0 if
             none.
+        confirmed_impacts_s: Impact time of every ``FALL_CONFIRMED``, seconds from the start.
     """
 
     suspected: int
@@ -41,6 +42,7 @@ class TrialResult:
     recovered: int
     first_delay_ms: int
     first_impact_s: float
+    confirmed_impacts_s: tuple[float, ...] = ()
 
 
 def run_trials(
@@ -69,6 +71,7 @@ def run_trials(
     recovered = np.zeros(n, np.int64)
     delay = np.full(n, -1, np.int64)
     impact_s = np.full(n, -1.0)
+    confirmed_at: dict[int, list[float]] = {}
     evid: dict[int, list[FallEvidence]] = {}
     ticks = math.ceil(max_len / rate_hz)
     if drain:
@@ -98,6 +101,7 @@ def run_trials(
                     impact_s[i] = (f.ts_ms - T_BASE_MS) / 1000
             elif f.kind is FindingKind.FALL_CONFIRMED:
                 confirmed[i] += 1
+                confirmed_at.setdefault(i, []).append((f.ts_ms - T_BASE_MS) / 1000)
             elif (
                 f.kind is FindingKind.FALL_CANCELLED
                 and isinstance(f.evidence, FallOutcomeEvidence)
@@ -111,6 +115,7 @@ def run_trials(
             int(recovered[i]),
             int(delay[i]),
             float(impact_s[i]),
+            tuple(confirmed_at.get(i, ())),
         )
         for i in range(n)
     ]

@@ -62,3 +62,9 @@ def test_readme_shipped_command_runs_as_written_and_ends_with_the_four_figures(l
         assert re.fullmatch(pattern, got), f"{got!r} does not match {pattern!r}"
     sens = float(last[0].split()[1])
     assert sens > 50.0  # the shipped detector finds falls on its own development data
+    # Every confirmed false alarm on joined activity is listed with where its impact lies.
+    out = run.stdout.splitlines()
+    head = next(x for x in out if x.startswith("confirmed false alarms on joined activity: "))
+    listed = out[out.index(head) + 2 :][: int(head.split(": ")[1].split()[0])]
+    assert all(re.fullmatch(r"  - \S+/\S+: impact \d+\.\d s into \S+ .*", x) for x in listed)
+    assert not out[out.index(head) + 2 + len(listed)].startswith("  - ")
