@@ -52,13 +52,17 @@ class Outcome:
 
     detected: B8
     delay_s: npt.NDArray[np.float64]
-    confirmed_joined: int
     joined_hours: float
     scores: npt.NDArray[np.float64]
     curve: (
         tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
     ) = None
     confirmed_where: list[ConfirmedAt] = field(default_factory=list)
+
+    @property
+    def confirmed_joined(self) -> int:
+        """Confirmed false alarms on joined activity."""
+        return len(self.confirmed_where)
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,6 @@ def _judge(
         out.delay_s[i] = res[j].first_delay_ms / 1000 if res[j].suspected else math.nan
     joined = joined_activity(sub, rate)
     jres, _ = run_trials(joined, rate, make(), drain=True)
-    out.confirmed_joined += sum(r.confirmed for r in jres)
     for stream, r in zip(joined, jres, strict=True):
         out.confirmed_where += [confirmed_at(stream, s, rate) for s in r.confirmed_impacts_s]
     out.joined_hours += sum(t.acc.shape[0] / rate - 60.0 for t in joined) / 3600
@@ -155,7 +158,7 @@ def evaluate(
 ) -> Outcome:
     """Run one evaluation (see the module docstring); returns the held-out outcome."""
     n = len(trials)
-    out = Outcome(np.zeros(n, np.bool_), np.full(n, math.nan), 0, 0.0, np.zeros(n))
+    out = Outcome(np.zeros(n, np.bool_), np.full(n, math.nan), 0.0, np.zeros(n))
     everything = np.arange(n)
     if shipped:
         make: Factory = WristFallDetector if placement == "wrist" else FallDetector

@@ -28,21 +28,25 @@ class TrialResult:
 
     Attributes:
         suspected: ``FALL_SUSPECTED`` findings during the trial.
-        confirmed: ``FALL_CONFIRMED`` findings (including after the trial's end).
         recovered: ``FALL_CANCELLED`` findings with outcome ``RECOVERED``.
         first_delay_ms: Impact to ``FALL_SUSPECTED`` (detection time) of the first suspected
             fall, -1 if none.
         first_impact_s: Impact time of the first suspected fall from the trial start, -1.0 if
             none.
-        confirmed_impacts_s: Impact time of every ``FALL_CONFIRMED``, seconds from the start.
+        confirmed_impacts_s: Impact time of every ``FALL_CONFIRMED`` (including after the
+            trial's end), seconds from the trial start.
     """
 
     suspected: int
-    confirmed: int
     recovered: int
     first_delay_ms: int
     first_impact_s: float
-    confirmed_impacts_s: tuple[float, ...] = ()
+    confirmed_impacts_s: tuple[float, ...]
+
+    @property
+    def confirmed(self) -> int:
+        """``FALL_CONFIRMED`` findings (including after the trial's end)."""
+        return len(self.confirmed_impacts_s)
 
 
 def run_trials(
@@ -67,11 +71,10 @@ def run_trials(
         acc[i, : t.acc.shape[0]] = t.acc
     ids = [str(i) for i in range(n)]
     suspected = np.zeros(n, np.int64)
-    confirmed = np.zeros(n, np.int64)
     recovered = np.zeros(n, np.int64)
     delay = np.full(n, -1, np.int64)
     impact_s = np.full(n, -1.0)
-    confirmed_at: dict[int, list[float]] = {}
+    confirmed_s: dict[int, list[float]] = {}
     evid: dict[int, list[FallEvidence]] = {}
     ticks = math.ceil(max_len / rate_hz)
     if drain:
@@ -100,8 +103,7 @@ def run_trials(
                     delay[i] = f.detected_ms - f.ts_ms
                     impact_s[i] = (f.ts_ms - T_BASE_MS) / 1000
             elif f.kind is FindingKind.FALL_CONFIRMED:
-                confirmed[i] += 1
-                confirmed_at.setdefault(i, []).append((f.ts_ms - T_BASE_MS) / 1000)
+                confirmed_s.setdefault(i, []).append((f.ts_ms - T_BASE_MS) / 1000)
             elif (
                 f.kind is FindingKind.FALL_CANCELLED
                 and isinstance(f.evidence, FallOutcomeEvidence)
@@ -111,11 +113,10 @@ def run_trials(
     results = [
         TrialResult(
             int(suspected[i]),
-            int(confirmed[i]),
             int(recovered[i]),
             int(delay[i]),
             float(impact_s[i]),
-            tuple(confirmed_at.get(i, ())),
+            tuple(confirmed_s.get(i, ())),
         )
         for i in range(n)
     ]
