@@ -179,7 +179,7 @@ def evaluate(
         test = np.isin(groups, fold)
         fold_of[test] = fi
         if placement == "wrist":
-            doc = train(trials, cands, ~test, inner_folds=3)
+            doc = train(trials, cands, ~test, rate_hz=rate, inner_folds=3)
             model = TreeModel.from_json(json.dumps(doc))
             out.scores[test] = trial_scores(model, cands, n)[test]
             log(f"fold {fi + 1}: {len(fold)} subjects held out, threshold {model.threshold:.3f}")

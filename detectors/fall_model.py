@@ -8,7 +8,8 @@ numbers, with no Python loop over candidates or trees.
 File format (``format: "anxin-trees/1"``): ``features`` (names, in column order),
 ``nan_value`` (what a NaN feature is replaced with, as in training), ``base_score`` (log-odds
 added to the sum of leaves), ``threshold`` (the score, a probability, at or above which a
-candidate is a fall), ``depth`` (longest root-to-leaf path), and per tree the arrays
+candidate is a fall), ``rate_hz`` (the sample rate it was trained at: its features are
+computed from samples at that rate), ``depth`` (longest root-to-leaf path), and per tree the arrays
 ``feature``, ``threshold``, ``left``, ``right``, ``value`` of equal length (nodes; a leaf has
 ``left == right == its own index`` and its ``value`` already scaled by the learning rate).
 """
@@ -49,6 +50,7 @@ class TreeModel:
         depth: Steps needed to reach a leaf from the root in every tree.
         nan_value: Replacement of NaN features (the training did the same).
         threshold: Probability at or above which a candidate is called a fall.
+        rate_hz: Sample rate of the recordings it was trained on.
     """
 
     name: str
@@ -62,6 +64,7 @@ class TreeModel:
     depth: int
     nan_value: float
     threshold: float
+    rate_hz: int
 
     @classmethod
     def from_json(cls, text: str) -> TreeModel:
@@ -110,6 +113,7 @@ class TreeModel:
                 depth=int(doc["depth"]),
                 nan_value=float(doc["nan_value"]),
                 threshold=float(doc["threshold"]),
+                rate_hz=int(doc["rate_hz"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DetectorInputError):
@@ -120,7 +124,9 @@ class TreeModel:
             ) from exc
 
     @classmethod
-    def constant(cls, features: tuple[str, ...], probability: float = 0.5) -> TreeModel:
+    def constant(
+        cls, features: tuple[str, ...], probability: float = 0.5, rate_hz: int = 50
+    ) -> TreeModel:
         """A model of one leaf giving ``probability`` to every candidate (to record features)."""
         raw = float(np.log(probability / (1.0 - probability)))
         zero_i = np.zeros((1, 1), np.int32)
@@ -136,6 +142,7 @@ class TreeModel:
             depth=0,
             nan_value=-1.0,
             threshold=1.0,
+            rate_hz=rate_hz,
         )
 
     @classmethod

@@ -9,8 +9,10 @@ the same :class:`~detectors.fall_input.FallBatch` input and state bytes) and cha
    :data:`FEATURES` over the seconds before and after it (orientation-free magnitudes, how many
    other peaks surround it, the forearm's change of orientation, stillness afterwards) and scored
    by a small boosted-trees model (:class:`~detectors.fall_model.TreeModel`, numpy only, shipped
-   as ``detectors/models/wrist-fall-v1.json``). A score at or above the model's threshold gives
-   ``FALL_SUSPECTED``.
+   as ``detectors/models/wrist-fall-v1.json``, trained at 50 Hz, with ``wrist-fall-32hz-v1``
+   and ``wrist-fall-25hz-v1`` trained at 32 and 25 Hz). Each rate group of a tick is scored by
+   the model trained nearest its rate by ratio (25-28 Hz: 25; 29-39 Hz: 32; 40 Hz and up: 50).
+   A score at or above that model's threshold gives ``FALL_SUSPECTED``.
 2. **Confirmation**: the wearer is taken as recovered (``FALL_CANCELLED``, ``RECOVERED``) when
    the last ``recover_s`` seconds, all after the impact's context, show ordinary movement: at
    least ``recover_active_frac`` of its one-second pieces have a standard deviation of ``|a|``
@@ -43,6 +45,19 @@ F32 = npt.NDArray[np.float32]
 B8 = npt.NDArray[np.bool_]
 
 WRIST_MODEL = "wrist-fall-v1"
+"""The model trained at :data:`WRIST_MODEL_RATE_HZ`, the rate of the recordings."""
+WRIST_MODEL_RATE_HZ = 50
+
+
+def model_name(rate_hz: int) -> str:
+    """Name of the wrist model trained at ``rate_hz``: ``wrist-fall-v1``, ``wrist-fall-25hz-v1``."""
+    if rate_hz == WRIST_MODEL_RATE_HZ:
+        return WRIST_MODEL
+    return WRIST_MODEL.replace("-v", f"-{rate_hz}hz-v")
+
+
+WRIST_MODELS: tuple[str, ...] = (model_name(WRIST_MODEL_RATE_HZ), model_name(32), model_name(25))
+"""The shipped wrist models, one per training rate."""
 
 FEATURES: tuple[str, ...] = (
     "peak_g",
@@ -78,9 +93,10 @@ class WristConfig(FallConfig):
     Attributes:
         recover_active_frac: Fraction of the one-second pieces of the last ``recover_s`` that
             must show movement (std of ``|a|`` >= ``recover_std_g``) for a recovery.
-        model: Name of the shipped model file in ``detectors/models`` (without ``.json``).
+        models: Names of the shipped model files in ``detectors/models`` (without ``.json``),
+            one per training rate.
         threshold: Score at or above which a candidate is a suspected fall; None takes the
-            model file's own threshold.
+            threshold of the model file that scores it.
     """
 
     candidate_g: float = 2.0
@@ -94,7 +110,7 @@ class WristConfig(FallConfig):
     recover_s: float = 8.0
     recover_std_g: float = 0.03
     recover_active_frac: float = 0.3
-    model: str = WRIST_MODEL
+    models: tuple[str, ...] = WRIST_MODELS
     threshold: float | None = None
 
     def __post_init__(self) -> None:
@@ -212,8 +228,10 @@ class WristFallDetector(FallDetector):
     ``store`` for persistence.
 
     Attributes:
-        model: The boosted-trees model scoring candidates.
-        threshold: Score at or above which a candidate is a suspected fall.
+        models: The boosted-trees models scoring candidates, one per training rate, highest
+            rate first.
+        threshold: Score at or above which a candidate is a suspected fall, for every model;
+            None: each model's own threshold.
         rows: When recording (:meth:`record_candidates`), ``(device_id, feature row, score)`` of
             every analysed candidate, for training and evaluation.
     """
@@ -226,24 +244,43 @@ class WristFallDetector(FallDetector):
         store: FallStateStore | None = None,
         model: TreeModel | None = None,
     ) -> None:
+        """Make a detector with the shipped models, or ``model`` alone (it then scores every rate).
+
+        Raises:
+            TypeError: If the config is not a :class:`WristConfig`.
+            ValueError: If a model's features are not :data:`FEATURES`, or two models share a
+                training rate.
+        """
         cfg = config or (store.config if store is not None else WristConfig())
         if not isinstance(cfg, WristConfig):
             raise TypeError(
                 f"WristFallDetector config is a {type(cfg).__name__}; expected a WristConfig."
             )
         super().__init__(cfg, store)
-        self.model = model or TreeModel.load(cfg.model)
-        if self.model.features != FEATURES:
+        models = [model] if model is not None else [TreeModel.load(n) for n in cfg.models]
+        for m in models:
+            if m.features != FEATURES:
+                raise ValueError(
+                    f"Model {m.name} has features {m.features}; expected "
+                    f"{FEATURES} (retrain it with detectors/training/train_wrist.py)."
+                )
+        rates = [m.rate_hz for m in models]
+        if not models or len(set(rates)) != len(rates):
             raise ValueError(
-                f"Model {self.model.name} has features {self.model.features}; expected "
-                f"{FEATURES} (retrain it with detectors/training/train_wrist.py)."
+                f"WristFallDetector models are trained at {rates} Hz; expected at least one "
+                "model and one per rate."
             )
-        self.threshold = self.model.threshold if cfg.threshold is None else cfg.threshold
+        self.models = tuple(sorted(models, key=lambda m: -m.rate_hz))
+        self.threshold = cfg.threshold
         self.rows: list[tuple[str, F32, float]] | None = None
         self._last: tuple[F32, npt.NDArray[np.float64]] = (
             np.zeros((0, len(FEATURES)), np.float32),
             np.zeros(0),
         )
+
+    def model_for(self, rate: int) -> TreeModel:
+        """The model trained nearest ``rate`` by ratio (the higher rate on a tie)."""
+        return min(self.models, key=lambda m: abs(np.log(rate / m.rate_hz)))
 
     def record_candidates(self, on: bool = True) -> None:
         """Keep every analysed candidate's features and score in :attr:`rows`."""
@@ -252,9 +289,10 @@ class WristFallDetector(FallDetector):
 
     def _decide(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, B8]:
         feats, x = wrist_features(windows, rate=rate, config=self.config)
-        score = self.model.predict_proba(x)
+        model = self.model_for(rate)
+        score = model.predict_proba(x)
         self._last = (x, score)
-        fire: B8 = score >= self.threshold
+        fire: B8 = score >= (model.threshold if self.threshold is None else self.threshold)
         return feats, fire
 
     def _record(self, device_ids: list[str], feats: FallFeatures) -> None:

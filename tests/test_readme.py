@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from detectors.wrist import model_name
 from tests.services import ROOT, PrivateBroker, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -193,7 +194,8 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         # the 7th differently (a split at 14.589273 rebuilt as 14.5892739).
         out = tmp / "wrist-model.json"
         _run(f"{line} --out {out}", env, timeout=600)
-        shipped = ROOT / "detectors" / "models" / "wrist-fall-v1.json"
+        rate = int(args[args.index("--rate") + 1]) if "--rate" in args else 50
+        shipped = ROOT / "detectors" / "models" / f"{model_name(rate)}.json"
         _assert_same_model(json.loads(out.read_text()), json.loads(shipped.read_text()))
     elif args[0].startswith("bench/"):
         pytest.skip("benchmarks run for minutes; tests/test_readme.py::test_benchmarks_start")

@@ -1,6 +1,11 @@
-"""Train the wrist fall model (``detectors/models/wrist-fall-v1.json``) from the wrist recordings.
+"""Train a wrist fall model (``detectors/models/wrist-fall-v1.json``) from the wrist recordings.
 
     .venv/bin/python -m detectors.training.train_wrist --data ../shared/datasets/wrist
+    .venv/bin/python -m detectors.training.train_wrist --data ../shared/datasets/wrist --rate 25
+
+One model per sample rate: the recordings are resampled to ``--rate`` (50 Hz by default) and
+the model is named for it (``wrist-fall-v1`` at 50 Hz, ``wrist-fall-25hz-v1`` at 25 Hz). The
+detector scores each device with the model trained nearest its rate.
 
 Reproducible: fixed seeds, sorted inputs, one thread. Training needs scikit-learn (the ``train``
 extra); the service never imports this module, it reads the JSON the script writes.
@@ -33,9 +38,16 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.datasets import Trial, load_wrist
+from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import FORMAT, TreeModel
 from detectors.replay import run_trials
-from detectors.wrist import FEATURES, WRIST_MODEL, WristConfig, WristFallDetector
+from detectors.wrist import (
+    FEATURES,
+    WRIST_MODEL_RATE_HZ,
+    WristConfig,
+    WristFallDetector,
+    model_name,
+)
 
 SEED = 20240611
 NAN_VALUE = -1.0
@@ -104,7 +116,7 @@ def fit(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], seed: int = SEED) -
     return clf
 
 
-def export(clf: Any, threshold: float, name: str = WRIST_MODEL) -> dict[str, Any]:
+def export(clf: Any, threshold: float, rate_hz: int) -> dict[str, Any]:
     """The JSON document of a fitted classifier (format ``anxin-trees/1``)."""
     p0 = float(clf.init_.predict_proba(np.zeros((1, len(FEATURES))))[0, 1])
     trees = []
@@ -129,7 +141,8 @@ def export(clf: Any, threshold: float, name: str = WRIST_MODEL) -> dict[str, Any
         )
     return {
         "format": FORMAT,
-        "name": name,
+        "name": model_name(rate_hz),
+        "rate_hz": rate_hz,
         "features": list(FEATURES),
         "nan_value": NAN_VALUE,
         "base_score": float(np.log(p0 / (1.0 - p0))),
@@ -166,6 +179,7 @@ def train(
     cands: Candidates,
     train_mask: npt.NDArray[np.bool_],
     *,
+    rate_hz: int,
     target: float = TARGET_SENSITIVITY,
     inner_folds: int = 5,
     seed: int = SEED,
@@ -183,12 +197,12 @@ def train(
         held_t = np.isin(subjects, list(held)) & train_mask
         fit_rows = use & ~held_t[cands.trial]
         clf = fit(cands.x[fit_rows], cands.label[fit_rows], seed)
-        model = TreeModel.from_json(json.dumps(export(clf, 0.5)))
+        model = TreeModel.from_json(json.dumps(export(clf, 0.5, rate_hz)))
         sc = trial_scores(model, cands, len(trials))
         oof[held_t] = sc[held_t]
     thr = threshold_for(oof[train_mask], is_fall[train_mask], target)
     clf = fit(cands.x[use], cands.label[use], seed)
-    return export(clf, thr)
+    return export(clf, thr, rate_hz)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,24 +210,38 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="train_wrist", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/wrist"))
     ap.add_argument(
-        "--out", type=Path, default=Path(__file__).parent.parent / "models" / f"{WRIST_MODEL}.json"
+        "--rate",
+        type=int,
+        default=WRIST_MODEL_RATE_HZ,
+        help="sample rate to train at, Hz (25..100)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the model (default: detectors/models/<its name>.json)",
     )
     ap.add_argument("--target-sensitivity", type=float, default=TARGET_SENSITIVITY)
     args = ap.parse_args(argv)
+    rate = args.rate
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        ap.error(f"--rate {rate} is outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")
+    out = args.out or Path(__file__).parent.parent / "models" / f"{model_name(rate)}.json"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rate = 50
     trials = load_wrist(args.data, rate)
     config = WristConfig()
     cands = candidates(trials, rate, config)
-    doc = train(trials, cands, np.ones(len(trials), np.bool_), target=args.target_sensitivity)
+    doc = train(
+        trials, cands, np.ones(len(trials), np.bool_), rate_hz=rate, target=args.target_sensitivity
+    )
     sources = sorted({t.source for t in trials})
     doc["trained_on"] = f"{len(trials)} wrist trials of {sources}, {cands.x.shape[0]} candidates"
     model = TreeModel.from_json(json.dumps(doc))
-    args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", "utf-8")
+    out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", "utf-8")
     print(
         f"{len(trials)} trials, {cands.x.shape[0]} candidates "
         f"({int((cands.label == 1).sum())} falls, {int((cands.label == 0).sum())} activities); "
-        f"threshold {model.threshold:.4f}; wrote {args.out} ({args.out.stat().st_size} bytes)"
+        f"{rate} Hz, threshold {model.threshold:.4f}; wrote {out} ({out.stat().st_size} bytes)"
     )
     return 0
 

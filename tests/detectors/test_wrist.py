@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy.signal import resample_poly
 
 from core.placement import Placement
 from detectors.fall_input import FallBatch
 from detectors.fall_model import TreeModel
 from detectors.findings import DetectorInputError, FallOutcome, FallOutcomeEvidence, FindingKind
 from detectors.placement import UNKNOWN_AS, FallRouter
-from detectors.wrist import FEATURES, WRIST_MODEL, WristConfig, WristFallDetector
+from detectors.wrist import (
+    FEATURES,
+    WRIST_MODEL,
+    WRIST_MODELS,
+    WristConfig,
+    WristFallDetector,
+    model_name,
+)
+from tests.services import IN_CI
 
 RATE = 50
 T0 = 1_700_000_000_000
@@ -46,14 +57,18 @@ def _clapping(seconds: int = 20) -> npt.NDArray[np.float32]:
 
 
 def _stream(
-    det: WristFallDetector | FallRouter, dev: str, acc: npt.NDArray[np.float32], extra_s: int = 0
+    det: WristFallDetector | FallRouter,
+    dev: str,
+    acc: npt.NDArray[np.float32],
+    extra_s: int = 0,
+    rate: int = RATE,
 ) -> list:  # type: ignore[type-arg]
     out = []
-    n = acc.shape[0] // RATE
-    still = np.tile(acc[-1], (RATE, 1))
+    n = acc.shape[0] // rate
+    still = np.tile(acc[-1], (rate, 1))
     for k in range(n + extra_s):
-        chunk = acc[k * RATE : (k + 1) * RATE] if k < n else still
-        batch = FallBatch.from_bursts([(dev, "r-1", T0 + 1000 * k, RATE, chunk)])
+        chunk = acc[k * rate : (k + 1) * rate] if k < n else still
+        batch = FallBatch.from_bursts([(dev, "r-1", T0 + 1000 * k, rate, chunk)])
         out += det.process(batch, now_ms=T0 + 1000 * (k + 1))
     return out
 
@@ -100,16 +115,73 @@ def test_bad_config_and_bad_model_input_raise_with_what_was_expected() -> None:
         FallBatch.from_bursts([("wb-9", None, T0, RATE, np.full((50, 3), np.nan))])
 
 
-def test_shipped_model_is_small_versioned_and_scores_in_0_1() -> None:
-    ref = resources.files("detectors.models").joinpath(f"{WRIST_MODEL}.json")
+@pytest.mark.parametrize("name", WRIST_MODELS)
+def test_shipped_models_are_small_versioned_and_score_in_0_1(name: str) -> None:
+    ref = resources.files("detectors.models").joinpath(f"{name}.json")
     assert len(ref.read_bytes()) < 1_000_000
-    model = TreeModel.load(WRIST_MODEL)
-    assert model.name == WRIST_MODEL
+    model = TreeModel.load(name)
+    assert model.name == name == model_name(model.rate_hz)
     assert model.features == FEATURES
     p = model.predict_proba(np.random.default_rng(1).normal(1, 1, (64, len(FEATURES))))
     assert p.shape == (64,)
     assert np.all((p > 0) & (p < 1))
     assert model.predict_proba(np.zeros((0, len(FEATURES)))).shape == (0,)
+
+
+def test_each_device_rate_is_scored_by_the_model_trained_nearest_it() -> None:
+    det = WristFallDetector()
+    assert sorted(m.rate_hz for m in det.models) == [25, 32, 50]
+    nearest = {25: 25, 28: 25, 29: 32, 32: 32, 39: 32, 40: 50, 50: 50, 100: 50}
+    assert {r: det.model_for(r).rate_hz for r in nearest} == nearest
+    # In the stream: a 25 Hz and a 50 Hz wristband in one tick, each scored by its own model.
+    det.record_candidates()
+    fall = _fall()
+    for k in range(10):
+        det.process(
+            FallBatch.from_bursts(
+                [
+                    ("wb-25", None, T0 + 1000 * k, 25, fall[k * RATE : (k + 1) * RATE : 2]),
+                    ("wb-50", None, T0 + 1000 * k, 50, fall[k * RATE : (k + 1) * RATE]),
+                ]
+            ),
+            now_ms=T0 + 1000 * (k + 1),
+        )
+    rows = det.rows or []
+    assert {dev for dev, _, _ in rows} == {"wb-25", "wb-50"}
+    for dev, x, score in rows:
+        model = det.model_for(25 if dev == "wb-25" else 50)
+        assert score == pytest.approx(float(model.predict_proba(x[None])[0]))
+    with pytest.raises(ValueError, match=r"trained at \[50, 50\] Hz; expected at least one"):
+        WristFallDetector(WristConfig(models=(WRIST_MODEL, WRIST_MODEL)))
+
+
+def _wrist_recording(subject: str, key: str, rate: int) -> npt.NDArray[np.float32]:
+    env = os.environ.get("ANXIN_WRIST_DIR")
+    root = (
+        Path(env)
+        if env
+        else Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "wrist"
+    )
+    f = root / "weda-fall" / f"{subject}.npz"
+    if not f.exists():
+        reason = f"wrist recordings not found at {f.parent} (set ANXIN_WRIST_DIR)"
+        if IN_CI:
+            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
+        pytest.skip(reason)
+    with np.load(f, allow_pickle=False) as z:
+        acc = np.asarray(z[key], np.float64)
+    return resample_poly(acc, rate, 50, axis=0).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [25, 32])
+def test_a_slower_wristband_finds_a_real_fall_and_stays_silent_while_clapping(rate: int) -> None:
+    # WEDA-FALL recordings (50 Hz) resampled to the band's rate: a fall forward while walking
+    # and an older participant clapping.
+    fall = _wrist_recording("U01", "F01_U01_R01", rate)
+    clap = _wrist_recording("U23", "D10_U23_R01", rate)
+    found = _stream(WristFallDetector(), "wb-f", fall, extra_s=5, rate=rate)
+    assert FindingKind.FALL_SUSPECTED in [f.kind for f in found]
+    assert _stream(WristFallDetector(), "wb-c", clap, extra_s=5, rate=rate) == []
 
 
 def test_the_service_imports_no_training_framework() -> None:
