@@ -87,11 +87,13 @@ def running_detection(
         sink.close()
 
 
-def _publish(client: MqttClient, prefix: str, device: str, acc: np.ndarray, t0_ms: int) -> int:
-    """One telemetry message per second of signal, device timestamps 1 s apart."""
-    n = math.ceil(len(acc) / RATE)
+def _publish(
+    client: MqttClient, prefix: str, device: str, acc: np.ndarray, t0_ms: int, *, rate: int = RATE
+) -> int:
+    """One telemetry message per second of signal at ``rate``, device timestamps 1 s apart."""
+    n = math.ceil(len(acc) / rate)
     for k in range(n):
-        burst = accel_i16(acc[k * RATE : (k + 1) * RATE], RATE, SCALE_G)
+        burst = accel_i16(acc[k * rate : (k + 1) * rate], rate, SCALE_G)
         payload = encode_telemetry([ReadingWire(ts=t0_ms + 1000 * k, seq=k, accel=burst)])
         client.publish(topic(prefix, device, Channel.TELEMETRY), payload, qos=1)
     return n
