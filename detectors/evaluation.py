@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from detectors.datasets import Trial, joined_activity, load_trials
 from detectors.fall_config import FallConfig
+from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import TreeModel
 from detectors.falls import FallDetector
 from detectors.replay import run_trials
@@ -266,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``evaluate-falls``; returns a process exit code."""
     args = build_parser().parse_args(argv)
-    if not 25 <= args.rate <= 100:
-        print(f"--rate {args.rate} is outside 25..100 Hz.", file=sys.stderr)
+    if not MIN_RATE_HZ <= args.rate <= MAX_RATE_HZ:
+        print(f"--rate {args.rate} is outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz.", file=sys.stderr)
         return 2
     try:
         kind, trials = load_trials(args.data, args.rate)

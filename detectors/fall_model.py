@@ -125,7 +125,7 @@ class TreeModel:
 
     @classmethod
     def constant(
-        cls, features: tuple[str, ...], probability: float = 0.5, rate_hz: int = 50
+        cls, features: tuple[str, ...], *, rate_hz: int, probability: float = 0.5
     ) -> TreeModel:
         """A model of one leaf giving ``probability`` to every candidate (to record features)."""
         raw = float(np.log(probability / (1.0 - probability)))

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from detectors.wrist import model_name
+from detectors.wrist import WRIST_MODEL_RATE_HZ, model_name
 from tests.services import ROOT, PrivateBroker, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -194,7 +194,7 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         # the 7th differently (a split at 14.589273 rebuilt as 14.5892739).
         out = tmp / "wrist-model.json"
         _run(f"{line} --out {out}", env, timeout=600)
-        rate = int(args[args.index("--rate") + 1]) if "--rate" in args else 50
+        rate = int(args[args.index("--rate") + 1]) if "--rate" in args else WRIST_MODEL_RATE_HZ
         shipped = ROOT / "detectors" / "models" / f"{model_name(rate)}.json"
         _assert_same_model(json.loads(out.read_text()), json.loads(shipped.read_text()))
     elif args[0].startswith("bench/"):

@@ -74,7 +74,7 @@ class Candidates:
 
 def candidates(trials: Sequence[Trial], rate_hz: int, config: WristConfig) -> Candidates:
     """Record and label the candidates of ``trials`` (see the module docstring)."""
-    det = WristFallDetector(config, model=TreeModel.constant(FEATURES, 0.5))
+    det = WristFallDetector(config, model=TreeModel.constant(FEATURES, rate_hz=rate_hz))
     det.threshold = 2.0  # record only: nothing is suspected, every window stays closed
     det.record_candidates()
     run_trials(trials, rate_hz, det, drain=False)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from scipy.signal import resample_poly
 
 from core.placement import Placement
 from detectors.fall_input import FallBatch
@@ -27,7 +24,7 @@ from detectors.wrist import (
     WristFallDetector,
     model_name,
 )
-from tests.services import IN_CI
+from tests.recordings import weda_trial
 
 RATE = 50
 T0 = 1_700_000_000_000
@@ -155,30 +152,12 @@ def test_each_device_rate_is_scored_by_the_model_trained_nearest_it() -> None:
         WristFallDetector(WristConfig(models=(WRIST_MODEL, WRIST_MODEL)))
 
 
-def _wrist_recording(subject: str, key: str, rate: int) -> npt.NDArray[np.float32]:
-    env = os.environ.get("ANXIN_WRIST_DIR")
-    root = (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "wrist"
-    )
-    f = root / "weda-fall" / f"{subject}.npz"
-    if not f.exists():
-        reason = f"wrist recordings not found at {f.parent} (set ANXIN_WRIST_DIR)"
-        if IN_CI:
-            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
-        pytest.skip(reason)
-    with np.load(f, allow_pickle=False) as z:
-        acc = np.asarray(z[key], np.float64)
-    return resample_poly(acc, rate, 50, axis=0).astype(np.float32)
-
-
 @pytest.mark.parametrize("rate", [25, 32])
 def test_a_slower_wristband_finds_a_real_fall_and_stays_silent_while_clapping(rate: int) -> None:
     # WEDA-FALL recordings (50 Hz) resampled to the band's rate: a fall forward while walking
     # and an older participant clapping.
-    fall = _wrist_recording("U01", "F01_U01_R01", rate)
-    clap = _wrist_recording("U23", "D10_U23_R01", rate)
+    fall = weda_trial("U01", "F01_U01_R01", rate).astype(np.float32)
+    clap = weda_trial("U23", "D10_U23_R01", rate).astype(np.float32)
     found = _stream(WristFallDetector(), "wb-f", fall, extra_s=5, rate=rate)
     assert FindingKind.FALL_SUSPECTED in [f.kind for f in found]
     assert _stream(WristFallDetector(), "wb-c", clap, extra_s=5, rate=rate) == []

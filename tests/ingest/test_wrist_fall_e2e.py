@@ -10,17 +10,14 @@ sink hands its stored findings to the alert listener, whose command sender is ca
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
-from scipy.signal import resample_poly
 
 from alerts.listener import AlertListener
 from alerts.service import AlertService, PostgresDirectory
@@ -31,30 +28,13 @@ from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.service import IngestService
 from tests.ingest.test_detection_integration import SCALE_G, _bursts, _host_port, _publish
-from tests.services import IN_CI, ROOT, ingest_settings, wait_until
+from tests.recordings import weda_trial
+from tests.services import ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FALL_TRIAL = ("U01", "F01_U01_R01")  # fall forward while walking (slip), young participant
 ADL_TRIAL = ("U23", "D10_U23_R01")  # clapping hands, participant aged 81-95
-
-
-def _weda_dir() -> Path:
-    env = os.environ.get("ANXIN_WRIST_DIR")
-    root = Path(env) if env else ROOT.parent / "shared" / "datasets" / "wrist"
-    folder = root / "weda-fall"
-    if not (folder / f"{FALL_TRIAL[0]}.npz").exists():
-        reason = f"wrist recordings not found at {folder} (set ANXIN_WRIST_DIR)"
-        if IN_CI:
-            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
-        pytest.skip(reason)
-    return folder
-
-
-def _trial(folder: Path, subject: str, key: str, rate: int) -> np.ndarray:
-    with np.load(folder / f"{subject}.npz", allow_pickle=False) as z:
-        acc = np.asarray(z[key], np.float64)
-    return acc if rate == 50 else np.asarray(resample_poly(acc, rate, 50, axis=0), np.float64)
 
 
 class _Commands:
@@ -108,9 +88,8 @@ def test_a_wrist_fall_opens_a_pending_alert_and_asks_the_wearer_and_clapping_ope
     running: tuple[IngestService, _Commands],
 ) -> None:
     _, commands = running
-    folder = _weda_dir()
-    fall = _trial(folder, *FALL_TRIAL, rate)
-    clap = _trial(folder, *ADL_TRIAL, rate)
+    fall = weda_trial(*FALL_TRIAL, rate)
+    clap = weda_trial(*ADL_TRIAL, rate)
     assert np.abs(fall).max() < 32767 * SCALE_G, "the scale clips this recording"
     with psycopg.connect(db_url) as conn:
         ensure_devices(conn, ["wrist-fall-1", "wrist-clap-1"], kind="wristband")
