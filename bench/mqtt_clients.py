@@ -3,7 +3,7 @@
 Each client drains the same backlog of QoS 1 wearable messages (vitals plus a 50 Hz burst)
 that waits at a private Mosquitto (the project's configuration) for its persistent session,
 and only counts them: aiomqtt 2.x (asyncio over paho), plain paho-mqtt 2.x, and the paho
-subclass in core/mqtt.py (buffered reads, direct 3.1.1 PUBLISH parsing). MQTT 3.1.1, QoS 1,
+subclass in core/mqtt/wire.py (buffered reads, direct 3.1.1 PUBLISH parsing). MQTT 3.1.1, QoS 1,
 acknowledged on receipt. Run from the repository root::
 
     .venv/bin/python bench/mqtt_clients.py --messages 60000 --repeat 3
