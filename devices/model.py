@@ -1,7 +1,7 @@
 """Typed values of the registry. Pure: no I/O.
 
 Inputs (``*In``, ``*Patch``) are pydantic models with ``extra="forbid"``: an unknown field is an
-error, not silently dropped. Outputs are frozen models. The repository (devices/repository.py)
+error, not silently dropped. Outputs are frozen models. The repository (devices/repository/)
 takes inputs and returns outputs; the HTTP API serialises the same models.
 """
 
