@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.falls import FallBatch, FallDetector
-from detectors.vitals import N_PARAMS, Bands, News2Settings, News2Table, VitalReadings, news2
+from detectors.news2_charts import N_PARAMS, Bands, News2Settings, News2Table
+from detectors.vitals import VitalReadings, news2
 from detectors.wrist import WristFallDetector
 
 RATE = 50

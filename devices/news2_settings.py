@@ -2,7 +2,7 @@
 
 What the signed family doctor set for one elder: the SpO2 scale and the charts changed from
 the RCP chart, each as band starts and scores. The values are checked against the charts'
-rules by the API (api/routes/news2_settings.py, with :class:`detectors.vitals.Bands`) and
+rules by the API (api/routes/news2_settings.py, with :class:`detectors.news2_charts.Bands`) and
 turned into scoring arrays by the ingester (ingest/news2_settings.py); this module keeps them.
 """
 

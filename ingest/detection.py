@@ -45,8 +45,8 @@ from core.clock import Clock, SystemClock
 from core.placement import Placement
 from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, sos_finding
 from detectors.findings import DetectorError, Finding, StoredFinding
+from detectors.news2_charts import News2Settings, Param
 from detectors.placement import FallRouter
-from detectors.vitals import News2Settings, Param
 from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
 from ingest.behaviour import BehaviourStage

@@ -16,7 +16,8 @@ import numpy.typing as npt
 
 from detectors.falls import FallConfig
 from detectors.health import HealthConfig
-from detectors.vitals import N_PARAMS, VitalReadings, VitalsConfig
+from detectors.news2_charts import N_PARAMS
+from detectors.vitals import VitalReadings, VitalsConfig
 from ingest.behaviour import BehaviourStreamConfig
 from ingest.trends import TrendsConfig
 

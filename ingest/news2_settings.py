@@ -1,7 +1,7 @@
 """The doctors' per-elder NEWS2 settings as the vitals stage scores with them.
 
 :class:`News2SettingsCache` reads the stored settings (devices/news2_settings.py) at the first
-call and keeps them as one :class:`detectors.vitals.News2Table` (arrays per chart, a row per
+call and keeps them as one :class:`detectors.news2_charts.News2Table` (arrays per chart, a row per
 distinct setting), so scoring stays one vectorised pass whatever the number of elders with
 settings of their own. Every ``refresh_s`` it reads the table's stamp (its row count and newest
 change: one cheap query) and reads the settings again only when the stamp moved, so a change
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from detectors.vitals import DEFAULT_SETTINGS, Bands, News2Settings, News2Table, chart_of
+from detectors.news2_charts import DEFAULT_SETTINGS, Bands, News2Settings, News2Table, chart_of
 from devices.news2_settings import StoredNews2
 
 log = logging.getLogger(__name__)

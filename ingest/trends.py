@@ -6,7 +6,7 @@ and per local day, over the last ``baseline_days + recent_days`` complete days,
 * ``resting_hr``: the lowest hourly mean heart rate of the day (wearables and bed sensors);
 * ``night_rr``: the mean of the hourly mean respiration rates between 00:00 and 06:00;
 
-and runs :func:`detectors.vitals.trend_findings` over all elders at once for each series. A
+and runs :func:`detectors.vital_trends.trend_findings` over all elders at once for each series. A
 rise gives a ``VITAL_TREND`` finding (LOW) that the alert service puts into the family doctor's
 daily digest (alerts/decision.py). The read runs on a thread of its own, off the ingest writer
 thread; its findings are handed on with the next batch. A finding is stored once per elder,
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from detectors.findings import Finding
-from detectors.vitals import NIGHT_RR_TREND, RESTING_HR_TREND, TrendConfig, trend_findings
+from detectors.vital_trends import NIGHT_RR_TREND, RESTING_HR_TREND, TrendConfig, trend_findings
 
 log = logging.getLogger(__name__)
 

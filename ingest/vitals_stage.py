@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.findings import Finding, FindingKind
-from detectors.vitals import News2Settings, News2Table, Param, news2_findings
+from detectors.news2_charts import News2Settings, News2Table, Param
+from detectors.vitals import news2_findings
 from ingest.detection_state import DetectionConfig, VitalsRings
 from ingest.detection_store import DetectionStore
 from ingest.news2_settings import News2SettingsCache

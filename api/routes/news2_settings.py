@@ -6,7 +6,7 @@ Reading is scoped like the vitals and NEWS2 history (the emergency profile's sco
 the signed doctor, the family, a dispatcher during an emergency); changing is the signed
 family doctor's and the admins' (``news2.write``), and every change and every refusal is in
 the audit log. A chart is given as its band starts and scores, checked by the same rules the
-detector applies (:class:`detectors.vitals.Bands`), so a 422 names the chart and the field.
+detector applies (:class:`detectors.news2_charts.Bands`), so a 422 names the chart and the field.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import CurrentPrincipal, DbConn, authorize_resident
 from api.routes.registry import by_name
-from detectors.vitals import DEFAULT_SETTINGS, Bands, chart_of
+from detectors.news2_charts import DEFAULT_SETTINGS, Bands, chart_of
 from devices import news2_settings as store
 from devices.access import Action
 

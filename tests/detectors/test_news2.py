@@ -6,19 +6,9 @@ import numpy as np
 import pytest
 
 from detectors.findings import DetectorInputError, FindingKind, News2Evidence, Severity
-from detectors.vitals import (
-    N_PARAMS,
-    Bands,
-    Consciousness,
-    News2Settings,
-    Param,
-    VitalReadings,
-    VitalsConfig,
-    news2,
-    news2_findings,
-    score_news2,
-    trend_findings,
-)
+from detectors.news2_charts import N_PARAMS, Bands, Consciousness, News2Settings, Param
+from detectors.vital_trends import trend_findings
+from detectors.vitals import VitalReadings, VitalsConfig, news2, news2_findings, score_news2
 
 NOW = 1_700_000_000_000
 

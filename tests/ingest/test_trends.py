@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from detectors.findings import FindingKind, TrendEvidence
-from detectors.vitals import NIGHT_RR_TREND, RESTING_HR_TREND
+from detectors.vital_trends import NIGHT_RR_TREND, RESTING_HR_TREND
 from ingest.trends import DailyValue, TrendsStage, judge_days
 
 ZONE = ZoneInfo("Asia/Shanghai")
