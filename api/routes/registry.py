@@ -1,5 +1,5 @@
 """The registry over HTTP: residents, consents and emergency profiles, each route behind the
-rules of devices/access.py; the shared dependencies of the registry routes. Storage is
+rules of devices/access/rules.py; the shared dependencies of the registry routes. Storage is
 devices/repository/; errors map to 404, 409 and 422 in :func:`install_error_handlers`. The
 care circle is api/routes/circle.py, devices api/routes/devices.py, the caller lookup
 api/routes/lookup.py, CSV api/routes/bulk.py.
