@@ -2,7 +2,7 @@
 
 Device secrets are generated once, shown once and stored only as a salted hash: Mosquitto's
 own ``$7$`` PBKDF2-SHA512 format, so that the broker checks the secret itself from the password
-file ``anxin devices broker-auth`` writes (devices/credentials.py). No server-side pepper is
+file ``anxin devices broker-auth`` writes (devices/credentials/). No server-side pepper is
 mixed in: Mosquitto could not verify a peppered hash. The secrets are 192 random bits, so the
 salted hash alone leaves nothing to guess.
 """
