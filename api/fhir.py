@@ -1,6 +1,6 @@
 """An elder's record as FHIR R4 resources, for a regional health information platform. Pure.
 
-Builders take the registry's values (devices/model.py) and stored rows, and return plain JSON
+Builders take the registry's values (devices/model/) and stored rows, and return plain JSON
 (``dict``): Patient, RelatedPerson (the care circle), CareTeam (the family doctor team of each
 contract), Device, Observation (vital signs, the LOINC codes and UCUM units of the FHIR
 vital-signs profile), RiskAssessment (NEWS2 with its parameters), Flag (alerts) and Consent,
