@@ -69,6 +69,7 @@ def mqtt_subscriber(
     got: list[IncomingMessage] = []
     lock = threading.Lock()
     subscribed = threading.Event()
+    mids: list[int | None] = []
 
     def on_message(msg: IncomingMessage) -> None:
         with lock:
@@ -80,13 +81,13 @@ def mqtt_subscriber(
     client.on_message(on_message)
 
     def on_connect(_present: bool) -> None:
-        client.subscribe([pattern], qos=1)
+        mids.append(client.subscribe([pattern], qos=1))
         subscribed.set()
 
     client.on_connect(on_connect)
     client.connect()
     assert subscribed.wait(30)
-    time.sleep(0.2)  # the SUBACK
+    assert client.wait_subscribed(mids[0], 30), f"the broker did not grant {pattern!r}"
     return client, got
 
 

@@ -100,6 +100,9 @@ class MqttClient:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._suback = threading.Condition()
+        self._subscribed: dict[int, bool] = {}
+        self._client.on_subscribe = self._handle_subscribe
 
     # -- callbacks ---------------------------------------------------------------------
     def on_message(self, callback: Callable[[IncomingMessage], None]) -> None:
@@ -259,9 +262,32 @@ class MqttClient:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
-    def subscribe(self, topics: list[str], qos: int = 1) -> None:
-        if topics:
-            self._client.subscribe([(t, qos) for t in topics])
+    def subscribe(self, topics: list[str], qos: int = 1) -> int | None:
+        """Subscribe to ``topics``; the message id to pass to :meth:`wait_subscribed` (None
+        when there is nothing to subscribe to or the request could not be sent)."""
+        if not topics:
+            return None
+        rc, mid = self._client.subscribe([(t, qos) for t in topics])
+        return mid if is_success(rc) and mid is not None else None
+
+    def wait_subscribed(self, mid: int | None, timeout_s: float) -> bool:
+        """Wait until the broker has granted the subscription ``mid`` (its SUBACK), so
+        messages published from now on reach this client. False when it did not answer in
+        ``timeout_s`` or refused a topic. Not from a callback: it blocks the network thread
+        that would deliver the SUBACK."""
+        if mid is None:
+            return False
+        with self._suback:
+            if not self._suback.wait_for(lambda: mid in self._subscribed, timeout_s):
+                return False
+            return self._subscribed.pop(mid)
+
+    def _handle_subscribe(
+        self, _client: Any, _userdata: Any, mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
+        with self._suback:
+            self._subscribed[mid] = not any(r.is_failure for r in reasons)
+            self._suback.notify_all()
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False

@@ -455,10 +455,8 @@ def test_help_coming_reaches_the_device_over_the_real_broker(
     sub.connect()
     sender = MqttCommandSender(mqtt, client_id=f"t-cmd-{uuid.uuid4().hex[:8]}")
     try:
-        sub.subscribe([f"{topic_prefix}/dev/+/cmd"], qos=1)
-        import time
-
-        time.sleep(0.3)  # let the SUBACK arrive before the command is published
+        mid = sub.subscribe([f"{topic_prefix}/dev/+/cmd"], qos=1)
+        assert sub.wait_subscribed(mid, 30), "the broker did not grant the subscription"
         sender.start()
         svc = service(sender)
         change = svc.raise_finding(conn, finding(FindingKind.SOS, resident), at(T0_MS))

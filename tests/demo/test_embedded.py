@@ -48,7 +48,7 @@ def test_amqtt_keeps_a_persistent_session_with_manual_acks() -> None:
         assert reachable_broker("127.0.0.1", broker.port)
         got: list[IncomingMessage] = []
 
-        def ingester() -> MqttClient:
+        def ingester(*, new_session: bool) -> MqttClient:
             client = MqttClient(
                 host="127.0.0.1",
                 port=broker.port,
@@ -58,12 +58,17 @@ def test_amqtt_keeps_a_persistent_session_with_manual_acks() -> None:
                 protocol_v5=False,
             )
             client.on_message(got.append)
-            client.on_connect(lambda _present: client.subscribe(["t/#"], qos=1))
+            mids: list[int | None] = []
+            client.on_connect(lambda _present: mids.append(client.subscribe(["t/#"], qos=1)))
             client.connect()
+            if new_session:
+                # A kept session has the subscription already, and this broker answers the
+                # repeated SUBSCRIBE only after the messages it replays are acknowledged.
+                _wait_for(lambda: bool(mids))
+                assert client.wait_subscribed(mids[0], 30), "the broker did not grant t/#"
             return client
 
-        sub = ingester()
-        time.sleep(0.3)
+        sub = ingester(new_session=True)
         pub = MqttClient(host="127.0.0.1", port=broker.port, client_id="t-pub", protocol_v5=False)
         pub.connect_inline()
 
@@ -86,7 +91,7 @@ def test_amqtt_keeps_a_persistent_session_with_manual_acks() -> None:
         got.clear()
 
         publish(20, "b")  # while the ingester is away
-        sub = ingester()
+        sub = ingester(new_session=False)
         _wait_for(lambda: len(got) == 20)
         assert sorted(m.payload for m in got) == sorted(f"b{i}".encode() for i in range(20))
         sub.ack_many([m.mid for m in got])
