@@ -20,9 +20,6 @@ from devices.access.store import (
     revoke_token,
 )
 
-# ---------------------------------------------------------------------------------------------
-# The ``anxin tokens`` command line
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anxin tokens", description="API principals and tokens.")

@@ -27,9 +27,6 @@ from devices.access.rules import (
     new_token,
 )
 
-# ---------------------------------------------------------------------------------------------
-# Storage (the thin shell)
-
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:

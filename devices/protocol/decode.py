@@ -53,9 +53,6 @@ _VERSION = msgspec.json.Decoder(_Version)
 _ANY = msgspec.json.Decoder()
 
 
-# --------------------------------------------------------------------------- decoding
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -25,9 +25,6 @@ from devices.protocol.payloads import (
 _ENCODER = msgspec.json.Encoder()
 
 
-# --------------------------------------------------------------------------- encoding
-
-
 def accel_i16(samples_g: Any, rate_hz: float, scale_g: float = 1.0 / 1024.0) -> AccelWire:
     """Compact burst: int16 counts (x,y,z interleaved, little-endian) in base64, plus scale."""
     import numpy as np  # noqa: PLC0415

@@ -11,8 +11,6 @@ from devices.protocol.payloads import (
     Reason,
 )
 
-# --------------------------------------------------------------------------- topics
-
 
 def topic(prefix: str, device_id: str, channel: Channel) -> str:
     return f"{prefix}/dev/{device_id}/{channel.value}"
