@@ -28,32 +28,27 @@ is logged, counted in ``anxin_detection_errors{stage}`` and the sink goes on.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import numpy as np
-import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.clock import Clock, SystemClock
 from core.placement import Placement
-from detectors.falls import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch, sos_finding
+from detectors.events import sos_finding
 from detectors.findings import DetectorError, Finding, StoredFinding
-from detectors.news2_charts import News2Settings, Param
-from detectors.placement import FallRouter
+from detectors.news2_charts import News2Settings
 from devices.model import DeviceKind, placement_of
 from devices.protocol import EventKind
 from ingest.behaviour import BehaviourStage
-from ingest.detection_state import EMPTY, DetectionConfig
-from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey, StateRow
+from ingest.detection_state import DetectionConfig
+from ingest.detection_store import DETECTED_EVENTS, DetectionStore, EventKey
+from ingest.falls_stage import FallsStage
 from ingest.health_stage import HealthStage
 from ingest.pipeline import Batch, DeviceInfo
+from ingest.state_saver import StateCodec, StateSaver
 from ingest.trends import TrendsStage
 from ingest.vitals_stage import VitalsStage
 
@@ -64,8 +59,6 @@ FindingListener = Callable[[list[StoredFinding]], None]
 
 DeviceLookup = Callable[[str], DeviceInfo | None]
 
-_EMPTY = EMPTY
-_ACVPU = {"A": 0, "C": 1, "V": 2, "P": 3, "U": 4}
 _SOS = frozenset({EventKind.SOS})
 _FALL_EVENTS = frozenset(DETECTED_EVENTS) - _SOS
 _PLACEMENTS = {p.value: p for p in Placement}
@@ -78,12 +71,6 @@ STAGES = ("sos", "events", "falls", "vitals", "behaviour", "trends", "health")
 URGENT_STAGES = ("sos",)
 #: The event kinds each stage acts on (and marks handled).
 _STAGE_EVENTS: dict[str, frozenset[EventKind]] = {"sos": _SOS, "events": _FALL_EVENTS}
-_P_PULSE, _P_SPO2, _P_RESP = int(Param.PULSE), int(Param.SPO2), int(Param.RESPIRATION_RATE)
-_P_TEMP, _P_SBP = int(Param.TEMPERATURE), int(Param.SYSTOLIC_BP)
-_P_O2, _P_ACVPU = int(Param.SUPPLEMENTAL_O2), int(Param.CONSCIOUSNESS)
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -118,16 +105,6 @@ def create_detection_metrics(registry: CollectorRegistry) -> DetectionMetrics:
             registry=registry,
         ),
     )
-
-
-# --------------------------------------------------------------------------- the sink
-@dataclass(slots=True)
-class _Burst:
-    device_id: str
-    t0_ms: int
-    rate: int
-    scale: float
-    samples: bytes
 
 
 class DetectionSink:
@@ -190,23 +167,23 @@ class DetectionSink:
         # so an SOS waits at most for one stage of a telemetry batch; findings are stored and
         # handed on outside it, each thread on its own connection.
         self._lock = threading.RLock()
-        # Saving per-device state runs off the ingest writer thread (see persist()).
-        self._state_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-state")
-        self._state_future: Future[None] | None = None
-        self._failed_state: list[tuple[str, str]] = []
-        self._failed_lock = threading.Lock()
         # One fall detector per placement (wrist, waist/chest); each device goes to its own.
-        self.falls = FallRouter(self._placement, waist=self.config.fall)
+        self.falls = FallsStage(self._placement, self.config.fall, self.metrics.skipped_bursts)
         self.vitals = VitalsStage(self.config, self.store, news2_settings)
         self.health = HealthStage(self.config)
         self.behaviour = BehaviourStage(self.store.watched, self.config.behaviour)
         self.trends = TrendsStage(self.store.daily_vitals, self.config.trends)
-        self._accel_end: dict[str, float] = {}
-        # Devices whose state changed since it was last saved, per detector, oldest first (a
-        # dict used as an ordered set): saves take the oldest, so every device gets its turn.
-        self._changed: dict[str, dict[str, None]] = {
-            _FALL: {}, _VITALS: {}, _HEALTH: {}, _BEHAVIOUR: {}
-        }  # fmt: skip
+        # Per-device state, saved off the ingest writer thread (see persist()).
+        self.saver = StateSaver(
+            self.store,
+            {
+                _FALL: StateCodec(self.falls.export_device, self.falls.import_device),
+                _VITALS: StateCodec(self.vitals.ring.export, self.vitals.ring.import_),
+                _HEALTH: StateCodec(self.health.table.export, self.health.table.import_),
+                _BEHAVIOUR: StateCodec(self.behaviour.table.export, self.behaviour.table.import_),
+            },
+            self.metrics.errors,
+        )
         self._loaded = not self.stateful  # nothing to load without state
         self._started_ms: int | None = None
         self._last_persist_ms: int | None = None
@@ -237,7 +214,7 @@ class DetectionSink:
             if self._loaded and self.stateful:
                 self._guard("persist", lambda: self.persist(self._clock.now_ms(), wait=True))
         finally:
-            self._state_writer.shutdown(wait=True)
+            self.saver.close()
             self.trends.close()
             self.store.close()
 
@@ -245,65 +222,15 @@ class DetectionSink:
         """Save the state of the devices that changed since their last save; returns rows.
 
         ``limit`` caps the devices per detector taken in this call (the oldest changes first);
-        the sink saves a slice every second so no call stalls the stream.
-
-        The states are exported here (copies of small arrays) and written by a background
-        thread with a connection of its own, in one COPY and one upsert: writing thousands of
-        devices' state on the ingest writer thread stalled the stream for a second or more
-        (p99 publish-to-commit of 1.8 s at 5,000 devices in bench/ingest.py). When the previous
-        save is still running, this one is skipped and the devices stay marked as changed.
+        the sink saves a slice every second so no call stalls the stream. The rows are written
+        in the background (:class:`ingest.state_saver.StateSaver`); when the previous save is
+        still running, this one is skipped and the devices stay marked as changed.
         """
         with self._lock:
-            return self._persist(now_ms, wait=wait, limit=limit)
-
-    def _persist(self, now_ms: int, *, wait: bool, limit: int | None) -> int:
-        if self._state_future is not None and not self._state_future.done():
-            if not wait:
-                return 0
-            self._state_future.result()
-        self._merge_failed_state()
-        rows: list[StateRow] = []
-        at = _dt(now_ms)
-        exporters: dict[str, Callable[[str], bytes]] = {
-            _FALL: self.falls.export_device,
-            _VITALS: self.vitals.ring.export,
-            _HEALTH: self.health.table.export,
-            _BEHAVIOUR: self.behaviour.table.export,
-        }
-        pending: dict[str, list[str]] = {}
-        for detector, devices in self._changed.items():
-            take = list(devices) if limit is None else list(itertools.islice(devices, limit))
-            for dev in take:
-                del devices[dev]
-            pending[detector] = take
-        for detector, devs in pending.items():
-            export = exporters[detector]
-            for dev in devs:
-                if detector != _FALL or dev in self.falls:
-                    rows.append((dev, detector, export(dev), at))
-        self._last_persist_ms = now_ms
-        if rows:
-            self._state_future = self._state_writer.submit(self._write_state, rows)
-            if wait:
-                self._state_future.result()
-        return len(rows)
-
-    def _merge_failed_state(self) -> None:
-        with self._failed_lock:
-            failed, self._failed_state = self._failed_state, []
-        for dev, detector in failed:
-            self._changed.setdefault(detector, {})[dev] = None
-
-    def _write_state(self, rows: list[StateRow]) -> None:
-        try:
-            self.store.save_state(rows)
-        except Exception:
-            self.metrics.errors.labels("persist").inc()
-            log.exception(
-                "saving the state of %d detector rows failed; retried at the next save", len(rows)
-            )
-            with self._failed_lock:
-                self._failed_state.extend((dev, detector) for dev, detector, _s, _a in rows)
+            if self.saver.busy() and not wait:
+                return 0  # tried again at the next call
+            self._last_persist_ms = now_ms
+            return self.saver.save(now_ms, wait=wait, limit=limit)
 
     def load(self) -> int:
         """Load the saved per-device state (done on the first call); returns devices loaded."""
@@ -319,31 +246,8 @@ class DetectionSink:
             return self._load(devices)
 
     def _load(self, only: Callable[[str], bool] | None = None) -> int:
-        saved = self.store.load_state()
-        if only is not None:
-            saved = [row for row in saved if only(row[0])]
-        importers: dict[str, Callable[[str, bytes], None]] = {
-            _FALL: self.falls.import_device,
-            _VITALS: self.vitals.ring.import_,
-            _HEALTH: self.health.table.import_,
-            _BEHAVIOUR: self.behaviour.table.import_,
-        }
-        loaded: set[str] = set()
-        for dev, detector, state in saved:
-            importer = importers.get(detector)
-            if importer is None:
-                continue
-            try:
-                importer(dev, state)
-            except (DetectorError, ValueError, struct.error) as exc:
-                # A configuration change (another ring size, say): start this device afresh.
-                log.warning("saved %s state of device %s not loaded: %s", detector, dev, exc)
-                continue
-            loaded.add(dev)
-        for dev in self.falls.devices():
-            end = self.falls.stream_end_ms(dev)
-            if end is not None:
-                self._accel_end[dev] = end
+        loaded = self.saver.load(only)
+        self.falls.loaded()
         self._loaded = True
         log.info("detection state loaded for %d devices", len(loaded))
         return len(loaded)
@@ -352,7 +256,7 @@ class DetectionSink:
         """Device id -> epoch ms up to which the fall detector has seen its accelerometer
         stream (after :meth:`load`: what the saved state covers)."""
         with self._lock:
-            return {d: int(t) for d, t in self._accel_end.items()}
+            return self.falls.stream_ends()
 
     # -- one batch ---------------------------------------------------------------------
     def _call(self, batch: Batch, now_ms: int) -> None:
@@ -422,7 +326,7 @@ class DetectionSink:
             # saved about every persist_every_s, and no single call exports thousands of states.
             slices = 30
             if last is not None and now_ms - last >= self.config.persist_every_s * 1000 / slices:
-                waiting = max(len(d) for d in self._changed.values())
+                waiting = self.saver.waiting()
                 limit = max(64, -(-waiting // slices))
                 self._guard("persist", lambda: self.persist(now_ms, limit=limit))
 
@@ -466,74 +370,24 @@ class DetectionSink:
         events = [e for e in batch.device_events if e.kind in _FALL_EVENTS]
         if not events:
             return []
-        events.sort(key=lambda e: e.ts_ms)
-        ids = [e.device_id for e in events]
-        self._changed[_FALL].update(dict.fromkeys(ids))
-        return self.falls.device_events(
-            device_ids=ids,
-            resident_ids=[resident(d) for d in ids],
-            kinds=[e.kind.value for e in events],
-            ts_ms=np.array([e.ts_ms for e in events], np.int64),
-            now_ms=now_ms,
-        )
-
-    def _bursts(self, batch: Batch) -> list[_Burst]:
-        bursts: list[_Burst] = []
-        skipped = self.metrics.skipped_bursts
-        max_s = self.config.fall.max_burst_s
-        for r in batch.readings:
-            a = r.accel
-            if a is None:
-                continue
-            rate = a.rate_hz
-            if rate != int(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-                skipped.labels("rate").inc()
-                continue
-            rate_i = int(rate)
-            step = round(max_s * rate_i) * 6
-            data = a.samples
-            if len(data) <= step:
-                bursts.append(_Burst(r.device_id, r.ts_ms, rate_i, a.scale_g, data))
-            else:  # longer than the detector takes in one call: split it
-                for k in range(0, len(data), step):
-                    t0 = r.ts_ms + round(k // 6 * 1000 / rate_i)
-                    bursts.append(_Burst(r.device_id, t0, rate_i, a.scale_g, data[k : k + step]))
-        return bursts
+        found, changed = self.falls.device_events(events, now_ms, resident)
+        self.saver.mark(_FALL, changed)
+        return found
 
     def _falls(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
     ) -> list[Finding]:
-        bursts = self._bursts(batch)
-        if len(bursts) > 1:
-            bursts.sort(key=lambda b: (b.device_id, b.t0_ms))
-        # Round k holds the k-th burst of each device (a device appears once per call).
-        rounds: list[list[_Burst]] = [[]]
-        occurrence: dict[str, int] = {}
-        gap = self.config.fall.max_gap_ms
-        for b in bursts:
-            end = self._accel_end.get(b.device_id)
-            if end is not None and b.t0_ms < end - gap:
-                # Already seen (a redelivery after a restart) or older than what was fed.
-                self.metrics.skipped_bursts.labels("old").inc()
-                continue
-            k = occurrence.get(b.device_id, -1) + 1
-            occurrence[b.device_id] = k
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(b)
-            self._accel_end[b.device_id] = b.t0_ms + len(b.samples) // 6 * 1000.0 / b.rate
-        self._changed[_FALL].update(dict.fromkeys(occurrence))
-        out: list[Finding] = []
-        for items in rounds:
-            out.extend(self.falls.process(_fall_batch(items, resident), now_ms))
-        return out
+        """Accelerometer bursts to the fall detector of each device (ingest/falls_stage.py)."""
+        found, changed = self.falls.process(batch, now_ms, resident)
+        self.saver.mark(_FALL, changed)
+        return found
 
     def _news2(
         self, batch: Batch, now_ms: int, resident: Callable[[str], str | None]
     ) -> list[Finding]:
         """NEWS2 of the devices whose vitals rings gained a slot (ingest/vitals_stage.py)."""
         found, changed = self.vitals.process(batch, now_ms, resident)
-        self._changed[_VITALS].update(dict.fromkeys(changed))
+        self.saver.mark(_VITALS, changed)
         return found
 
     def _behaviour_stage(
@@ -541,7 +395,7 @@ class DetectionSink:
     ) -> list[Finding]:
         """Movement and bed presence per elder (ingest/behaviour.py)."""
         found, changed = self.behaviour.process(batch, now_ms, resident)
-        self._changed[_BEHAVIOUR].update(dict.fromkeys(changed))
+        self.saver.mark(_BEHAVIOUR, changed)
         return found
 
     def _device_health(
@@ -549,35 +403,5 @@ class DetectionSink:
     ) -> list[Finding]:
         """Offline and battery (ingest/health_stage.py)."""
         found, changed = self.health.process(batch, now_ms, resident, self._started_ms)
-        self._changed[_HEALTH].update(dict.fromkeys(changed))
+        self.saver.mark(_HEALTH, changed)
         return found
-
-
-def _fall_batch(items: list[_Burst], resident: Callable[[str], str | None]) -> FallBatch:
-    """Int16 bursts -> one padded float32 batch in g (one ``frombuffer`` for all of them)."""
-    n = len(items)
-    lengths = np.fromiter((len(b.samples) // 6 for b in items), np.int32, n)
-    scale = np.fromiter((b.scale for b in items), np.float32, n)
-    width = int(lengths.max()) if n else 0
-    counts = np.frombuffer(b"".join(b.samples for b in items), "<i2").reshape(-1, 3)
-    if n and np.all(lengths == width):
-        samples = counts.reshape(n, width, 3).astype(np.float32)
-        samples *= scale[:, None, None]
-    else:
-        samples = np.zeros((n, width, 3), np.float32)
-        row = np.repeat(np.arange(n), lengths)
-        col = np.arange(counts.shape[0]) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        samples[row, col] = counts.astype(np.float32) * scale[row, None]
-    ids = [b.device_id for b in items]
-    return FallBatch(
-        device_ids=ids,
-        resident_ids=[resident(d) for d in ids],
-        t0_ms=np.fromiter((b.t0_ms for b in items), np.int64, n),
-        rate_hz=np.fromiter((b.rate for b in items), np.int32, n),
-        samples=samples,
-        lengths=lengths,
-    )
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -264,7 +264,7 @@ def test_a_failing_fall_stage_does_not_swallow_an_sos(db_url: str) -> None:
         readings=[Reading(T0, 1, "odd-wb-1", accel=odd)],
         device_events=[Event(T0, 2, "odd-wb-1", EventKind.SOS)],
     )
-    sink.falls.process = _raise  # type: ignore[method-assign]
+    sink.falls.router.process = _raise  # type: ignore[method-assign]
     sink(batch, T0 + 10)
     assert [r["kind"] for r in _findings(db_url)] == ["sos"]
     assert sink.metrics.errors.labels("falls")._value.get() == 1
@@ -289,5 +289,5 @@ def test_bursts_at_a_rate_the_detector_does_not_take_are_counted(db_url: str) ->
         T0,
     )
     assert sink.metrics.skipped_bursts.labels("rate")._value.get() == 1
-    assert "slow-wb-1" in sink.falls
+    assert "slow-wb-1" in sink.falls.router
     sink.close()
