@@ -65,15 +65,20 @@ class Candidates:
         trial: int64 ``(m,)`` index of the trial in the list given.
         x: float32 ``(m, len(FEATURES))`` features.
         label: int8 ``(m,)``: 1 fall, 0 activity, -1 left out (other candidates of a fall trial).
+        window: float32 ``(m, W, 3)`` the signal around each impact (``keep_windows``), else None.
     """
 
     trial: npt.NDArray[np.int64]
     x: npt.NDArray[np.float32]
     label: npt.NDArray[np.int8]
+    window: npt.NDArray[np.float32] | None = None
 
 
-def candidates(trials: Sequence[Trial], rate_hz: int, config: WristConfig) -> Candidates:
-    """Record and label the candidates of ``trials`` (see the module docstring)."""
+def candidates(
+    trials: Sequence[Trial], rate_hz: int, config: WristConfig, *, keep_windows: bool = False
+) -> Candidates:
+    """Record and label the candidates of ``trials`` (see the module docstring); with
+    ``keep_windows`` also the signal around each impact (for comparing other models)."""
     det = WristFallDetector(config, model=TreeModel.constant(FEATURES, rate_hz=rate_hz))
     det.threshold = 2.0  # record only: nothing is suspected, every window stays closed
     det.record_candidates()
@@ -86,6 +91,9 @@ def candidates(trials: Sequence[Trial], rate_hz: int, config: WristConfig) -> Ca
     # What the detector's cheap pre-filter lets through in service (it is off while recording).
     keep = (peak >= config.peak_g) & (intensity >= config.intensity_g)
     trial, x = trial[keep], x[keep]
+    window = None
+    if keep_windows:
+        window = np.concatenate([f.window for _, f in det.candidates or []])[keep]
     peak = peak[keep]
     is_fall = np.array([trials[i].is_fall for i in trial.tolist()], np.bool_)
     label = np.where(is_fall, -1, 0).astype(np.int8)
@@ -94,7 +102,7 @@ def candidates(trials: Sequence[Trial], rate_hz: int, config: WristConfig) -> Ca
     first[1:] = trial[order][1:] != trial[order][:-1]
     best = order[first]
     label[best[is_fall[best]]] = 1
-    return Candidates(trial, x, label)
+    return Candidates(trial, x, label, window)
 
 
 def fit(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], seed: int = SEED) -> Any:
