@@ -83,9 +83,10 @@ class StateSaver:
         previous write is still running, this one is skipped (unless ``wait``) and the devices
         stay marked as changed.
         """
-        if self._future is not None and not self._future.done():
+        if self.busy():
             if not wait:
                 return 0
+            assert self._future is not None  # noqa: S101 - busy() means a write is running
             self._future.result()
         with self._failed_lock:
             failed, self._failed = self._failed, []
