@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,23 @@ def load_trials(folder: Path, rate_hz: int) -> tuple[str, list[Trial]]:
     """The layout of ``folder`` and its trials at ``rate_hz``."""
     kind = layout(folder)
     return kind, (load_wrist(folder, rate_hz) if kind == "wrist" else load_sisfall(folder, rate_hz))
+
+
+def subject_keys(trials: Sequence[Trial]) -> npt.NDArray[np.str_]:
+    """``source/subject`` of every trial: the unit of cross-validation."""
+    return np.array([f"{t.source}/{t.subject}" for t in trials])
+
+
+def subject_folds(trials: Sequence[Trial], n: int, *, by_source: bool) -> list[list[str]]:
+    """The evaluator's held-out groups of :func:`subject_keys`: one per source with
+    ``by_source``, else ``n`` folds of the sorted people (every n-th; ``n <= 0``: one each)."""
+    keys = sorted(set(subject_keys(trials).tolist()))
+    if by_source:
+        return [
+            [g for g in keys if g.startswith(s + "/")] for s in sorted({t.source for t in trials})
+        ]
+    k = len(keys) if n <= 0 else min(n, len(keys))
+    return [keys[i::k] for i in range(k)]
 
 
 def joined_activity(trials: list[Trial], rate_hz: int, rest_s: float = 60.0) -> list[Trial]:

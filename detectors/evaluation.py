@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from detectors.datasets import Trial, joined_activity, load_trials
+from detectors.datasets import Trial, joined_activity, load_trials, subject_folds, subject_keys
 from detectors.fall_config import FallConfig
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import TreeModel
@@ -131,22 +131,6 @@ def _judge(
     out.joined_hours += sum(t.acc.shape[0] / rate - 60.0 for t in joined) / 3600
 
 
-def _groups(trials: Sequence[Trial]) -> npt.NDArray[np.str_]:
-    return np.array([f"{t.source}/{t.subject}" for t in trials])
-
-
-def _folds(trials: Sequence[Trial], n: int, by_source: bool) -> list[list[str]]:
-    if by_source:
-        srcs = sorted({t.source for t in trials})
-        return [
-            [g for g in sorted(set(_groups(trials).tolist())) if g.startswith(s + "/")]
-            for s in srcs
-        ]
-    uniq = sorted(set(_groups(trials).tolist()))
-    k = len(uniq) if n <= 0 else min(n, len(uniq))
-    return [uniq[i::k] for i in range(k)]
-
-
 def evaluate(
     trials: Sequence[Trial],
     rate: int,
@@ -165,7 +149,7 @@ def evaluate(
         make: Factory = WristFallDetector if placement == "wrist" else FallDetector
         _judge(trials, everything, rate, make, out)
         return out
-    groups = _groups(trials)
+    groups = subject_keys(trials)
     if placement == "wrist":
         # Training needs scikit-learn (the "train" extra); the shipped path never imports it.
         from detectors.training.train_wrist import candidates, train, trial_scores  # noqa: PLC0415
@@ -176,7 +160,7 @@ def evaluate(
         is_fall = np.array([t.is_fall for t in trials])
     chosen: list[FallConfig] = []
     fold_of = np.zeros(n, np.int64)
-    for fi, fold in enumerate(_folds(trials, folds, loso)):
+    for fi, fold in enumerate(subject_folds(trials, folds, by_source=loso)):
         test = np.isin(groups, fold)
         fold_of[test] = fi
         if placement == "wrist":
@@ -308,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _code_names(args.data) if kind == "wrist" else {}
     print(f"{kind} layout, {placement} detector, {mode}, {rate} Hz")
     print(
-        f"sources: {sorted({t.source for t in trials})}; subjects: {len(set(_groups(trials).tolist()))}"
+        f"sources: {sorted({t.source for t in trials})}; subjects: {len(set(subject_keys(trials).tolist()))}"
     )
     print(f"trials: {n_f} falls, {n_d} activities; joined activity {out.joined_hours:.2f} h")
     for s in sorted({t.source for t in trials}):

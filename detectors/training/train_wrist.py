@@ -29,7 +29,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detectors.datasets import Trial, load_wrist
+from detectors.datasets import Trial, load_wrist, subject_keys
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import FORMAT, TreeModel
 from detectors.replay import run_trials
@@ -163,12 +163,24 @@ def export(clf: Any, threshold: float, rate_hz: int) -> dict[str, Any]:
     }
 
 
-def trial_scores(model: TreeModel, cands: Candidates, n_trials: int) -> npt.NDArray[np.float64]:
-    """Largest score of each trial's candidates (0 for a trial without candidates)."""
+#: Fitted on the candidate rows given (a mask over the candidates), the fall probability of
+#: every candidate.
+Scorer = Callable[[npt.NDArray[np.bool_]], npt.NDArray[np.float64]]
+
+
+def trial_max(
+    p: npt.NDArray[np.float64], cands: Candidates, n_trials: int
+) -> npt.NDArray[np.float64]:
+    """Largest of ``p`` over each trial's candidates (0 for a trial without candidates)."""
     out = np.zeros(n_trials)
     if cands.trial.size:
-        np.maximum.at(out, cands.trial, model.predict_proba(cands.x))
+        np.maximum.at(out, cands.trial, p)
     return out
+
+
+def trial_scores(model: TreeModel, cands: Candidates, n_trials: int) -> npt.NDArray[np.float64]:
+    """Largest score of each trial's candidates (0 for a trial without candidates)."""
+    return trial_max(model.predict_proba(cands.x), cands, n_trials)
 
 
 def threshold_for(
@@ -182,6 +194,32 @@ def threshold_for(
     return float(min(fs[k], 0.99))
 
 
+def inner_threshold(
+    trials: Sequence[Trial],
+    cands: Candidates,
+    train_mask: npt.NDArray[np.bool_],
+    score: Scorer,
+    *,
+    target: float = TARGET_SENSITIVITY,
+    inner_folds: int = 5,
+    seed: int = SEED,
+) -> float:
+    """The threshold that finds ``target`` of the fall trials in ``train_mask``, read on
+    out-of-fold scores of ``inner_folds`` subject folds of those trials' people."""
+    subjects = subject_keys(trials)
+    uniq = sorted(set(subjects[train_mask].tolist()))
+    is_fall = np.array([t.is_fall for t in trials])
+    use = train_mask[cands.trial] & (cands.label >= 0)
+    oof = np.zeros(len(trials))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    for f in range(inner_folds):
+        held = {uniq[i] for i in order[f::inner_folds]}
+        held_t = np.isin(subjects, list(held)) & train_mask
+        sc = trial_max(score(use & ~held_t[cands.trial]), cands, len(trials))
+        oof[held_t] = sc[held_t]
+    return threshold_for(oof[train_mask], is_fall[train_mask], target)
+
+
 def train(
     trials: Sequence[Trial],
     cands: Candidates,
@@ -193,22 +231,15 @@ def train(
     seed: int = SEED,
 ) -> dict[str, Any]:
     """Fit on the trials in ``train_mask``, threshold by inner subject folds; the model file."""
-    subjects = np.array([f"{t.source}/{t.subject}" for t in trials])
-    uniq = sorted(set(subjects[train_mask].tolist()))
-    is_fall = np.array([t.is_fall for t in trials])
+
+    def trees(rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        clf = fit(cands.x[rows], cands.label[rows], seed)
+        return TreeModel.from_json(json.dumps(export(clf, 0.5, rate_hz))).predict_proba(cands.x)
+
+    thr = inner_threshold(
+        trials, cands, train_mask, trees, target=target, inner_folds=inner_folds, seed=seed
+    )
     use = train_mask[cands.trial] & (cands.label >= 0)
-    oof = np.zeros(len(trials))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    for f in range(inner_folds):
-        held = {uniq[i] for i in order[f::inner_folds]}
-        held_t = np.isin(subjects, list(held)) & train_mask
-        fit_rows = use & ~held_t[cands.trial]
-        clf = fit(cands.x[fit_rows], cands.label[fit_rows], seed)
-        model = TreeModel.from_json(json.dumps(export(clf, 0.5, rate_hz)))
-        sc = trial_scores(model, cands, len(trials))
-        oof[held_t] = sc[held_t]
-    thr = threshold_for(oof[train_mask], is_fall[train_mask], target)
     clf = fit(cands.x[use], cands.label[use], seed)
     return export(clf, thr, rate_hz)
 
