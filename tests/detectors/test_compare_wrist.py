@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from detectors.datasets import Trial
 from detectors.training.compare_wrist import (
+    detected_at_chosen_threshold,
     forearm_columns,
     held_out_scores,
     specificity_at,
@@ -57,3 +59,39 @@ def test_forearm_share_and_waveform_of_an_arm_that_hangs_then_lies_flat() -> Non
     np.testing.assert_allclose(wave[:, 0], 0.0, atol=1e-6)  # |a| is 1 g throughout
     np.testing.assert_allclose(wave[:40, 1:], [[1.0, 0.0]] * 40, atol=1e-6)
     np.testing.assert_allclose(wave[40:, 1:], [[0.0, 1.0]] * 30, atol=1e-6)
+
+
+def test_held_out_trials_are_judged_at_the_threshold_read_on_the_training_people() -> None:
+    # Five people of one source held in training, one held out; each has 25 falls with log-odds
+    # 0.1 .. 2.5 and 4 activities with 0.05, 0.15, 0.25 and 2.6. One candidate per trial.
+    falls = [k / 10 for k in range(1, 26)]
+    acts = [0.05, 0.15, 0.25, 2.6]
+    trials, logit = [], []
+    for p in range(6):
+        for i, z in enumerate(falls + acts):
+            code = "F01" if i < len(falls) else "D01"
+            trials.append(
+                Trial(f"{code}_P{p}_R{i}", f"P{p}", code, "src", np.zeros((1, 3), np.float32))
+            )
+            logit.append(z)
+    n = len(trials)
+    c = Candidates(
+        trial=np.arange(n, dtype=np.int64),
+        x=np.zeros((n, 19), np.float32),
+        label=np.array([1 if t.is_fall else 0 for t in trials], np.int8),
+    )
+    held = np.array([t.subject == "P5" for t in trials])
+    fitted_on: list[np.ndarray] = []
+
+    def fixed(cands: Candidates, rows: np.ndarray) -> np.ndarray:
+        fitted_on.append(rows)
+        return np.array(logit)
+
+    hit = detected_at_chosen_threshold(fixed, c, trials, [held])
+    # 96 % of the 125 training falls is 120: the threshold is the 120th highest, log-odds 0.2.
+    # Held out: falls 0.2 .. 2.5 found (24 of 25), activities 0.25 and 2.6 raised.
+    assert hit[held].tolist() == [False] + [True] * 24 + [False, False, True, True]
+    assert not hit[~held].any()  # only held-out trials are judged
+    # 3 inner folds and the final fit, none of them on the held-out person
+    assert len(fitted_on) == 4
+    assert not any((rows & held[c.trial]).any() for rows in fitted_on)
