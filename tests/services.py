@@ -61,6 +61,24 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+class HandedOn:
+    """A batch sink that counts the accelerometer bursts the ingester handed to its sinks.
+
+    The ingester calls its sinks one after another for each batch, in the order they were
+    added. Added after the detection sink, a count of N says the detection sink (and the
+    listeners it calls) has finished with the first N bursts: a test that then finds no
+    finding for a device knows there will be none from what it sent, without a sleep.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bursts = 0
+
+    def __call__(self, batch: Any, now_ms: int) -> None:
+        with self._lock:
+            self.bursts += len(batch.accel)
+
+
 def mqtt_subscriber(
     host: str, port: int, pattern: str, *, v5: bool = True
 ) -> tuple[MqttClient, list[IncomingMessage]]:
