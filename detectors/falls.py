@@ -20,7 +20,7 @@ The algorithm, per device (but computed for all devices of a call as whole array
    orientation_deg and stillness <= stillness_g`` gives a ``FALL_SUSPECTED`` finding (HIGH) with
    its evidence and the signal around the impact. This opens a confirmation window.
 4. **Confirmation window** of ``confirm_s``: the wearer can cancel from the device
-   (:meth:`FallDetector.device_events`), or the detector cancels when the wearer clearly
+   (:func:`detectors.events.device_event_findings`), or the detector cancels when the wearer clearly
    recovered (moving again with the gravity direction back within ``recover_deg`` of the one
    before the fall). Otherwise, when the window ends, ``FALL_CONFIRMED`` (EMERGENCY), with the
    outcome ``LYING_STILL``, ``MOVING_NOT_RECOVERED`` or ``NO_DATA`` (the device went silent).
@@ -32,12 +32,11 @@ catch-up passes when one burst holds two candidates). Everything else is array w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.events import DeviceEventKind, device_event_findings, sos_finding
+from detectors.events import DeviceEventKind, sos_finding
 from detectors.fall_config import FallConfig
 from detectors.fall_features import (
     FallFeatures,
@@ -477,33 +476,6 @@ class FallDetector:
 
     def _tables_items(self) -> list[tuple[int, RateTable]]:
         return list(self.store._tables.items())
-
-    def device_events(
-        self,
-        *,
-        device_ids: Sequence[str],
-        resident_ids: Sequence[str | None],
-        kinds: Sequence[str],
-        ts_ms: npt.ArrayLike,
-        now_ms: int,
-        source: str = "device",
-    ) -> list[Finding]:
-        """The devices' own ``sos``, ``fall`` and ``cancel`` events on this detector's windows.
-
-        See :func:`detectors.events.device_event_findings` (this is a shortcut to it).
-
-        Raises:
-            DetectorInputError: On an unknown kind or mismatched lengths.
-        """
-        return device_event_findings(
-            self,
-            device_ids=device_ids,
-            resident_ids=resident_ids,
-            kinds=kinds,
-            ts_ms=ts_ms,
-            now_ms=now_ms,
-            source=source,
-        )
 
     def note_resident(self, device_id: str, resident_id: str | None) -> None:
         """Remember who wears the device (for findings of later calls)."""

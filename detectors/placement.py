@@ -15,13 +15,12 @@ Device events (``sos``, ``fall``, ``cancel``) go to the detector of the device's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from core.placement import Placement
-from detectors.events import device_event_findings
 from detectors.fall_config import FallConfig
 from detectors.fall_input import FallBatch
 from detectors.falls import FallDetector
@@ -99,28 +98,6 @@ class FallRouter:
                 # Nothing for it this tick: still let it confirm windows of silent devices.
                 out.extend(det.process(_rows(batch, mask), now_ms))
         return out
-
-    def device_events(
-        self,
-        *,
-        device_ids: Sequence[str],
-        resident_ids: Sequence[str | None],
-        kinds: Sequence[str],
-        ts_ms: npt.ArrayLike,
-        now_ms: int,
-        source: str = "device",
-    ) -> list[Finding]:
-        """Device events on the windows of each device's detector (see
-        :func:`detectors.events.device_event_findings`)."""
-        return device_event_findings(
-            self,
-            device_ids=device_ids,
-            resident_ids=resident_ids,
-            kinds=kinds,
-            ts_ms=ts_ms,
-            now_ms=now_ms,
-            source=source,
-        )
 
     def note_resident(self, device_id: str, resident_id: str | None) -> None:
         """Remember who wears the device."""

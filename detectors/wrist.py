@@ -224,8 +224,8 @@ def wrist_features(c: ImpactWindows, *, rate: int, config: WristConfig) -> tuple
 class WristFallDetector(FallDetector):
     """Vectorised fall detector for wrist-worn devices (see the module docstring).
 
-    Same API as :class:`FallDetector`: ``process(batch, now_ms)``, ``device_events(...)``,
-    ``store`` for persistence.
+    Same API as :class:`FallDetector`: ``process(batch, now_ms)``, the confirmation windows that
+    :func:`detectors.events.device_event_findings` acts on, ``store`` for persistence.
 
     Attributes:
         models: The boosted-trees models scoring candidates, one per training rate, highest

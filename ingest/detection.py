@@ -7,7 +7,8 @@ writer thread after each committed batch. Per call it
    (int16 counts times scale, as float32 g, ragged bursts padded) and runs it through a
    :class:`detectors.placement.FallRouter`, which hands each device's rows to the fall detector
    of its placement (the registry's: wrist, waist, chest); the device's own
-   ``sos``/``fall``/``cancel`` events go to the router's ``device_events``;
+   ``sos``/``fall``/``cancel`` events act on the router's windows
+   (:func:`detectors.events.device_event_findings`);
 2. keeps the recent vital signs of each device in a bounded ring and scores NEWS2 for the
    devices whose ring gained a slot (:mod:`ingest.vitals_stage`);
 3. tracks last-seen time, MQTT Last Will and battery per device and runs the device-health

@@ -20,6 +20,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from core.placement import Placement
+from detectors.events import device_event_findings
 from detectors.fall_config import FallConfig
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch
 from detectors.findings import Finding
@@ -89,7 +90,8 @@ class FallsStage:
         """A fall detected on the device, or the wearer's cancel; the findings and the devices."""
         ordered = sorted(events, key=lambda e: e.ts_ms)
         ids = [e.device_id for e in ordered]
-        found = self.router.device_events(
+        found = device_event_findings(
+            self.router,
             device_ids=ids,
             resident_ids=[resident(d) for d in ids],
             kinds=[e.kind.value for e in ordered],

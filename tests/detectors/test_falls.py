@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detectors.events import device_event_findings
 from detectors.falls import FallBatch, FallConfig, FallDetector, FallStateStore
 from detectors.findings import (
     DetectorInputError,
@@ -103,7 +104,8 @@ def test_wearer_cancel_and_sos_never_cancelled() -> None:
     found = _feed(det, {"d": _fall(rng, lying=4.0)})
     assert [f.kind for f in found] == [FindingKind.FALL_SUSPECTED]
     now = T0 + 20_000
-    ev = det.device_events(
+    ev = device_event_findings(
+        det,
         device_ids=["d", "d", "d"],
         resident_ids=["r", "r", "r"],
         kinds=["sos", "cancel", "cancel"],
@@ -119,8 +121,8 @@ def test_wearer_cancel_and_sos_never_cancelled() -> None:
 
 def test_device_fall_confirms_when_device_goes_silent() -> None:
     det = FallDetector(FallConfig(confirm_s=30.0))
-    found = det.device_events(
-        device_ids=["p"], resident_ids=["r"], kinds=["fall"], ts_ms=np.array([T0]), now_ms=T0
+    found = device_event_findings(
+        det, device_ids=["p"], resident_ids=["r"], kinds=["fall"], ts_ms=np.array([T0]), now_ms=T0
     )
     assert [(f.kind, f.severity) for f in found] == [(FindingKind.DEVICE_FALL, Severity.HIGH)]
     empty = FallBatch.from_bursts([])

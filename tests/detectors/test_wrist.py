@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from core.placement import Placement
+from detectors.events import device_event_findings
 from detectors.fall_input import FallBatch
 from detectors.fall_model import TreeModel
 from detectors.findings import DetectorInputError, FallOutcome, FallOutcomeEvidence, FindingKind
@@ -196,8 +197,8 @@ def test_a_wearer_cancel_closes_the_wrist_window() -> None:
     router = FallRouter(lambda d: Placement.WRIST)
     found = _stream(router, "wb-5", _fall())
     assert [f.kind for f in found] == [FindingKind.FALL_SUSPECTED]
-    out = router.device_events(
-        device_ids=["wb-5"], resident_ids=["r-1"], kinds=["cancel"], ts_ms=[T0 + 11_000],
+    out = device_event_findings(
+        router, device_ids=["wb-5"], resident_ids=["r-1"], kinds=["cancel"], ts_ms=[T0 + 11_000],
         now_ms=T0 + 11_000,
     )  # fmt: skip
     assert [f.kind for f in out] == [FindingKind.FALL_CANCELLED]
