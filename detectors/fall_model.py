@@ -1,4 +1,4 @@
-"""A learned fall model in plain numpy: boosted decision trees read from a JSON file.
+"""A learned fall model in plain numpy: decision trees read from a JSON file.
 
 The trees are trained by ``detectors/training/train_wrist.py`` (scikit-learn, at training time
 only) and shipped as package data (``detectors/models/*.json``). Inference walks every tree for
@@ -12,6 +12,9 @@ candidate is a fall), ``rate_hz`` (the sample rate it was trained at: its featur
 computed from samples at that rate), ``depth`` (longest root-to-leaf path), and per tree the arrays
 ``feature``, ``threshold``, ``left``, ``right``, ``value`` of equal length (nodes; a leaf has
 ``left == right == its own index`` and its ``value`` already scaled by the learning rate).
+Optional ``aggregate``: ``"sum-log-odds"`` (the default: boosted trees, the probability is the
+logistic of ``base_score`` plus the sum of the leaves) or ``"mean-probability"`` (a forest: each
+leaf holds a probability and the model's is their mean; ``base_score`` is unused).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
 
 FORMAT = "anxin-trees/1"
+SUM_LOG_ODDS = "sum-log-odds"
+MEAN_PROBABILITY = "mean-probability"
+AGGREGATES = (SUM_LOG_ODDS, MEAN_PROBABILITY)
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +57,7 @@ class TreeModel:
         nan_value: Replacement of NaN features (the training did the same).
         threshold: Probability at or above which a candidate is called a fall.
         rate_hz: Sample rate of the recordings it was trained on.
+        aggregate: How the trees' leaves make one probability (:data:`AGGREGATES`).
     """
 
     name: str
@@ -65,6 +72,7 @@ class TreeModel:
     nan_value: float
     threshold: float
     rate_hz: int
+    aggregate: str = SUM_LOG_ODDS
 
     @classmethod
     def from_json(cls, text: str) -> TreeModel:
@@ -96,6 +104,11 @@ class TreeModel:
                 right[i, :m] = t["right"]
                 value[i, :m] = t["value"]
             names = tuple(str(f) for f in doc["features"])
+            aggregate = str(doc.get("aggregate", SUM_LOG_ODDS))
+            if aggregate not in AGGREGATES:
+                raise DetectorInputError(
+                    f"Model aggregate is {aggregate!r}; expected one of {AGGREGATES}."
+                )
             if feature.max(initial=0) >= len(names) or left.max(initial=0) >= width:
                 raise DetectorInputError(
                     "Model refers to a feature or node that does not exist; expected indices "
@@ -114,6 +127,7 @@ class TreeModel:
                 nan_value=float(doc["nan_value"]),
                 threshold=float(doc["threshold"]),
                 rate_hz=int(doc["rate_hz"]),
+                aggregate=aggregate,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DetectorInputError):
@@ -194,6 +208,9 @@ class TreeModel:
         for _ in range(self.depth):
             go_left = np.take_along_axis(xa, feature[node], axis=1) <= split[node]
             node = np.where(go_left, left[node], right[node])
+        if self.aggregate == MEAN_PROBABILITY:
+            mean: F64 = value[node].mean(axis=1)
+            return mean
         raw = self.base_score + value[node].sum(axis=1)
         out: F64 = 1.0 / (1.0 + np.exp(-raw))
         return out
