@@ -9,6 +9,10 @@ the machine matters less; reports medians over repeats.
 * Wrist falls: the same, with a livelier signal (about one sample in 200 above the wrist's
   candidate threshold of 2 g, so every candidate goes through the features and the boosted
   trees), through :class:`WristFallDetector`; ``--wrist-only`` runs just these rows.
+* Trunk falls (waist, chest, as shipped): the waist signal with the wrist's harder hits (the
+  trunk detector's candidates start at 2 g too), through :class:`WaistFallDetector` (the 19
+  features and the 100-tree forest); ``--trunk-only`` runs just these rows. The rows "falls,
+  threshold rule" are the streaming core with its threshold rule (:class:`FallDetector`).
 * NEWS2: a 10-minute window of readings (7 parameters, 10 readings each) per device, in devices
   scored per CPU-second; the baseline scores one device per call. "own charts": every elder
   has NEWS2 settings of their own (a pulse chart of their own), scored through one
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.falls import FallBatch, FallDetector
 from detectors.news2_charts import N_PARAMS, Bands, News2Settings, News2Table
 from detectors.vitals import VitalReadings, news2
+from detectors.waist import WaistFallDetector
 from detectors.wrist import WristFallDetector
 
 RATE = 50
@@ -72,12 +77,21 @@ def _batches(sig: np.ndarray, ids: list[str]) -> list[FallBatch]:
     return out
 
 
+#: The detectors benched: (how to make one, the drop that crosses its candidate threshold).
+DETECTORS = {
+    "rule": (FallDetector, 0.8),  # 1.5 g
+    "trunk": (WaistFallDetector, 1.3),  # 2 g
+    "wrist": (WristFallDetector, 1.3),  # 2 g
+}
+
+
 def bench_falls_vectorised(
-    n_dev: int, seconds: int, rng: np.random.Generator, wrist: bool = False, every: int = 200
+    n_dev: int, seconds: int, rng: np.random.Generator, kind: str = "rule", every: int = 200
 ) -> float:
     ids = [f"d{i}" for i in range(n_dev)]
-    batches = _batches(_signal(n_dev, seconds + 4, rng, 1.3 if wrist else 0.8, every), ids)
-    det = WristFallDetector() if wrist else FallDetector()
+    make, hit_g = DETECTORS[kind]
+    batches = _batches(_signal(n_dev, seconds + 4, rng, hit_g, every), ids)
+    det = make()
     for k, b in enumerate(batches[:4]):  # warm up: fill the buffers
         det.process(b, now_ms=T0 + 1000 * (k + 1))
     start = time.process_time()
@@ -88,11 +102,12 @@ def bench_falls_vectorised(
 
 
 def bench_falls_loop(
-    n_dev: int, seconds: int, rng: np.random.Generator, wrist: bool = False, every: int = 200
+    n_dev: int, seconds: int, rng: np.random.Generator, kind: str = "rule", every: int = 200
 ) -> float:
-    sig = _signal(n_dev, seconds + 4, rng, 1.3 if wrist else 0.8, every)
+    make, hit_g = DETECTORS[kind]
+    sig = _signal(n_dev, seconds + 4, rng, hit_g, every)
     per_dev = [_batches(sig[i : i + 1], [f"d{i}"]) for i in range(n_dev)]
-    det = WristFallDetector() if wrist else FallDetector()
+    det = make()
     for k in range(4):
         for i in range(n_dev):
             det.process(per_dev[i][k], now_ms=T0 + 1000 * (k + 1))
@@ -175,32 +190,48 @@ def _median(f, repeats: int = REPEATS) -> float:  # type: ignore[no-untyped-def]
 def _falls_rows(
     sizes: tuple[tuple[int, int, int], ...], big: int, rng: np.random.Generator
 ) -> bool:
-    """The fall detectors' rows; True when only the wrist rows were asked for."""
+    """The fall detectors' rows; True when only the wrist or trunk rows were asked for."""
+    if "--trunk-only" not in sys.argv:
+        _wrist_rows(sizes, big, rng)
+    if "--wrist-only" in sys.argv:
+        return True
     for n_dev, seconds, loop_seconds in sizes:
-        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, wrist=True))
-        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, wrist=True))
+        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, "trunk"))
+        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, "trunk"))
+        print(
+            f"| trunk falls, waist and chest (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | "
+            f"{vec:,.0f} | {base:,.0f} | {vec / base:.1f}x |"
+        )
+    if "--trunk-only" in sys.argv:
+        return True
+    for n_dev, seconds, loop_seconds in sizes:
+        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng))
+        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng))
+        print(
+            f"| falls, threshold rule (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | "
+            f"{vec:,.0f} | {base:,.0f} | {vec / base:.1f}x |"
+        )
+    return False
+
+
+def _wrist_rows(
+    sizes: tuple[tuple[int, int, int], ...], big: int, rng: np.random.Generator
+) -> None:
+    for n_dev, seconds, loop_seconds in sizes:
+        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, "wrist"))
+        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, "wrist"))
         print(
             f"| wrist falls, busy (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
             f"{base:,.0f} | {vec / base:.1f}x |"
         )
     # The rate of wrist candidates measured in the older participants' scripted activities
     # (0.09-0.12 per second of activity) instead of about 0.25 per second.
-    vec = _median(lambda: bench_falls_vectorised(big, 20, rng, wrist=True, every=400))
-    base = _median(lambda: bench_falls_loop(big, 1, rng, wrist=True, every=400))
+    vec = _median(lambda: bench_falls_vectorised(big, 20, rng, "wrist", every=400))
+    base = _median(lambda: bench_falls_loop(big, 1, rng, "wrist", every=400))
     print(
         f"| wrist falls, older adults' activity rate (device-s per CPU-s) | {big:,} | {vec:,.0f} | "
         f"{base:,.0f} | {vec / base:.1f}x |"
     )
-    if "--wrist-only" in sys.argv:
-        return True
-    for n_dev, seconds, loop_seconds in sizes:
-        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng))
-        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng))
-        print(
-            f"| falls (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
-            f"{base:,.0f} | {vec / base:.1f}x |"
-        )
-    return False
 
 
 def main() -> int:

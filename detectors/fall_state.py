@@ -276,8 +276,13 @@ class FallStateStore:
     def import_device(self, device_id: str, data: bytes) -> None:
         """Restore one device's state from :meth:`export_device` bytes.
 
+        Bytes saved with other windows (a ring of another length, as from an earlier version
+        of the detector) keep the device's confirmation window, if one is open, and nothing of
+        its signal: the next burst starts its stream afresh, and the window still ends in one
+        outcome.
+
         Raises:
-            DetectorInputError: If the bytes are not a fall state of this configuration.
+            DetectorInputError: If the bytes are not a fall state.
         """
         if len(data) < _HEADER.size or data[:4] != _MAGIC:
             raise DetectorInputError(
@@ -286,11 +291,10 @@ class FallStateStore:
             )
         fields = _HEADER.unpack_from(data)
         rate, ring = int(fields[1]), int(fields[2])
-        if rate < MIN_RATE_HZ or rate > MAX_RATE_HZ or ring != self.config.ring_len(rate):
+        if rate < MIN_RATE_HZ or rate > MAX_RATE_HZ or ring <= 0:
             raise DetectorInputError(
                 f"Fall state of device {device_id!r} has rate {rate} Hz and ring {ring}; "
-                f"expected {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz and ring "
-                f"{self.config.ring_len(rate) if MIN_RATE_HZ <= rate <= MAX_RATE_HZ else '?'}."
+                f"expected {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz and a ring of samples."
             )
         expected = _HEADER.size + ring * 12
         if len(data) != expected:
@@ -300,6 +304,13 @@ class FallStateStore:
         self.forget(device_id)
         row = int(self.rows_for([device_id], rate)[0])
         tab = self._tables[rate]
+        if ring != tab.ring:
+            if fields[8] != NONE:  # an open confirmation window
+                tab.susp_impact_ms[row] = fields[7]
+                tab.susp_deadline_ms[row] = fields[8]
+                tab.susp_auto[row] = bool(fields[9])
+                tab.pre_vec[row] = fields[10:13]
+            return
         n = int(fields[3])
         order = (np.arange(n - ring, n) % ring).astype(np.int64)
         sig = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).reshape(ring, 3)

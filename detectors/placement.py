@@ -5,8 +5,8 @@ splits each tick's :class:`FallBatch` by placement (boolean masks over the rows,
 per placement present) and hands each part to its detector:
 
 * wrist: :class:`detectors.wrist.WristFallDetector`;
-* waist and chest: :class:`detectors.falls.FallDetector` (tuned on the waist; a pendant on the
-  chest moves with the trunk like a belt clip does);
+* waist and chest: :class:`detectors.waist.WaistFallDetector` (trained on the waist; a pendant
+  on the chest moves with the trunk like a belt clip does);
 * unknown: :data:`UNKNOWN_AS` (see its note).
 
 Device events (``sos``, ``fall``, ``cancel``) go to the detector of the device's placement; a
@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from core.placement import Placement
-from detectors.fall_config import FallConfig
 from detectors.fall_input import FallBatch
 from detectors.falls import FallDetector
 from detectors.findings import DetectorInputError, Finding
+from detectors.waist import WaistConfig, WaistFallDetector
 from detectors.wrist import WristConfig, WristFallDetector
 
 UNKNOWN_AS = Placement.WRIST
@@ -50,11 +50,11 @@ class FallRouter:
         self,
         placement_of: Callable[[str], Placement],
         *,
-        waist: FallConfig | None = None,
+        waist: WaistConfig | None = None,
         wrist: WristConfig | None = None,
     ) -> None:
         self._placement_of = placement_of
-        trunk = FallDetector(waist)
+        trunk = WaistFallDetector(waist)
         self.detectors: dict[Placement, FallDetector] = {
             Placement.WRIST: WristFallDetector(wrist),
             Placement.WAIST: trunk,

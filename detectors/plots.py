@@ -29,6 +29,7 @@ def tradeoff_plot(
     *,
     xlabel: str,
     title: str,
+    bar: tuple[float, float] = (0.95, 0.98),
 ) -> None:
     """Held-out sensitivity and specificity per trial as the main threshold sweeps.
 
@@ -37,6 +38,8 @@ def tradeoff_plot(
         curve: Thresholds, sensitivity and specificity (fractions) at each.
         xlabel: What the threshold is.
         title: Figure title (the mode of the run).
+        bar: The sensitivity and specificity asked of the detector (fractions), drawn as lines;
+            the right panel spans ten times what the bar allows.
     """
     import matplotlib as mpl  # noqa: PLC0415
 
@@ -48,8 +51,9 @@ def tradeoff_plot(
     ax = axes[0]
     ax.plot(ts, 100 * sens, label="sensitivity (fall trials detected)")
     ax.plot(ts, 100 * spec, label="specificity (activity trials without alarm)")
-    ax.axhline(95, color="tab:blue", ls="--", lw=0.8)
-    ax.axhline(98, color="tab:orange", ls="--", lw=0.8)
+    sens_bar, spec_bar = 100 * bar[0], 100 * bar[1]
+    ax.axhline(sens_bar, color="tab:blue", ls="--", lw=0.8)
+    ax.axhline(spec_bar, color="tab:orange", ls="--", lw=0.8)
     ax.set_ylim(50, 100.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("% of trials, held out")
@@ -57,10 +61,18 @@ def tradeoff_plot(
     ax.set_title(title, fontsize=10)
     ax = axes[1]
     ax.plot(100 * (1 - spec), 100 * sens)
-    ax.axvline(2, color="tab:orange", ls="--", lw=0.8, label="bar: specificity 98 %")
-    ax.axhline(95, color="tab:blue", ls="--", lw=0.8, label="bar: sensitivity 95 %")
-    ax.set_xlim(0, 20)
-    ax.set_ylim(50, 100.5)
+    ax.axvline(
+        100 - spec_bar,
+        color="tab:orange",
+        ls="--",
+        lw=0.8,
+        label=f"bar: specificity {spec_bar:g} %",
+    )
+    ax.axhline(
+        sens_bar, color="tab:blue", ls="--", lw=0.8, label=f"bar: sensitivity {sens_bar:g} %"
+    )
+    ax.set_xlim(0, 10 * (100 - spec_bar))
+    ax.set_ylim(100 - 10 * (100 - sens_bar), 100.5)
     ax.set_xlabel("activity trials with an alarm (%)")
     ax.set_ylabel("fall trials detected (%)")
     ax.set_title("trade-off (per trial, FALL_SUSPECTED)", fontsize=10)

@@ -49,11 +49,12 @@ WRIST_MODEL = "wrist-fall-v1"
 WRIST_MODEL_RATE_HZ = 50
 
 
-def model_name(rate_hz: int) -> str:
-    """Name of the wrist model trained at ``rate_hz``: ``wrist-fall-v1``, ``wrist-fall-25hz-v1``."""
+def model_name(rate_hz: int, base: str = WRIST_MODEL) -> str:
+    """Name of the model trained at ``rate_hz``: ``wrist-fall-v1`` (50 Hz, the recordings'
+    rate), ``wrist-fall-25hz-v1``; likewise for another ``base`` (``waist-fall-v1``)."""
     if rate_hz == WRIST_MODEL_RATE_HZ:
-        return WRIST_MODEL
-    return WRIST_MODEL.replace("-v", f"-{rate_hz}hz-v")
+        return base
+    return base.replace("-v", f"-{rate_hz}hz-v")
 
 
 WRIST_MODELS: tuple[str, ...] = (model_name(WRIST_MODEL_RATE_HZ), model_name(32), model_name(25))

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from detectors.falls import FallConfig
 from detectors.health import HealthConfig
 from detectors.news2_charts import N_PARAMS
 from detectors.vitals import VitalReadings, VitalsConfig
+from detectors.waist import WaistConfig
 from ingest.behaviour import BehaviourStreamConfig
 from ingest.trends import TrendsConfig
 
@@ -31,7 +31,8 @@ class DetectionConfig:
     """How the ingest stream drives the detectors.
 
     Attributes:
-        fall: Fall detector thresholds and windows.
+        fall: The trunk (waist, chest) fall detector's windows and models; its burst and gap
+            limits apply to every placement.
         vitals: NEWS2 window and minimum readings.
         health: Device health thresholds.
         expected_interval_s: How often a device reports; silence of ``health.offline_factor``
@@ -48,7 +49,7 @@ class DetectionConfig:
         trends: When and which daily vitals trends run (for the doctor's digest).
     """
 
-    fall: FallConfig = field(default_factory=FallConfig)
+    fall: WaistConfig = field(default_factory=WaistConfig)
     vitals: VitalsConfig = field(default_factory=VitalsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     expected_interval_s: float = 60.0

@@ -21,10 +21,10 @@ from prometheus_client import Counter
 
 from core.placement import Placement
 from detectors.events import device_event_findings
-from detectors.fall_config import FallConfig
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ, FallBatch
 from detectors.findings import Finding
 from detectors.placement import FallRouter
+from detectors.waist import WaistConfig
 from devices.protocol import Event
 from ingest.pipeline import Batch
 
@@ -50,7 +50,7 @@ class FallsStage:
     """
 
     def __init__(
-        self, placement: Callable[[str], Placement], config: FallConfig, skipped: Counter
+        self, placement: Callable[[str], Placement], config: WaistConfig, skipped: Counter
     ) -> None:
         self.router = FallRouter(placement, waist=config)
         self._config = config

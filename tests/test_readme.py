@@ -25,13 +25,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from detectors.wrist import WRIST_MODEL_RATE_HZ, model_name
+from detectors.waist import WAIST_MODEL
+from detectors.wrist import WRIST_MODEL, WRIST_MODEL_RATE_HZ, model_name
 from tests.services import ROOT, PrivateBroker, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
+
+TRAIN_WAIST = "detectors.training.train_waist"
 
 
 def readme_commands() -> list[str]:
@@ -187,7 +190,7 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         # --shipped ones run as written; cross-validation (minutes each) is parsed there.
         cli_test = ROOT / "tests" / "detectors" / "test_evaluate_cli.py"
         assert "README.md" in cli_test.read_text(encoding="utf-8")
-    elif args[:2] == ["-m", "detectors.training.train_wrist"]:
+    elif args[0] == "-m" and args[1] in ("detectors.training.train_wrist", TRAIN_WAIST):
         # As shown, writing the model elsewhere: it must be the shipped model (training is
         # seeded: anyone can rebuild what ships). The same trees, split on the same features,
         # with numbers equal to 6 significant digits: another CPU's floating point may round
@@ -195,7 +198,8 @@ def check(line: str, env: dict[str, str], tmp: Path) -> None:
         out = tmp / "wrist-model.json"
         _run(f"{line} --out {out}", env, timeout=600)
         rate = int(args[args.index("--rate") + 1]) if "--rate" in args else WRIST_MODEL_RATE_HZ
-        shipped = ROOT / "detectors" / "models" / f"{model_name(rate)}.json"
+        base = WAIST_MODEL if args[1] == TRAIN_WAIST else WRIST_MODEL
+        shipped = ROOT / "detectors" / "models" / f"{model_name(rate, base)}.json"
         _assert_same_model(json.loads(out.read_text()), json.loads(shipped.read_text()))
     elif args[0].startswith("bench/"):
         pytest.skip("benchmarks run for minutes; tests/test_readme.py::test_benchmarks_start")

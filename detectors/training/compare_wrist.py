@@ -51,6 +51,7 @@ import numpy.typing as npt
 from detectors.datasets import Trial, load_wrist, subject_folds, subject_keys
 from detectors.training.train_wrist import (
     SEED,
+    TARGET_SENSITIVITY,
     Candidates,
     candidates,
     fit,
@@ -223,10 +224,14 @@ def specificity_at(
 
 
 def detected_at_chosen_threshold(
-    variant: Variant, c: Candidates, trials: Sequence[Trial], held_out: list[B8]
+    variant: Variant,
+    c: Candidates,
+    trials: Sequence[Trial],
+    held_out: list[B8],
+    target: float = TARGET_SENSITIVITY,
 ) -> B8:
     """Per trial, whether ``variant`` raises it, held out, at the threshold chosen as the
-    evaluator chooses the shipped model's: the one that finds 96 % of the training people's
+    evaluator chooses the shipped model's: the one that finds ``target`` (96 %) of the training people's
     falls in out-of-fold scores of 3 inner subject folds (:func:`inner_threshold`)."""
     hit = np.zeros(len(trials), np.bool_)
     for held in held_out:
@@ -235,7 +240,7 @@ def detected_at_chosen_threshold(
             out: F64 = 1.0 / (1.0 + np.exp(-variant(c, rows)))
             return out
 
-        thr = inner_threshold(trials, c, ~held, proba, inner_folds=3)
+        thr = inner_threshold(trials, c, ~held, proba, target=target, inner_folds=3)
         scores = trial_max(proba((~held)[c.trial] & (c.label >= 0)), c, len(trials))
         hit[held] = scores[held] >= thr
     return hit

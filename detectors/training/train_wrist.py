@@ -124,29 +124,31 @@ def fit(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], seed: int = SEED) -
     return clf
 
 
+def tree_doc(t: Any, leaf_value: npt.NDArray[np.float64]) -> dict[str, list[Any]]:
+    """One scikit-learn ``tree_`` as the node arrays of ``anxin-trees/1``, ``leaf_value`` per
+    node (kept at leaves only)."""
+    idx = np.arange(t.node_count)
+    leaf = t.children_left < 0
+    return {
+        "feature": np.where(leaf, 0, t.feature).astype(int).tolist(),
+        "threshold": [
+            None if lf else round(float(v), 7) for lf, v in zip(leaf, t.threshold, strict=True)
+        ],
+        "left": np.where(leaf, idx, t.children_left).astype(int).tolist(),
+        "right": np.where(leaf, idx, t.children_right).astype(int).tolist(),
+        "value": [
+            round(float(v), 7) if lf else 0.0 for lf, v in zip(leaf, leaf_value, strict=True)
+        ],
+    }
+
+
 def export(clf: Any, threshold: float, rate_hz: int) -> dict[str, Any]:
     """The JSON document of a fitted classifier (format ``anxin-trees/1``)."""
     p0 = float(clf.init_.predict_proba(np.zeros((1, len(FEATURES))))[0, 1])
-    trees = []
-    for est in clf.estimators_[:, 0]:
-        t = est.tree_
-        idx = np.arange(t.node_count)
-        leaf = t.children_left < 0
-        trees.append(
-            {
-                "feature": np.where(leaf, 0, t.feature).astype(int).tolist(),
-                "threshold": [
-                    None if lf else round(float(v), 7)
-                    for lf, v in zip(leaf, t.threshold, strict=True)
-                ],
-                "left": np.where(leaf, idx, t.children_left).astype(int).tolist(),
-                "right": np.where(leaf, idx, t.children_right).astype(int).tolist(),
-                "value": [
-                    round(float(v) * clf.learning_rate, 7) if lf else 0.0
-                    for lf, v in zip(leaf, t.value[:, 0, 0], strict=True)
-                ],
-            }
-        )
+    trees = [
+        tree_doc(est.tree_, est.tree_.value[:, 0, 0] * clf.learning_rate)
+        for est in clf.estimators_[:, 0]
+    ]
     return {
         "format": FORMAT,
         "name": model_name(rate_hz),

@@ -113,10 +113,10 @@ def test_synthetic_fall_in_one_second_bursts_is_stored_with_its_window(db_url: s
     assert "window" not in ev
     window = np.frombuffer(row["window_samples"], "<f4").reshape(-1, 3)
     assert row["window_rate_hz"] == RATE
-    assert window.shape == (6 * RATE, 3)  # 3.5 s before the impact, 2.5 s after
+    assert window.shape == (7 * RATE, 3)  # 4 s before the impact, 3 s after (the trunk detector)
     # The stored window is the signal that was sent, from its stated start.
     start = (row["window_start_ms"] - T0) * RATE // 1000
-    np.testing.assert_allclose(window, sig[start : start + 6 * RATE], atol=SCALE)
+    np.testing.assert_allclose(window, sig[start : start + 7 * RATE], atol=SCALE)
     # An activity without a fall on another device: nothing.
     walk = _fall_signal(14, impact_s=100)
     for k, batch in enumerate(_accel_batch("walk-wb-1", walk, range(14))):

@@ -10,24 +10,22 @@ fall device gets a ``FALL_SUSPECTED`` finding at its impact, the walking device 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
-from scipy.signal import resample_poly
 
 from core.mqtt import MqttClient
 from devices.protocol import Channel, ReadingWire, accel_i16, encode_telemetry, topic
 from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.service import IngestService
-from tests.services import IN_CI, ROOT, HandedOn, ingest_settings, wait_until
+from tests.recordings import sisfall_trial
+from tests.services import HandedOn, ingest_settings, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,30 +33,8 @@ RATE = 50
 #: 1/1024 g per count: +-32 g fits int16, above the ADXL345's +-16 g and any resampling
 #: overshoot, at a resolution finer than the sensor's own (1/256 g).
 SCALE_G = 1.0 / 1024.0
-ADXL345_G_PER_COUNT = 32.0 / 8192.0
 FALL_TRIAL = ("SA01", "F01_SA01_R01")
 WALK_TRIAL = ("SA01", "D01_SA01_R01")
-
-
-def _sisfall_dir() -> Path:
-    env = os.environ.get("ANXIN_SISFALL_DIR")
-    folder = Path(env) if env else ROOT.parent / "shared" / "datasets" / "sisfall"
-    if not (folder / f"{FALL_TRIAL[0]}.npz").exists():
-        reason = (
-            f"SisFall recordings not found at {folder} (set ANXIN_SISFALL_DIR to the folder "
-            "of SUBJECT.npz files)"
-        )
-        if IN_CI:
-            pytest.fail(f"{reason}; in CI the dataset must be there", pytrace=False)
-        pytest.skip(reason)
-    return folder
-
-
-def _trial(folder: Path, subject: str, key: str) -> np.ndarray:
-    """ADXL345 columns in g, decimated from 200 Hz to 50 Hz."""
-    with np.load(folder / f"{subject}.npz", allow_pickle=False) as z:
-        raw = z[key][:, 0:3].astype(np.float64) * ADXL345_G_PER_COUNT
-    return np.asarray(resample_poly(raw, 1, 200 // RATE, axis=0), np.float64)
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -117,9 +93,8 @@ def test_a_sisfall_fall_through_broker_and_ingester_gives_a_finding_and_walking_
     running_detection: tuple[IngestService, DetectionSink, HandedOn],
 ) -> None:
     _, _, handed_on = running_detection
-    folder = _sisfall_dir()
-    fall = _trial(folder, *FALL_TRIAL)
-    walk = _trial(folder, *WALK_TRIAL)
+    fall = sisfall_trial(*FALL_TRIAL, RATE)
+    walk = sisfall_trial(*WALK_TRIAL, RATE)
     assert np.abs(fall).max() < 32767 * SCALE_G, "the scale clips this recording"
     resident = str(uuid.uuid4())
     with psycopg.connect(db_url) as conn:

@@ -51,7 +51,8 @@ from devices.registry import ensure_devices
 from ingest.detection import DetectionSink
 from ingest.pipeline import Batch, DeviceInfo, DeviceState
 from simulators.wearable import WearableFleet, publish_fleet
-from tests.ingest.test_detection_integration import SCALE_G, _sisfall_dir, _trial
+from tests.ingest.test_detection_integration import SCALE_G
+from tests.recordings import sisfall_trial
 from tests.seed import make_keyring
 from tests.services import (
     ROOT,
@@ -222,12 +223,11 @@ def test_no_sos_or_fall_is_lost_or_doubled_through_crashes(
 ) -> None:
     broker = private_broker
     rng = random.Random(SEED)
-    folder = _sisfall_dir()
     fleet = [f"fi-wb-{i:04d}" for i in range(FLEET)]
     sos_devices = fleet[:SOS]
     fall_devices = [f"fi-fall-{i:02d}" for i in range(FALLS)]
     recordings = {
-        d: _trial(folder, s, k) for d, (s, k) in zip(fall_devices, _fall_trials(), strict=True)
+        d: sisfall_trial(s, k) for d, (s, k) in zip(fall_devices, _fall_trials(), strict=True)
     }
     expected_falls = _flagged_without_kills(recordings, 1_764_000_000_000)
     assert len(expected_falls) >= FALLS * 3 // 4, (

@@ -318,7 +318,6 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
     from devices.protocol import Event, EventKind, encode_event
     from simulators.rawmqtt import RawPublisher
     from simulators.wearable import WearableFleet, publish_fleet
-    from tests.ingest.test_detection_integration import _sisfall_dir, _trial
     from tests.ingest.test_fault_injection import (
         _bursts,
         _fall_trials,
@@ -326,6 +325,7 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
         _register,
         services_env,
     )
+    from tests.recordings import sisfall_trial
     from tests.services import IngestProcess, serve_receiver
 
     # Ten real falls (SisFall, at the waist), streamed in real time from the start: their
@@ -333,10 +333,9 @@ def test_two_ingesters_on_a_three_node_cluster_survive_a_killed_node_and_ingeste
     # dies is found by whichever ingester takes the partition over, from the detector state
     # and the stored bursts the dead one left; every fall the detector finds when nothing dies
     # must open one alert.
-    folder = _sisfall_dir()
     belts = [f"pt-sf-{i:02d}" for i in range(10)]
     recordings = {
-        d: _trial(folder, subject, key)
+        d: sisfall_trial(subject, key)
         for d, (subject, key) in zip(belts, _fall_trials()[:10], strict=True)
     }
     expected_falls = _flagged_without_kills(recordings, 1_764_000_000_000)
