@@ -19,6 +19,7 @@ import pytest
 from detectors.datasets import Trial
 from detectors.falls import FallDetector
 from detectors.replay import run_trials
+from detectors.waist import WaistFallDetector
 from detectors.wrist import WristFallDetector
 from devices import protocol as proto
 from simulators.firmware import Step, batches
@@ -204,7 +205,7 @@ def test_the_generated_fall_is_flagged_and_walking_is_not(rate: int) -> None:
         Trial(n, n, "X", "sim", a)
         for n, a in (("fall", fall), ("up", recovering), ("walk", walking), ("sit", sit))
     ]
-    for detector in (FallDetector(), WristFallDetector()):
+    for detector in (FallDetector(), WaistFallDetector(), WristFallDetector()):
         results, _ = run_trials(trials, rate, detector)
         got = [(r.suspected > 0, r.confirmed, r.recovered) for r in results]
         assert got == [(True, 1, 0), (True, 0, 1), (False, 0, 0), (False, 0, 0)], type(detector)
