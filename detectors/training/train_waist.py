@@ -31,14 +31,8 @@ import numpy.typing as npt
 from detectors.datasets import Trial, load_sisfall
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import FORMAT, MEAN_PROBABILITY
-from detectors.training.train_wrist import (
-    NAN_VALUE,
-    SEED,
-    Candidates,
-    candidates,
-    inner_threshold,
-    tree_doc,
-)
+from detectors.training import train_wrist
+from detectors.training.train_wrist import NAN_VALUE, SEED, Candidates, candidates, tree_doc
 from detectors.waist import WAIST_MODEL, WaistConfig
 from detectors.wrist import FEATURES, WRIST_MODEL_RATE_HZ, model_name
 
@@ -97,20 +91,18 @@ def train(
     inner_folds: int = 5,
     seed: int = SEED,
 ) -> dict[str, Any]:
-    """Fit on the trials in ``train_mask``, threshold by inner subject folds; the model file."""
-    x = np.nan_to_num(cands.x, nan=NAN_VALUE)
-
-    def forest(rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-        p: npt.NDArray[np.float64] = fit_forest(x[rows], cands.label[rows], seed).predict_proba(x)[
-            :, 1
-        ]
-        return p
-
-    thr = inner_threshold(
-        trials, cands, train_mask, forest, target=target, inner_folds=inner_folds, seed=seed
+    """:func:`train_wrist.train` with the forest; the model file."""
+    return train_wrist.train(
+        trials,
+        cands,
+        train_mask,
+        rate_hz=rate_hz,
+        target=target,
+        inner_folds=inner_folds,
+        seed=seed,
+        fit_fn=fit_forest,
+        export_fn=export_forest,
     )
-    use = train_mask[cands.trial] & (cands.label >= 0)
-    return export_forest(fit_forest(x[use], cands.label[use], seed), thr, rate_hz)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,19 +231,24 @@ def train(
     target: float = TARGET_SENSITIVITY,
     inner_folds: int = 5,
     seed: int = SEED,
+    fit_fn: Callable[[npt.NDArray[np.float32], npt.NDArray[np.int8], int], Any] = fit,
+    export_fn: Callable[[Any, float, int], dict[str, Any]] = export,
 ) -> dict[str, Any]:
-    """Fit on the trials in ``train_mask``, threshold by inner subject folds; the model file."""
+    """Fit on the trials in ``train_mask``, threshold by inner subject folds; the model file.
 
-    def trees(rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-        clf = fit(cands.x[rows], cands.label[rows], seed)
-        return TreeModel.from_json(json.dumps(export(clf, 0.5, rate_hz))).predict_proba(cands.x)
+    ``fit_fn`` and ``export_fn`` make the model (the boosted trees by default; the trunk's forest
+    in ``train_waist``); the inner folds score it as it ships, through :class:`TreeModel`.
+    """
+
+    def model(rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        clf = fit_fn(cands.x[rows], cands.label[rows], seed)
+        return TreeModel.from_json(json.dumps(export_fn(clf, 0.5, rate_hz))).predict_proba(cands.x)
 
     thr = inner_threshold(
-        trials, cands, train_mask, trees, target=target, inner_folds=inner_folds, seed=seed
+        trials, cands, train_mask, model, target=target, inner_folds=inner_folds, seed=seed
     )
     use = train_mask[cands.trial] & (cands.label >= 0)
-    clf = fit(cands.x[use], cands.label[use], seed)
-    return export(clf, thr, rate_hz)
+    return export_fn(fit_fn(cands.x[use], cands.label[use], seed), thr, rate_hz)
 
 
 def main(argv: list[str] | None = None) -> int:
