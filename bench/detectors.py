@@ -195,35 +195,30 @@ def _falls_rows(
         _wrist_rows(sizes, big, rng)
     if "--wrist-only" in sys.argv:
         return True
-    for n_dev, seconds, loop_seconds in sizes:
-        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, "trunk"))
-        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, "trunk"))
-        print(
-            f"| trunk falls, waist and chest (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | "
-            f"{vec:,.0f} | {base:,.0f} | {vec / base:.1f}x |"
-        )
+    _size_rows("trunk falls, waist and chest", "trunk", sizes, rng)
     if "--trunk-only" in sys.argv:
         return True
-    for n_dev, seconds, loop_seconds in sizes:
-        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng))
-        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng))
-        print(
-            f"| falls, threshold rule (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | "
-            f"{vec:,.0f} | {base:,.0f} | {vec / base:.1f}x |"
-        )
+    _size_rows("falls, threshold rule", "rule", sizes, rng)
     return False
+
+
+def _size_rows(
+    label: str, kind: str, sizes: tuple[tuple[int, int, int], ...], rng: np.random.Generator
+) -> None:
+    """One row per size: the vectorised detector ``kind`` against its per-device loop."""
+    for n_dev, seconds, loop_seconds in sizes:
+        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, kind))
+        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, kind))
+        print(
+            f"| {label} (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
+            f"{base:,.0f} | {vec / base:.1f}x |"
+        )
 
 
 def _wrist_rows(
     sizes: tuple[tuple[int, int, int], ...], big: int, rng: np.random.Generator
 ) -> None:
-    for n_dev, seconds, loop_seconds in sizes:
-        vec = _median(lambda n=n_dev, s=seconds: bench_falls_vectorised(n, s, rng, "wrist"))
-        base = _median(lambda n=n_dev, s=loop_seconds: bench_falls_loop(n, s, rng, "wrist"))
-        print(
-            f"| wrist falls, busy (device-s of 50 Hz signal per CPU-s) | {n_dev:,} | {vec:,.0f} | "
-            f"{base:,.0f} | {vec / base:.1f}x |"
-        )
+    _size_rows("wrist falls, busy", "wrist", sizes, rng)
     # The rate of wrist candidates measured in the older participants' scripted activities
     # (0.09-0.12 per second of activity) instead of about 0.25 per second.
     vec = _median(lambda: bench_falls_vectorised(big, 20, rng, "wrist", every=400))

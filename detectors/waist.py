@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from detectors.fall_model import TreeModel
-from detectors.fall_state import FallStateStore
 from detectors.falls import FallDetector
 from detectors.wrist import WRIST_MODEL_RATE_HZ, WristConfig, WristFallDetector, model_name
 
@@ -54,24 +52,7 @@ class WaistFallDetector(WristFallDetector):
     :class:`FallDetector`."""
 
     config: WaistConfig
-
-    def __init__(
-        self,
-        config: WaistConfig | None = None,
-        store: FallStateStore | None = None,
-        model: TreeModel | None = None,
-    ) -> None:
-        """Make a detector with the shipped trunk models, or ``model`` alone.
-
-        Raises:
-            TypeError: If the config is not a :class:`WaistConfig`.
-        """
-        cfg = config or (store.config if store is not None else WaistConfig())
-        if not isinstance(cfg, WaistConfig):
-            raise TypeError(
-                f"WaistFallDetector config is a {type(cfg).__name__}; expected a WaistConfig."
-            )
-        super().__init__(cfg, store, model)
+    config_type = WaistConfig
 
     def _recovering(self, win: F32, mag: F32, valid: B8, *, std: F32, vec: F32, pre_vec: F32) -> B8:
         """Moving again and upright again (the trunk's rule, :class:`FallDetector`'s)."""

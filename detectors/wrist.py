@@ -238,6 +238,8 @@ class WristFallDetector(FallDetector):
     """
 
     config: WristConfig
+    #: The configuration class this detector takes (and makes by default).
+    config_type: type[WristConfig] = WristConfig
 
     def __init__(
         self,
@@ -248,14 +250,15 @@ class WristFallDetector(FallDetector):
         """Make a detector with the shipped models, or ``model`` alone (it then scores every rate).
 
         Raises:
-            TypeError: If the config is not a :class:`WristConfig`.
+            TypeError: If the config is not a :attr:`config_type` (a :class:`WristConfig`).
             ValueError: If a model's features are not :data:`FEATURES`, or two models share a
                 training rate.
         """
-        cfg = config or (store.config if store is not None else WristConfig())
-        if not isinstance(cfg, WristConfig):
+        cfg = config or (store.config if store is not None else self.config_type())
+        if not isinstance(cfg, self.config_type):
             raise TypeError(
-                f"WristFallDetector config is a {type(cfg).__name__}; expected a WristConfig."
+                f"{type(self).__name__} config is a {type(cfg).__name__}; expected a "
+                f"{self.config_type.__name__}."
             )
         super().__init__(cfg, store)
         models = [model] if model is not None else [TreeModel.load(n) for n in cfg.models]

@@ -18,21 +18,21 @@ Reproducible: fixed seeds, sorted inputs, one thread. Needs the ``train`` extra.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.datasets import Trial, load_sisfall
+from detectors.datasets import load_sisfall
 from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import FORMAT, MEAN_PROBABILITY
 from detectors.training import train_wrist
-from detectors.training.train_wrist import NAN_VALUE, SEED, Candidates, candidates, tree_doc
+from detectors.training.train_wrist import NAN_VALUE, SEED, candidates, tree_doc
 from detectors.waist import WAIST_MODEL, WaistConfig
 from detectors.wrist import FEATURES, WRIST_MODEL_RATE_HZ, model_name
 
@@ -81,28 +81,11 @@ def export_forest(clf: Any, threshold: float, rate_hz: int) -> dict[str, Any]:
     }
 
 
-def train(
-    trials: Sequence[Trial],
-    cands: Candidates,
-    train_mask: npt.NDArray[np.bool_],
-    *,
-    rate_hz: int,
-    target: float = TARGET_SENSITIVITY,
-    inner_folds: int = 5,
-    seed: int = SEED,
-) -> dict[str, Any]:
-    """:func:`train_wrist.train` with the forest; the model file."""
-    return train_wrist.train(
-        trials,
-        cands,
-        train_mask,
-        rate_hz=rate_hz,
-        target=target,
-        inner_folds=inner_folds,
-        seed=seed,
-        fit_fn=fit_forest,
-        export_fn=export_forest,
-    )
+train = functools.partial(
+    train_wrist.train, target=TARGET_SENSITIVITY, fit_fn=fit_forest, export_fn=export_forest
+)
+"""Fit the forest on the trials in ``train_mask``, threshold by inner subject folds (for
+:data:`TARGET_SENSITIVITY` of their falls); the model file (:func:`train_wrist.train`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
