@@ -11,6 +11,7 @@ Templates are keyed by the ``deliveries.template`` column: ``emergency``, ``medi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -109,37 +110,132 @@ def kind_text(kind: str, language: Language) -> str:
     return zh if language is Language.ZH else en
 
 
-def _who(ctx: MessageContext, language: Language) -> str:
-    if ctx.resident_name:
-        return ctx.resident_name
-    device = ctx.device_id or "?"
-    return (
-        f"设备 {device} 的佩戴者" if language is Language.ZH else f"the wearer of device {device}"
-    )
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    """One language's text: the parts every message shares and each template's title and body.
+
+    The strings are ``str.format`` patterns (values put in are never read as patterns). The
+    messages may use ``who``, ``subject`` (who and what happened as one phrase), ``greeting``,
+    ``fact`` (what, when, where and the detail), ``ack``, ``alert_id``, ``when``, ``where``,
+    ``hospital``, ``failed`` and ``reason``.
+    """
+
+    subject: str
+    wearer: str
+    greeting: str
+    no_greeting_name: str
+    repeats: str
+    detail: str
+    fact: str
+    no_address: str
+    ack_link: str
+    ack_elsewhere: str
+    hospital: str
+    failed_recipient: str
+    failed_reason: str
+    messages: Mapping[Template, tuple[str, str]]
 
 
-def _when(ctx: MessageContext) -> str:
-    return ctx.occurred_at.astimezone(ZoneInfo(ctx.timezone)).strftime("%Y-%m-%d %H:%M")
-
-
-def _where(ctx: MessageContext, language: Language) -> str:
-    parts = [p for p in (ctx.address, ctx.position and f"({ctx.position})") if p]
-    if parts:
-        return " ".join(parts)
-    return "地址未登记" if language is Language.ZH else "no address on record"
-
-
-def _ack(ctx: MessageContext, language: Language) -> str:
-    if language is Language.ZH:
-        if ctx.ack_url:
-            return f"如您已知晓并在处理,请点击确认:{ctx.ack_url}"
-        return f"如您已知晓并在处理,请在安心应用中确认告警 #{ctx.alert_id},或致电照护中心。"
-    if ctx.ack_url:
-        return f"If you are on it, acknowledge here: {ctx.ack_url}"
-    return (
-        f"If you are on it, acknowledge alert #{ctx.alert_id} in the Anxin app "
-        "or call the care centre."
-    )
+_WORDING: Final[dict[Language, _Wording]] = {
+    Language.ZH: _Wording(
+        subject="{who}{what}",
+        wearer="设备 {device} 的佩戴者",
+        greeting="{name}您好:",
+        no_greeting_name="您好:",
+        repeats="(已重复 {n} 次)",
+        detail="\n详情:{detail}",
+        fact="{subject}{repeats}。\n时间:{when}\n地点:{where}{detail}",
+        no_address="地址未登记",
+        ack_link="如您已知晓并在处理,请点击确认:{ack_url}",
+        ack_elsewhere="如您已知晓并在处理,请在安心应用中确认告警 #{alert_id},或致电照护中心。",
+        hospital="合作医院",
+        failed_recipient="未知接收人",
+        failed_reason="未知原因",
+        messages={
+            Template.EMERGENCY: (
+                "【安心紧急告警】{subject}",
+                "{greeting}\n{fact}\n120 急救中心已同步收到老人的急救档案。\n{ack}",
+            ),
+            Template.MEDIUM: (
+                "【安心健康提醒】{subject}",
+                "{greeting}\n{fact}\n请尽快联系老人或上门查看。\n{ack}",
+            ),
+            Template.DEVICE: (
+                "【安心设备提醒】{subject}",
+                "{greeting}\n{fact}\n请协助检查设备(充电、佩戴、网络)。\n{ack}",
+            ),
+            Template.REMINDER: (
+                "【安心提醒】告警 #{alert_id} 仍未确认:{subject}",
+                "{greeting}\n告警尚无人确认。\n{fact}\n{ack}",
+            ),
+            Template.ESCALATION: (
+                "【安心告警升级】{subject}",
+                "{greeting}\n前一层联系人未在规定时间内确认,告警已升级到您。\n{fact}\n{ack}",
+            ),
+            Template.GREEN_CHANNEL: (
+                "【安心绿色通道】{who}即将送达{hospital}",
+                "{greeting}\n{fact}\n请为该老人开通绿色通道(优先接诊),急救档案已推送至 120。\n{ack}",
+            ),
+            Template.GIVE_UP: (
+                "【安心运维】告警 #{alert_id} 的通知未能送达",
+                "{greeting}\n以下通知多次重试后放弃:{failed}。\n原因:{reason}\n"
+                "相关告警:{subject}。\n时间:{when}\n地点:{where}\n请人工联系。",
+            ),
+        },
+    ),
+    Language.EN: _Wording(
+        subject="{who} {what}",
+        wearer="the wearer of device {device}",
+        greeting="Dear {name},",
+        no_greeting_name="Hello,",
+        repeats=" (repeated {n} times)",
+        detail="\nDetail: {detail}",
+        fact="{subject}{repeats}.\nTime: {when}\nWhere: {where}{detail}",
+        no_address="no address on record",
+        ack_link="If you are on it, acknowledge here: {ack_url}",
+        ack_elsewhere=(
+            "If you are on it, acknowledge alert #{alert_id} in the Anxin app "
+            "or call the care centre."
+        ),
+        hospital="the partner hospital",
+        failed_recipient="an unknown recipient",
+        failed_reason="unknown",
+        messages={
+            Template.EMERGENCY: (
+                "[Anxin EMERGENCY] {subject}",
+                "{greeting}\n{fact}\nThe 120 emergency centre has received the emergency profile."
+                "\n{ack}",
+            ),
+            Template.MEDIUM: (
+                "[Anxin health warning] {subject}",
+                "{greeting}\n{fact}\nPlease call or visit soon.\n{ack}",
+            ),
+            Template.DEVICE: (
+                "[Anxin device notice] {subject}",
+                "{greeting}\n{fact}\nPlease help check the device (charging, worn, network).\n{ack}",
+            ),
+            Template.REMINDER: (
+                "[Anxin reminder] alert #{alert_id} not yet acknowledged: {subject}",
+                "{greeting}\nNobody has acknowledged this alert yet.\n{fact}\n{ack}",
+            ),
+            Template.ESCALATION: (
+                "[Anxin ESCALATED] {subject}",
+                "{greeting}\nThe previous contacts did not acknowledge in time; the alert is now "
+                "yours.\n{fact}\n{ack}",
+            ),
+            Template.GREEN_CHANNEL: (
+                "[Anxin green channel] {who} on the way to {hospital}",
+                "{greeting}\n{fact}\nPlease open the green channel (priority reception); the "
+                "emergency profile went to 120.\n{ack}",
+            ),
+            Template.GIVE_UP: (
+                "[Anxin operations] a message of alert #{alert_id} was not delivered",
+                "{greeting}\nGave up after repeated retries: {failed}.\nReason: {reason}\n"
+                "About: {subject}.\nTime: {when}\nWhere: {where}\nPlease reach them by hand.",
+            ),
+        },
+    ),
+}
 
 
 def render(template: str, language: str, ctx: MessageContext) -> RenderedMessage:
@@ -157,101 +253,45 @@ def render(template: str, language: str, ctx: MessageContext) -> RenderedMessage
         lang = Language(language)
     except ValueError as exc:
         raise TemplateError(f"Language {language!r} is unknown. Expected 'zh' or 'en'.") from exc
-    return (_zh if lang is Language.ZH else _en)(tpl, ctx)
+    return _render(lang, tpl, ctx)
 
 
-def _zh(tpl: Template, ctx: MessageContext) -> RenderedMessage:
-    who, what = _who(ctx, Language.ZH), kind_text(ctx.kind, Language.ZH)
-    when, where = _when(ctx), _where(ctx, Language.ZH)
-    greeting = f"{ctx.recipient_name}您好:" if ctx.recipient_name else "您好:"
-    detail = f"\n详情:{ctx.detail}" if ctx.detail else ""
-    repeats = f"(已重复 {ctx.occurrences} 次)" if ctx.occurrences > 1 else ""
-    fact = f"{who}{what}{repeats}。\n时间:{when}\n地点:{where}{detail}"
-    ack = _ack(ctx, Language.ZH)
-    if tpl is Template.EMERGENCY:
-        return RenderedMessage(
-            f"【安心紧急告警】{who}{what}",
-            f"{greeting}\n{fact}\n120 急救中心已同步收到老人的急救档案。\n{ack}",
-        )
-    if tpl is Template.MEDIUM:
-        return RenderedMessage(
-            f"【安心健康提醒】{who}{what}", f"{greeting}\n{fact}\n请尽快联系老人或上门查看。\n{ack}"
-        )
-    if tpl is Template.DEVICE:
-        return RenderedMessage(
-            f"【安心设备提醒】{who}{what}",
-            f"{greeting}\n{fact}\n请协助检查设备(充电、佩戴、网络)。\n{ack}",
-        )
-    if tpl is Template.REMINDER:
-        return RenderedMessage(
-            f"【安心提醒】告警 #{ctx.alert_id} 仍未确认:{who}{what}",
-            f"{greeting}\n告警尚无人确认。\n{fact}\n{ack}",
-        )
-    if tpl is Template.ESCALATION:
-        return RenderedMessage(
-            f"【安心告警升级】{who}{what}",
-            f"{greeting}\n前一层联系人未在规定时间内确认,告警已升级到您。\n{fact}\n{ack}",
-        )
-    if tpl is Template.GREEN_CHANNEL:
-        hospital = ctx.hospital_name or "合作医院"
-        return RenderedMessage(
-            f"【安心绿色通道】{who}即将送达{hospital}",
-            f"{greeting}\n{fact}\n请为该老人开通绿色通道(优先接诊),急救档案已推送至 120。\n{ack}",
-        )
-    failed = ctx.failed_recipient or "未知接收人"
-    reason = ctx.failed_reason or "未知原因"
-    return RenderedMessage(
-        f"【安心运维】告警 #{ctx.alert_id} 的通知未能送达",
-        f"{greeting}\n以下通知多次重试后放弃:{failed}。\n原因:{reason}\n"
-        f"相关告警:{who}{what}。\n时间:{when}\n地点:{where}\n请人工联系。",
-    )
+def _when(ctx: MessageContext) -> str:
+    return ctx.occurred_at.astimezone(ZoneInfo(ctx.timezone)).strftime("%Y-%m-%d %H:%M")
 
 
-def _en(tpl: Template, ctx: MessageContext) -> RenderedMessage:
-    who, what = _who(ctx, Language.EN), kind_text(ctx.kind, Language.EN)
-    when, where = _when(ctx), _where(ctx, Language.EN)
-    greeting = f"Dear {ctx.recipient_name}," if ctx.recipient_name else "Hello,"
-    detail = f"\nDetail: {ctx.detail}" if ctx.detail else ""
-    repeats = f" (repeated {ctx.occurrences} times)" if ctx.occurrences > 1 else ""
-    fact = f"{who} {what}{repeats}.\nTime: {when}\nWhere: {where}{detail}"
-    ack = _ack(ctx, Language.EN)
-    if tpl is Template.EMERGENCY:
-        return RenderedMessage(
-            f"[Anxin EMERGENCY] {who} {what}",
-            f"{greeting}\n{fact}\nThe 120 emergency centre has received the emergency profile.\n{ack}",
-        )
-    if tpl is Template.MEDIUM:
-        return RenderedMessage(
-            f"[Anxin health warning] {who} {what}",
-            f"{greeting}\n{fact}\nPlease call or visit soon.\n{ack}",
-        )
-    if tpl is Template.DEVICE:
-        return RenderedMessage(
-            f"[Anxin device notice] {who} {what}",
-            f"{greeting}\n{fact}\nPlease help check the device (charging, worn, network).\n{ack}",
-        )
-    if tpl is Template.REMINDER:
-        return RenderedMessage(
-            f"[Anxin reminder] alert #{ctx.alert_id} not yet acknowledged: {who} {what}",
-            f"{greeting}\nNobody has acknowledged this alert yet.\n{fact}\n{ack}",
-        )
-    if tpl is Template.ESCALATION:
-        return RenderedMessage(
-            f"[Anxin ESCALATED] {who} {what}",
-            f"{greeting}\nThe previous contacts did not acknowledge in time; the alert is now "
-            f"yours.\n{fact}\n{ack}",
-        )
-    if tpl is Template.GREEN_CHANNEL:
-        hospital = ctx.hospital_name or "the partner hospital"
-        return RenderedMessage(
-            f"[Anxin green channel] {who} on the way to {hospital}",
-            f"{greeting}\n{fact}\nPlease open the green channel (priority reception); the "
-            f"emergency profile went to 120.\n{ack}",
-        )
-    failed = ctx.failed_recipient or "an unknown recipient"
-    reason = ctx.failed_reason or "unknown"
-    return RenderedMessage(
-        f"[Anxin operations] a message of alert #{ctx.alert_id} was not delivered",
-        f"{greeting}\nGave up after repeated retries: {failed}.\nReason: {reason}\n"
-        f"About: {who} {what}.\nTime: {when}\nWhere: {where}\nPlease reach them by hand.",
-    )
+def _where(ctx: MessageContext, w: _Wording) -> str:
+    parts = [p for p in (ctx.address, ctx.position and f"({ctx.position})") if p]
+    return " ".join(parts) if parts else w.no_address
+
+
+def _render(lang: Language, tpl: Template, ctx: MessageContext) -> RenderedMessage:
+    w = _WORDING[lang]
+    who = ctx.resident_name or w.wearer.format(device=ctx.device_id or "?")
+    subject = w.subject.format(who=who, what=kind_text(ctx.kind, lang))
+    when, where = _when(ctx), _where(ctx, w)
+    repeats = w.repeats.format(n=ctx.occurrences) if ctx.occurrences > 1 else ""
+    detail = w.detail.format(detail=ctx.detail) if ctx.detail else ""
+    fields = {
+        "who": who,
+        "subject": subject,
+        "greeting": (
+            w.greeting.format(name=ctx.recipient_name) if ctx.recipient_name else w.no_greeting_name
+        ),
+        "fact": w.fact.format(
+            subject=subject, repeats=repeats, when=when, where=where, detail=detail
+        ),
+        "ack": (
+            w.ack_link.format(ack_url=ctx.ack_url)
+            if ctx.ack_url
+            else w.ack_elsewhere.format(alert_id=ctx.alert_id)
+        ),
+        "alert_id": ctx.alert_id,
+        "when": when,
+        "where": where,
+        "hospital": ctx.hospital_name or w.hospital,
+        "failed": ctx.failed_recipient or w.failed_recipient,
+        "reason": ctx.failed_reason or w.failed_reason,
+    }
+    title, body = w.messages[tpl]
+    return RenderedMessage(title.format(**fields), body.format(**fields))
