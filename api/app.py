@@ -1,9 +1,10 @@
 """The HTTP API and the live console.
 
-``create_app(settings)`` builds the application; its lifespan opens one psycopg
-``AsyncConnectionPool`` on ``settings.db.url`` and closes it on shutdown. Nothing connects at
-import time. The pool opens without waiting, so the API starts while the database is away
-and ``/health`` says so.
+``create_app(settings)`` builds the application; its lifespan opens two psycopg pools on
+``settings.db.url`` (an ``AsyncConnectionPool`` for the async routes, a ``ConnectionPool`` for
+the registry's sync routes) and closes them on shutdown. Nothing connects at import time. The
+pools open without waiting, so the API starts while the database is away and ``/health`` says
+so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -41,7 +42,7 @@ from api.routes import trends as trends_routes
 from api.routes import web as web_routes
 from api.routes.registry import install_error_handlers
 from core.db import load_migrations, redact_url
-from core.settings import Settings
+from core.settings import DatabaseSettings, Settings
 from devices.access import Action
 from devices.crypto import Keyring
 
@@ -146,6 +147,28 @@ async def _pool(request: Request) -> AsyncConnectionPool:
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 
 
+class _PoolArgs(TypedDict):
+    conninfo: str
+    min_size: int
+    max_size: int
+    kwargs: dict[str, Any]
+    timeout: float
+    open: bool
+
+
+def _pool_args(db: DatabaseSettings) -> _PoolArgs:
+    """What the API's two pools (async, and sync for the registry routes) are built with."""
+    return _PoolArgs(
+        conninfo=db.url,
+        min_size=1,
+        max_size=max(2, min(db.pool_max, 8)),
+        kwargs={"autocommit": True, "connect_timeout": max(1, round(db.connect_timeout_s))},
+        # A request waits for a connection as long as one connection attempt may take.
+        timeout=max(1.0, min(db.connect_timeout_s, _POOL_TIMEOUT_S)),
+        open=False,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API and console on ``settings.db.url``; the pool lives as long as the lifespan."""
     console = resources.files("api").joinpath("console.html").read_text(encoding="utf-8")
@@ -153,32 +176,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.db.url,
-            min_size=1,
-            max_size=max(2, min(settings.db.pool_max, 8)),
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": max(1, round(settings.db.connect_timeout_s)),
-            },
-            # A request waits for a connection as long as one connection attempt may take.
-            timeout=max(1.0, min(settings.db.connect_timeout_s, _POOL_TIMEOUT_S)),
-            open=False,
-            name="anxin-api",
-        )
+        pool = AsyncConnectionPool(**_pool_args(settings.db), name="anxin-api")
         # The registry routes (api/routes) are sync handlers on FastAPI's thread pool, over
         # the sync storage of devices/; they get a sync pool of their own.
         registry_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            settings.db.url,
-            min_size=1,
-            max_size=max(2, min(settings.db.pool_max, 8)),
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": max(1, round(settings.db.connect_timeout_s)),
-            },
-            timeout=max(1.0, min(settings.db.connect_timeout_s, _POOL_TIMEOUT_S)),
-            open=False,
-            name="anxin-api-registry",
+            **_pool_args(settings.db), name="anxin-api-registry"
         )
         # Not waiting: the API comes up while the database is away, and /health tells.
         await pool.open(wait=False)
