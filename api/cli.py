@@ -157,6 +157,15 @@ def _cmd_delegated(args: argparse.Namespace) -> int:
     )
 
 
+def _add_delegated(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> None:
+    """A command listed in --help whose own parser takes its arguments (see :func:`_delegated`)."""
+    p = subparsers.add_parser(name, help=help_text, add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_delegated)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anxin", description="Anxin: smart home care backend.")
     parser.add_argument(
@@ -228,60 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_ret = dev_sub.add_parser("retire", help="retire a device: its messages are refused")
     p_ret.add_argument("device_id")
     p_dev.set_defaults(func=_cmd_devices)
-    p_auth = dev_sub.add_parser(
+    _add_delegated(
+        dev_sub,
         "broker-auth",
-        help="write Mosquitto's password and ACL files from the registry (see --help)",
-        add_help=False,
+        "write Mosquitto's password and ACL files from the registry (see --help)",
     )
-    p_auth.add_argument("rest", nargs=argparse.REMAINDER)
-    p_auth.set_defaults(func=_cmd_delegated)
-    for name, text in (
-        ("rotate", "new secret for a device, shown once"),
-        ("revoke", "revoke a device's credentials"),
-    ):
-        p_cred = dev_sub.add_parser(name, help=text, add_help=False)
-        p_cred.add_argument("rest", nargs=argparse.REMAINDER)
-        p_cred.set_defaults(func=_cmd_delegated)
-
-    p_alerts = sub.add_parser(
-        "alerts",
-        help="alerts worker: deliveries (apprise, 120 hand-off) and escalation",
-        add_help=False,
+    _add_delegated(dev_sub, "rotate", "new secret for a device, shown once")
+    _add_delegated(dev_sub, "revoke", "revoke a device's credentials")
+    _add_delegated(
+        sub, "alerts", "alerts worker: deliveries (apprise, 120 hand-off) and escalation"
     )
-    p_alerts.add_argument("rest", nargs=argparse.REMAINDER)
-    p_alerts.set_defaults(func=_cmd_delegated)
-
-    p_tok = sub.add_parser(
-        "tokens", help="API tokens: create --role R --name N, list, revoke ID", add_help=False
-    )
-    p_tok.add_argument("rest", nargs=argparse.REMAINDER)
-    p_tok.set_defaults(func=_cmd_delegated)
-
-    p_rep = sub.add_parser(
-        "report", help="reports: monthly --community C --month M", add_help=False
-    )
-    p_rep.add_argument("rest", nargs=argparse.REMAINDER)
-    p_rep.set_defaults(func=_cmd_delegated)
-
-    p_scn = sub.add_parser(
+    _add_delegated(sub, "tokens", "API tokens: create --role R --name N, list, revoke ID")
+    _add_delegated(sub, "report", "reports: monthly --community C --month M")
+    _add_delegated(
+        sub,
         "scenario",
-        help="scripted scenarios: run FILE (against a running deployment), check FILE, list",
-        add_help=False,
+        "scripted scenarios: run FILE (against a running deployment), check FILE, list",
     )
-    p_scn.add_argument("rest", nargs=argparse.REMAINDER)
-    p_scn.set_defaults(func=_cmd_delegated)
-
-    p_load = sub.add_parser(
-        "load",
-        help="N devices of a mix of kinds with the bare publisher (see --help)",
-        add_help=False,
-    )
-    p_load.add_argument("rest", nargs=argparse.REMAINDER)
-    p_load.set_defaults(func=_cmd_delegated)
-
-    p_det = sub.add_parser("detectors", help="detector tools (evaluate-falls ...)", add_help=False)
-    p_det.add_argument("rest", nargs=argparse.REMAINDER)
-    p_det.set_defaults(func=_cmd_delegated)
+    _add_delegated(sub, "load", "N devices of a mix of kinds with the bare publisher (see --help)")
+    _add_delegated(sub, "detectors", "detector tools (evaluate-falls ...)")
     return parser
 
 
