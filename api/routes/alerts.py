@@ -261,6 +261,8 @@ def resolve(
     svc: Service,
     body: NoteIn | None = None,
 ) -> AlertOut:
+    """The alert is over (admins, operators, dispatchers, the 120 centre; doctors not for an
+    emergency): messages not sent yet are cancelled, the 120 hand-off is not."""
     return _move(AlertState.RESOLVED, alert_id, body, conn=conn, principal=principal, svc=svc)
 
 
@@ -272,4 +274,6 @@ def false_alarm(
     svc: Service,
     body: NoteIn | None = None,
 ) -> AlertOut:
+    """Nothing happened: closes an open or acknowledged alert as a false alarm (admins, operators,
+    dispatchers; doctors not for an emergency); messages not sent yet are cancelled."""
     return _move(AlertState.FALSE_ALARM, alert_id, body, conn=conn, principal=principal, svc=svc)

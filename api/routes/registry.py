@@ -191,6 +191,17 @@ class ProfileMeta(BaseModel):
     changed_by: str
     changed_at: dt.datetime
 
+    @classmethod
+    def of(cls, p: EmergencyProfile) -> ProfileMeta:
+        return cls(
+            resident_id=p.resident_id,
+            version=p.version,
+            last_verified_at=p.last_verified_at,
+            last_verified_by=p.last_verified_by,
+            changed_by=p.changed_by,
+            changed_at=p.changed_at,
+        )
+
 
 def _read_profile_audited(
     conn: DbConn, principal: Principal, resident_id: uuid.UUID, keys: Keyring, purpose: str
@@ -264,15 +275,7 @@ def get_profile_meta(
     authorize_resident(
         conn, principal, Action.PROFILE_META, resident_id, purpose="GET profile meta"
     )
-    p = repo.get_profile(conn, resident_id, keyring=keys)
-    return ProfileMeta(
-        resident_id=p.resident_id,
-        version=p.version,
-        last_verified_at=p.last_verified_at,
-        last_verified_by=p.last_verified_by,
-        changed_by=p.changed_by,
-        changed_at=p.changed_at,
-    )
+    return ProfileMeta.of(repo.get_profile(conn, resident_id, keyring=keys))
 
 
 @router.put("/residents/{resident_id}/profile")
@@ -301,14 +304,7 @@ def verify_profile(
     p = repo.verify_profile(
         conn, resident_id, by=by_name(principal), at=dt.datetime.now(dt.UTC), keyring=keys
     )
-    return ProfileMeta(
-        resident_id=p.resident_id,
-        version=p.version,
-        last_verified_at=p.last_verified_at,
-        last_verified_by=p.last_verified_by,
-        changed_by=p.changed_by,
-        changed_at=p.changed_at,
-    )
+    return ProfileMeta.of(p)
 
 
 @router.get("/profiles/unverified")
