@@ -46,6 +46,20 @@ def make_keyring() -> Keyring:
     return Keyring({"t1": b"k" * 32}, "t1")
 
 
+def home_address() -> Address:
+    """The seeded elder's home (a fresh copy each time: the model is mutable)."""
+    return Address(
+        province="河南省",
+        city="郑州市",
+        district="金水区",
+        street="文化路 88 号",
+        community="幸福里",
+        text="3 号楼 2 单元 401",
+        lat=34.7802,
+        lon=113.6651,
+    )
+
+
 def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001") -> Seeded:
     """One elder with the full profile, care circle, a bound wristband, vitals and a position."""
     now = dt.datetime.now(dt.UTC)
@@ -67,16 +81,7 @@ def seed_registry(url: str, keyring: Keyring, *, device_id: str = "wb-seed-001")
                 birth_date=dt.date(1941, 3, 8),
                 landline="0371-65551234",
                 mobile="13800138000",
-                address=Address(
-                    province="河南省",
-                    city="郑州市",
-                    district="金水区",
-                    street="文化路 88 号",
-                    community="幸福里",
-                    text="3 号楼 2 单元 401",
-                    lat=34.7802,
-                    lon=113.6651,
-                ),
+                address=home_address(),
                 hospital_id=hospital.id,
                 community_id=community.id,
             ),

@@ -26,7 +26,6 @@ from alerts.dispatch120 import (
     VitalSigns,
 )
 from devices.model import (
-    Address,
     BloodType,
     Contact,
     ContactRole,
@@ -38,6 +37,7 @@ from devices.model import (
     ResponderNotes,
     Sex,
 )
+from tests.seed import home_address
 
 XSD = Path(__file__).parent / "data" / "CAP-v1.2.xsd"
 NS = {"cap": CAP_NS}
@@ -67,16 +67,7 @@ def _record(
         health_card=None,
         landline="037165551234",
         mobile="13800138000",
-        address=Address(
-            province="河南省",
-            city="郑州市",
-            district="金水区",
-            street="文化路 88 号",
-            community="幸福里",
-            text="3 号楼 2 单元 401",
-            lat=34.78,
-            lon=113.66,
-        ),
+        address=home_address(),
         flags=frozenset(),
         status=ResidentStatus.ACTIVE,
         community_id=None,
