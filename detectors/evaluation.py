@@ -159,7 +159,7 @@ def evaluate(
     from detectors.training import train_waist, train_wrist  # noqa: PLC0415
 
     train = train_wrist.train if placement == "wrist" else train_waist.train
-    cands = train_wrist.candidates(trials, rate, detector.config_type())
+    cands = train_wrist.candidates(trials, rate, detector.config_type(), detector=detector)
     groups = subject_keys(trials)
     for fi, fold in enumerate(subject_folds(trials, folds, by_source=loso)):
         test = np.isin(groups, fold)

@@ -51,7 +51,7 @@ WRIST_MODEL_RATE_HZ = 50
 
 def model_name(rate_hz: int, base: str = WRIST_MODEL) -> str:
     """Name of the model trained at ``rate_hz``: ``wrist-fall-v1`` (50 Hz, the recordings'
-    rate), ``wrist-fall-25hz-v1``; likewise for another ``base`` (``waist-fall-v1``)."""
+    rate), ``wrist-fall-25hz-v1``; likewise for another ``base`` (``waist-fall-v2``)."""
     if rate_hz == WRIST_MODEL_RATE_HZ:
         return base
     return base.replace("-v", f"-{rate_hz}hz-v")
@@ -240,6 +240,8 @@ class WristFallDetector(FallDetector):
     config: WristConfig
     #: The configuration class this detector takes (and makes by default).
     config_type: type[WristConfig] = WristConfig
+    #: The columns its models score, in order (:meth:`_features` computes them).
+    features: tuple[str, ...] = FEATURES
 
     def __init__(
         self,
@@ -251,7 +253,7 @@ class WristFallDetector(FallDetector):
 
         Raises:
             TypeError: If the config is not a :attr:`config_type` (a :class:`WristConfig`).
-            ValueError: If a model's features are not :data:`FEATURES`, or two models share a
+            ValueError: If a model's features are not :attr:`features`, or two models share a
                 training rate.
         """
         cfg = config or (store.config if store is not None else self.config_type())
@@ -263,10 +265,10 @@ class WristFallDetector(FallDetector):
         super().__init__(cfg, store)
         models = [model] if model is not None else [TreeModel.load(n) for n in cfg.models]
         for m in models:
-            if m.features != FEATURES:
+            if m.features != self.features:
                 raise ValueError(
-                    f"Model {m.name} has features {m.features}; expected "
-                    f"{FEATURES} (retrain it with detectors/training/train_wrist.py)."
+                    f"Model {m.name} has features {m.features}; expected {self.features} "
+                    "(retrain it with its script in detectors/training/)."
                 )
         rates = [m.rate_hz for m in models]
         if not models or len(set(rates)) != len(rates):
@@ -278,7 +280,7 @@ class WristFallDetector(FallDetector):
         self.threshold = cfg.threshold
         self.rows: list[tuple[str, F32, float]] | None = None
         self._last: tuple[F32, npt.NDArray[np.float64]] = (
-            np.zeros((0, len(FEATURES)), np.float32),
+            np.zeros((0, len(self.features)), np.float32),
             np.zeros(0),
         )
 
@@ -291,8 +293,12 @@ class WristFallDetector(FallDetector):
         super().record_candidates(on)
         self.rows = [] if on else None
 
+    def _features(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, F32]:
+        """The evidence and the :attr:`features` matrix of the candidates."""
+        return wrist_features(windows, rate=rate, config=self.config)
+
     def _decide(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, B8]:
-        feats, x = wrist_features(windows, rate=rate, config=self.config)
+        feats, x = self._features(windows, rate=rate)
         model = self.model_for(rate)
         score = model.predict_proba(x)
         self._last = (x, score)

@@ -63,7 +63,7 @@ class Candidates:
 
     Attributes:
         trial: int64 ``(m,)`` index of the trial in the list given.
-        x: float32 ``(m, len(FEATURES))`` features.
+        x: float32 ``(m, number of the detector's features)`` features.
         label: int8 ``(m,)``: 1 fall, 0 activity, -1 left out (other candidates of a fall trial).
         window: float32 ``(m, W, 3)`` the signal around each impact (``keep_windows``), else None.
     """
@@ -75,17 +75,23 @@ class Candidates:
 
 
 def candidates(
-    trials: Sequence[Trial], rate_hz: int, config: WristConfig, *, keep_windows: bool = False
+    trials: Sequence[Trial],
+    rate_hz: int,
+    config: WristConfig,
+    *,
+    keep_windows: bool = False,
+    detector: type[WristFallDetector] = WristFallDetector,
 ) -> Candidates:
     """Record and label the candidates of ``trials`` (see the module docstring); with
-    ``keep_windows`` also the signal around each impact (for comparing other models)."""
-    det = WristFallDetector(config, model=TreeModel.constant(FEATURES, rate_hz=rate_hz))
+    ``keep_windows`` also the signal around each impact (for comparing other models). The
+    columns are ``detector.features`` (the trunk detector's for ``WaistFallDetector``)."""
+    det = detector(config, model=TreeModel.constant(detector.features, rate_hz=rate_hz))
     det.threshold = 2.0  # record only: nothing is suspected, every window stays closed
     det.record_candidates()
     run_trials(trials, rate_hz, det, drain=False)
     rows = det.rows or []
     trial = np.array([int(r[0]) for r in rows], np.int64)
-    x = np.array([r[1] for r in rows], np.float32).reshape(-1, len(FEATURES))
+    x = np.array([r[1] for r in rows], np.float32).reshape(-1, len(detector.features))
     peak = x[:, FEATURES.index("peak_g")]
     intensity = x[:, FEATURES.index("intensity_g")]
     # What the detector's cheap pre-filter lets through in service (it is off while recording).
