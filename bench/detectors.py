@@ -10,8 +10,8 @@ the machine matters less; reports medians over repeats.
   candidate threshold of 2 g, so every candidate goes through the features and the boosted
   trees), through :class:`WristFallDetector`; ``--wrist-only`` runs just these rows.
 * Trunk falls (waist, chest, as shipped): the waist signal with the wrist's harder hits (the
-  trunk detector's candidates start at 2 g too), through :class:`WaistFallDetector` (the 19
-  features and the 100-tree forest); ``--trunk-only`` runs just these rows. The rows "falls,
+  trunk detector's candidates start at 2 g too), through :class:`WaistFallDetector` (the 20
+  trunk features and the 100-tree forest); ``--trunk-only`` runs just these rows. The rows "falls,
   threshold rule" are the streaming core with its threshold rule (:class:`FallDetector`).
 * NEWS2: a 10-minute window of readings (7 parameters, 10 readings each) per device, in devices
   scored per CPU-second; the baseline scores one device per call. "own charts": every elder

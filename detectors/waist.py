@@ -1,8 +1,9 @@
 """Learned fall decision for devices worn on the trunk: a belt or waist clip, a chest pendant.
 
-The wrist detector's streaming core, candidates and :data:`~detectors.wrist.FEATURES`, scored by
-a random forest trained on waist recordings (SisFall, ``detectors/training/train_waist.py``;
-``detectors/models/waist-fall-v1.json`` at 50 Hz, with ``-32hz-`` and ``-25hz-`` models for slower
+The wrist detector's streaming core, candidates and :data:`~detectors.wrist.FEATURES`, plus the
+speed the body gained falling before the impact (:data:`TRUNK_FEATURES`), scored by a random
+forest trained on waist recordings (SisFall, ``detectors/training/train_waist.py``;
+``detectors/models/waist-fall-v2.json`` at 50 Hz, with ``-32hz-`` and ``-25hz-`` models for slower
 devices), and the trunk's recovery of :class:`~detectors.falls.FallDetector`: the wearer counts
 as recovered when moving again (std of ``|a|`` >= ``recover_std_g`` over ``recover_s``) with the
 gravity direction back within ``recover_deg`` of the one before the impact. A trunk's
@@ -19,19 +20,54 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from detectors.fall_features import FallFeatures, ImpactWindows
 from detectors.falls import FallDetector
-from detectors.wrist import WRIST_MODEL_RATE_HZ, WristConfig, WristFallDetector, model_name
+from detectors.wrist import (
+    FEATURES,
+    WRIST_MODEL_RATE_HZ,
+    WristConfig,
+    WristFallDetector,
+    model_name,
+    wrist_features,
+)
 
 F32 = npt.NDArray[np.float32]
 B8 = npt.NDArray[np.bool_]
 
-WAIST_MODEL = "waist-fall-v1"
+WAIST_MODEL = "waist-fall-v2"
 """The trunk model trained at the recordings' rate (50 Hz)."""
 
 WAIST_MODELS: tuple[str, ...] = tuple(
     model_name(r, WAIST_MODEL) for r in (WRIST_MODEL_RATE_HZ, 32, 25)
 )
 """The shipped trunk models, one per training rate."""
+
+TRUNK_FEATURES: tuple[str, ...] = (*FEATURES, "descent_m_s")
+"""Columns of the trunk models: the wrist detector's, and :func:`descent_speed`."""
+
+G_M_S2 = 9.81
+"""Standard gravity, m/s² per g."""
+
+
+def descent_speed(c: ImpactWindows, *, rate: int) -> F32:
+    """Speed in m/s the trunk gained falling before each impact (NaN where no signal).
+
+    The time integral of ``1 g - |a|`` over the second before the impact, up to the last sample
+    below 1 g before it: while the support gives way the accelerometer reads less than gravity,
+    and what it misses is the speed gained downward (Bourke et al., 2008, use the same integral
+    as a vertical velocity). Turning in bed or sitting down onto a seat gains little; a fall
+    from standing gains 1-3 m/s. Only ``|a|`` is used, so no axis convention is needed.
+    """
+    k = c.win.shape[0]
+    cols = c.cols(-rate, 1)
+    ok = c.valid[:, cols]
+    short = np.where(ok, 1.0 - c.mag[:, cols], 0.0)
+    below = ok & (short > 0.0)
+    last = short.shape[1] - 1 - np.argmax(below[:, ::-1], axis=1)
+    gained = np.cumsum(short, axis=1)[np.arange(k), last] * (G_M_S2 / rate)
+    gained = np.where(below.any(axis=1), gained, 0.0)
+    out: F32 = np.where(ok.any(axis=1), gained, np.nan).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,6 +89,12 @@ class WaistFallDetector(WristFallDetector):
 
     config: WaistConfig
     config_type = WaistConfig
+    features = TRUNK_FEATURES
+
+    def _features(self, windows: ImpactWindows, *, rate: int) -> tuple[FallFeatures, F32]:
+        """The wrist detector's columns and :func:`descent_speed`."""
+        feats, x = wrist_features(windows, rate=rate, config=self.config)
+        return feats, np.column_stack([x, descent_speed(windows, rate=rate)])
 
     def _recovering(self, win: F32, mag: F32, valid: B8, *, std: F32, vec: F32, pre_vec: F32) -> B8:
         """Moving again and upright again (the trunk's rule, :class:`FallDetector`'s)."""

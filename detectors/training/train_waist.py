@@ -1,11 +1,13 @@
-"""Train the trunk fall model (``detectors/models/waist-fall-v1.json``) from waist recordings.
+"""Train the trunk fall model (``detectors/models/waist-fall-v2.json``) from waist recordings.
 
     .venv/bin/python -m detectors.training.train_waist --data ../shared/datasets/sisfall
     .venv/bin/python -m detectors.training.train_waist --data ../shared/datasets/sisfall --rate 25
 
-The same candidates, features and labels as the wrist model (``train_wrist``: every trial
-streamed through the detector in 1 s bursts, the largest impact of a fall trial is the fall, every
-candidate of an activity is not), from SisFall's waist recordings resampled to ``--rate``. The
+The same candidates and labels as the wrist model (``train_wrist``: every trial streamed through
+the detector in 1 s bursts, the largest impact of a fall trial is the fall, every candidate of an
+activity is not), with the trunk detector's features (:data:`~detectors.waist.TRUNK_FEATURES`:
+the wrist model's and the speed gained falling), from SisFall's waist recordings resampled to
+``--rate``. The
 model is a random forest (scikit-learn ``RandomForestClassifier``, 100 trees, at least 3
 candidates per leaf, classes balanced; each leaf's share of falls is the score, averaged over the
 trees), written as ``anxin-trees/1`` with ``aggregate: mean-probability``. The threshold is the
@@ -33,8 +35,8 @@ from detectors.fall_input import MAX_RATE_HZ, MIN_RATE_HZ
 from detectors.fall_model import FORMAT, MEAN_PROBABILITY
 from detectors.training import train_wrist
 from detectors.training.train_wrist import NAN_VALUE, SEED, candidates, tree_doc
-from detectors.waist import WAIST_MODEL, WaistConfig
-from detectors.wrist import FEATURES, WRIST_MODEL_RATE_HZ, model_name
+from detectors.waist import TRUNK_FEATURES, WAIST_MODEL, WaistConfig, WaistFallDetector
+from detectors.wrist import WRIST_MODEL_RATE_HZ, model_name
 
 TARGET_SENSITIVITY = 0.985
 N_TREES = 100
@@ -69,7 +71,7 @@ def export_forest(clf: Any, threshold: float, rate_hz: int) -> dict[str, Any]:
         "format": FORMAT,
         "name": model_name(rate_hz, WAIST_MODEL),
         "rate_hz": rate_hz,
-        "features": list(FEATURES),
+        "features": list(TRUNK_FEATURES),
         "nan_value": NAN_VALUE,
         "aggregate": MEAN_PROBABILITY,
         "base_score": 0.0,
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).parent.parent / "models" / f"{name}.json"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     trials = load_sisfall(args.data, rate)
-    cands = candidates(trials, rate, WaistConfig())
+    cands = candidates(trials, rate, WaistConfig(), detector=WaistFallDetector)
     doc = train(
         trials, cands, np.ones(len(trials), np.bool_), rate_hz=rate, target=args.target_sensitivity
     )

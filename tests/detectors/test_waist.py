@@ -11,13 +11,21 @@ import numpy.typing as npt
 import pytest
 
 from core.placement import Placement
+from detectors.fall_features import ImpactWindows
 from detectors.fall_input import FallBatch
 from detectors.fall_model import MEAN_PROBABILITY, TreeModel
 from detectors.falls import FallDetector
 from detectors.findings import DetectorInputError, FallOutcome, FallOutcomeEvidence, FindingKind
 from detectors.placement import FallRouter
-from detectors.waist import WAIST_MODEL, WAIST_MODELS, WaistConfig, WaistFallDetector
-from detectors.wrist import FEATURES, model_name
+from detectors.waist import (
+    TRUNK_FEATURES,
+    WAIST_MODEL,
+    WAIST_MODELS,
+    WaistConfig,
+    WaistFallDetector,
+    descent_speed,
+)
+from detectors.wrist import model_name
 from tests.recordings import sisfall_trial
 
 RATE = 50
@@ -48,10 +56,46 @@ def test_shipped_trunk_models_are_small_versioned_forests_scoring_in_0_1(name: s
     model = TreeModel.load(name)
     assert model.name == name == model_name(model.rate_hz, WAIST_MODEL)
     assert model.aggregate == MEAN_PROBABILITY
-    assert model.features == FEATURES
-    p = model.predict_proba(np.random.default_rng(1).normal(1, 1, (64, len(FEATURES))))
+    assert model.features == TRUNK_FEATURES
+    p = model.predict_proba(np.random.default_rng(1).normal(1, 1, (64, len(TRUNK_FEATURES))))
     assert p.shape == (64,)
     assert np.all((p >= 0) & (p <= 1))
+
+
+def _windows(
+    mag: npt.NDArray[np.float64], valid: npt.NDArray[np.bool_], impact: int
+) -> ImpactWindows:
+    win = np.zeros((*mag.shape, 3), np.float32)
+    win[..., 2] = mag
+    return ImpactWindows(
+        win=win,
+        mag=mag.astype(np.float32),
+        valid=valid,
+        impact=impact,
+        span_mag=mag.astype(np.float32),
+        span_valid=valid,
+        span_impact=np.full(mag.shape[0], impact, np.int64),
+    )
+
+
+def test_descent_speed_is_what_the_trunk_gained_falling_before_the_impact() -> None:
+    rate, impact = 50, 200
+    mag = np.ones((4, 350))
+    # A drop: 0.4 s weightless (the speed gained: 0.4 s x 9.81 m/s2), then the impact.
+    mag[0, impact - 20 : impact] = 0.0
+    mag[0, impact] = 4.0
+    # Lying down onto a bed: a shallow dip of 0.2 g for 0.5 s, then 1.3 g as it stops.
+    mag[1, impact - 40 : impact - 15] = 0.8
+    mag[1, impact - 15 : impact + 1] = 1.3
+    # Gravity all along, then the impact: nothing gained.
+    mag[2, impact] = 3.0
+    valid = np.ones(mag.shape, np.bool_)
+    valid[3] = False  # no signal before or at the impact
+    v = descent_speed(_windows(mag, valid, impact), rate=rate)
+    assert v[0] == pytest.approx(0.4 * 9.81, rel=1e-5)
+    assert v[1] == pytest.approx(0.5 * 0.2 * 9.81, rel=1e-5)
+    assert v[2] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(v[3])
 
 
 def test_a_forest_scores_the_mean_of_its_leaves() -> None:
