@@ -7,12 +7,11 @@ The same candidates and labels as the wrist model (``train_wrist``: every trial 
 the detector in 1 s bursts, the largest impact of a fall trial is the fall, every candidate of an
 activity is not), with the trunk detector's features (:data:`~detectors.waist.TRUNK_FEATURES`:
 the wrist model's and the speed gained falling), from SisFall's waist recordings resampled to
-``--rate``. The
-model is a random forest (scikit-learn ``RandomForestClassifier``, 100 trees, at least 3
-candidates per leaf, classes balanced; each leaf's share of falls is the score, averaged over the
-trees), written as ``anxin-trees/1`` with ``aggregate: mean-probability``. The threshold is the
-highest that still finds ``--target-sensitivity`` (98.5 %) of the fall trials in out-of-fold
-scores of 5 subject folds.
+``--rate``. The model is a random forest (scikit-learn ``RandomForestClassifier``, 100 trees, at
+least 3 candidates per leaf, classes balanced; each leaf's share of falls is the score, averaged
+over the trees), written as ``anxin-trees/1`` with ``aggregate: mean-probability``. The
+threshold is the highest that still finds ``--target-sensitivity`` (98.5 %) of the fall trials
+in out-of-fold scores of 5 subject folds.
 
 Reproducible: fixed seeds, sorted inputs, one thread. Needs the ``train`` extra.
 """

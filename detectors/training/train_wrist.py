@@ -92,8 +92,8 @@ def candidates(
     rows = det.rows or []
     trial = np.array([int(r[0]) for r in rows], np.int64)
     x = np.array([r[1] for r in rows], np.float32).reshape(-1, len(detector.features))
-    peak = x[:, FEATURES.index("peak_g")]
-    intensity = x[:, FEATURES.index("intensity_g")]
+    peak = x[:, detector.features.index("peak_g")]
+    intensity = x[:, detector.features.index("intensity_g")]
     # What the detector's cheap pre-filter lets through in service (it is off while recording).
     keep = (peak >= config.peak_g) & (intensity >= config.intensity_g)
     trial, x = trial[keep], x[keep]
