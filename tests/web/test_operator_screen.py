@@ -96,8 +96,13 @@ def test_the_operator_records_a_visit_and_keeps_the_care_circle_devices_and_sett
     page.click(f"#contacts button[data-edit='{child}']")
     expect(page.locator("#contact-name")).to_have_value("示例子女")
     page.fill("#contact-priority", "5")
-    page.click("#contact button[type=submit]")
-    expect(page.locator("#contacts table")).to_contain_text("邻居王阿姨", timeout=DEADLINE_MS)
+    # The table already shows the neighbour: wait for the save itself, not for the page.
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/api/v1/contacts/{child}") and r.request.method == "PATCH",
+        timeout=DEADLINE_MS,
+    ) as saved:
+        page.click("#contact button[type=submit]")
+    assert saved.value.ok
     assert _one(db_url, "SELECT priority FROM contacts WHERE id = %s", child) == 5
     assert _one(db_url, "SELECT phones FROM contacts WHERE name = '邻居王阿姨'") == ["13700001111"]
 
